@@ -1,0 +1,98 @@
+"""Settings read from the environment (12-factor): one immutable object, no secrets in code.
+
+Every variable is optional; the defaults give the embedded setup used by `make run`
+(SQLite for data and for the Celery broker, messages written to a local outbox).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a running instance (web, worker and beat alike)."""
+
+    database_url: str
+    broker_url: str
+    secret_key: str
+    public_base_url: str = "http://127.0.0.1:5000"
+    instance_dir: Path = DEFAULT_INSTANCE_DIR
+    dispatch_interval_seconds: float = 30.0
+    sql_echo: bool = False
+    session_cookie_secure: bool = False
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _default_secret(instance_dir: Path) -> str:
+    """A per-installation random key kept in instance/ so sessions survive a restart.
+
+    Production deployments set SECRET_KEY; this only serves the embedded default.
+    """
+    import secrets
+
+    path = instance_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from an environment mapping (os.environ by default)."""
+    env = dict(os.environ if env is None else env)
+    instance_dir = Path(env.get("INSTANCE_DIR") or DEFAULT_INSTANCE_DIR)
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'sbrt.db'}"
+    # psycopg 3 is the driver we ship; accept the common postgres:// spellings too.
+    for prefix in ("postgres://", "postgresql://"):
+        if database_url.startswith(prefix):
+            database_url = "postgresql+psycopg://" + database_url[len(prefix) :]
+    broker_url = env.get("BROKER_URL") or f"sqla+sqlite:///{instance_dir / 'broker.db'}"
+    secret_key = env.get("SECRET_KEY") or _default_secret(instance_dir)
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        secret_key=secret_key,
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        instance_dir=instance_dir,
+        dispatch_interval_seconds=float(env.get("DISPATCH_INTERVAL_SECONDS") or 30),
+        sql_echo=_bool(env.get("SQL_ECHO")),
+        session_cookie_secure=_bool(env.get("SESSION_COOKIE_SECURE")),
+        twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,
+        twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+        twilio_base_url=env.get("TWILIO_BASE_URL") or None,
+        smtp_host=env.get("SMTP_HOST") or None,
+        smtp_port=int(env.get("SMTP_PORT") or 587),
+        smtp_username=env.get("SMTP_USERNAME") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_from=env.get("SMTP_FROM") or None,
+    )

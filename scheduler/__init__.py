@@ -1,0 +1,1 @@
+"""Booking domain: SBRT courses, fractions, linacs and the rules that place them."""

@@ -1,0 +1,359 @@
+"""SQLAlchemy models: the persistent shape of departments, linacs, protocols, patients,
+courses and fractions, plus staff accounts and the booking change events.
+
+Times are stored in UTC. The guarantees that must hold under concurrency (no two active
+fractions overlapping on one linac or for one patient) live in the database: PostgreSQL
+exclusion constraints added by the migrations, and serialised writers on SQLite.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware-UTC datetime on every backend (SQLite keeps no zone, so we restore it)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC instant is required")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: store one canonical naive-UTC form.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict: sa.JSON, list: sa.JSON}
+
+
+class FractionStatus(enum.StrEnum):
+    TENTATIVE = "tentative"
+    BOOKED = "booked"
+    CONFIRMED = "confirmed"
+    COMPLETED = "completed"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+# Statuses that occupy a linac and the patient: the exclusion constraints cover only these.
+ACTIVE_FRACTION_STATUSES = (
+    FractionStatus.TENTATIVE,
+    FractionStatus.BOOKED,
+    FractionStatus.CONFIRMED,
+)
+ACTIVE_FRACTION_SQL = "status IN ('tentative', 'booked', 'confirmed')"
+
+
+class CourseStatus(enum.StrEnum):
+    DRAFT = "draft"  # created, no fractions booked yet
+    BOOKED = "booked"  # every fraction placed
+    NEEDS_REVIEW = "needs_review"  # a fraction could not be re-placed within the rules
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    SCHEDULER = "scheduler"
+    VIEWER = "viewer"
+
+
+class Department(Base):
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    phone: Mapped[str | None] = mapped_column(sa.String(32))
+    # Public holidays come from the `holidays` package for this country/subdivision.
+    holiday_country: Mapped[str | None] = mapped_column(sa.String(2))
+    holiday_subdivision: Mapped[str | None] = mapped_column(sa.String(10))
+    # {"0": ["07:00", "19:00"], ...}: Monday=0, local time; a missing weekday is closed.
+    opening_hours: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    linacs: Mapped[list[Linac]] = relationship(back_populates="department", order_by="Linac.id")
+    closures: Mapped[list[Closure]] = relationship(
+        back_populates="department", order_by="Closure.day", cascade="all, delete-orphan"
+    )
+
+
+class Closure(Base):
+    """A local closure day (staff training, building work) on top of public holidays."""
+
+    __tablename__ = "closures"
+    __table_args__ = (sa.UniqueConstraint("department_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    day: Mapped[date]
+    reason: Mapped[str] = mapped_column(sa.String(200))
+
+    department: Mapped[Department] = relationship(back_populates="closures")
+
+
+class Linac(Base):
+    __tablename__ = "linacs"
+    __table_args__ = (sa.UniqueConstraint("department_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    capabilities: Mapped[list] = mapped_column(default=list)
+    # Plans made for one machine of a beam-matched group can be delivered on any of them.
+    beam_group: Mapped[str | None] = mapped_column(sa.String(50))
+    # Same shape as Department.opening_hours; None means the department's hours.
+    opening_hours: Mapped[dict | None]
+    active: Mapped[bool] = mapped_column(default=True)
+
+    department: Mapped[Department] = relationship(back_populates="linacs")
+
+
+class Downtime(Base):
+    __tablename__ = "downtimes"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > starts_at", name="positive_length"),
+        sa.Index("ix_downtimes_linac_time", "linac_id", "starts_at", "ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    linac_id: Mapped[int] = mapped_column(sa.ForeignKey("linacs.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(sa.String(20), default="planned")  # planned | unplanned
+    reason: Mapped[str] = mapped_column(sa.String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+
+    linac: Mapped[Linac] = relationship()
+
+
+class Protocol(Base):
+    """A course template; the rule columns follow the DICOM RT prescription attributes."""
+
+    __tablename__ = "protocols"
+    __table_args__ = (
+        sa.CheckConstraint("fractions BETWEEN 1 AND 5", name="fraction_count"),
+        sa.CheckConstraint(
+            "first_session_minutes BETWEEN 30 AND 120 AND session_minutes BETWEEN 30 AND 120",
+            name="session_minutes",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    site: Mapped[str] = mapped_column(sa.String(50), default="generic")  # prep instructions key
+    fractions: Mapped[int]
+    min_hours_between: Mapped[float] = mapped_column(default=0.0)
+    min_interval_days: Mapped[int] = mapped_column(default=1)
+    max_interval_days: Mapped[int | None]
+    min_overall_days: Mapped[int | None]
+    max_overall_days: Mapped[int | None]
+    weekdays: Mapped[list] = mapped_column(default=lambda: [0, 1, 2, 3, 4])
+    start_weekdays: Mapped[list | None]
+    first_session_minutes: Mapped[int] = mapped_column(default=60)
+    session_minutes: Mapped[int] = mapped_column(default=45)
+    capabilities: Mapped[list] = mapped_column(default=lambda: ["sbrt"])
+    prep_instructions: Mapped[str] = mapped_column(sa.Text, default="")
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (sa.UniqueConstraint("department_id", "mrn"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    mrn: Mapped[str] = mapped_column(sa.String(50))
+    given_name: Mapped[str] = mapped_column(sa.String(100))
+    family_name: Mapped[str] = mapped_column(sa.String(100))
+    phone_e164: Mapped[str | None] = mapped_column(sa.String(20))
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    language: Mapped[str] = mapped_column(sa.String(8), default="en")
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))  # None: the department's
+    sms_consent: Mapped[bool] = mapped_column(default=False)
+    sms_consent_at: Mapped[datetime | None]
+    sms_opted_out: Mapped[bool] = mapped_column(default=False)
+    email_consent: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    department: Mapped[Department] = relationship()
+    courses: Mapped[list[Course]] = relationship(back_populates="patient", order_by="Course.id")
+
+
+class Course(Base):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocols.id"))
+    status: Mapped[str] = mapped_column(sa.String(20), default=CourseStatus.DRAFT)
+    priority: Mapped[int] = mapped_column(default=3)  # 1 urgent ... 5 routine
+    ready_to_treat_on: Mapped[date | None]
+    notes: Mapped[str] = mapped_column(sa.Text, default="")
+    # Readiness checklist: each step is done when its timestamp is set.
+    ct_simulation_at: Mapped[datetime | None]
+    plan_approved_at: Mapped[datetime | None]
+    physics_qa_at: Mapped[datetime | None]
+    consent_at: Mapped[datetime | None]
+    fiducials_placed_at: Mapped[datetime | None]
+    review_reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="courses")
+    protocol: Mapped[Protocol] = relationship()
+    fractions: Mapped[list[Fraction]] = relationship(
+        back_populates="course", order_by="(Fraction.number, Fraction.id)"
+    )
+
+    @property
+    def ready_to_treat(self) -> bool:
+        """Plan approval and physics QA recorded: the first fraction may be confirmed."""
+        return self.plan_approved_at is not None and self.physics_qa_at is not None
+
+
+class Fraction(Base):
+    __tablename__ = "fractions"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > starts_at", name="positive_length"),
+        sa.CheckConstraint("number BETWEEN 1 AND 5", name="number_range"),
+        sa.Index("ix_fractions_linac_time", "linac_id", "starts_at"),
+        sa.Index("ix_fractions_patient_time", "patient_id", "starts_at"),
+        # One active row per position in a course (a missed fraction's rebooking is a new row).
+        sa.Index(
+            "uq_fractions_active_number",
+            "course_id",
+            "number",
+            unique=True,
+            sqlite_where=sa.text(ACTIVE_FRACTION_SQL),
+            postgresql_where=sa.text(ACTIVE_FRACTION_SQL),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(sa.ForeignKey("courses.id"), index=True)
+    # Denormalised from the course so the database can forbid a patient's overlapping sessions.
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"))
+    linac_id: Mapped[int] = mapped_column(sa.ForeignKey("linacs.id"))
+    number: Mapped[int]
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(sa.String(20), default=FractionStatus.BOOKED)
+    # Incremented on every change; reminders carry it so a stale one is never sent.
+    version: Mapped[int] = mapped_column(default=1)
+    override_reason: Mapped[str | None] = mapped_column(sa.Text)
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    course: Mapped[Course] = relationship(back_populates="fractions")
+    linac: Mapped[Linac] = relationship()
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_FRACTION_STATUSES
+
+
+class BookingEvent(Base):
+    """A booking change, written in the same transaction as the change itself.
+
+    The reminder pipeline consumes these rows (change notices, confirmations), so an event
+    exists if and only if its change was committed.
+    """
+
+    __tablename__ = "booking_events"
+    __table_args__ = (sa.Index("ix_booking_events_unprocessed", "processed_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(40))  # course_booked, fraction_moved, ...
+    course_id: Mapped[int] = mapped_column(sa.ForeignKey("courses.id"), index=True)
+    fraction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fractions.id"))
+    payload: Mapped[dict] = mapped_column(default=dict)
+    actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(20), default=Role.VIEWER)
+    password_hash: Mapped[str | None] = mapped_column(sa.String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for integrations; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    token_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEntry(Base):
+    """Who viewed or changed which record, and when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_subject", "subject_type", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(sa.String(40))
+    subject_type: Mapped[str] = mapped_column(sa.String(40))
+    subject_id: Mapped[int | None]
+    detail: Mapped[dict] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """Last time a worker component ran its periodic task: shows worker and beat are alive."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    last_seen_at: Mapped[datetime]

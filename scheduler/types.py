@@ -1,0 +1,151 @@
+"""Plain, immutable data the scheduling engine works on.
+
+The engine (rules.py, search.py) imports nothing but this module and the standard library:
+no Flask, Celery or database. Services translate ORM rows into these values and back.
+
+Conventions:
+- every datetime is timezone-aware UTC; every interval is half-open [start, end);
+- weekdays are numbered like ``date.weekday()``: Monday=0 ... Sunday=6;
+- opening hours and dates are in the department's local time zone (``Calendar.timezone``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+
+ALL_WEEKDAYS: frozenset[int] = frozenset(range(7))
+WORKING_WEEKDAYS: frozenset[int] = frozenset(range(5))
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    """Local opening hours per weekday (Monday=0); a weekday that is absent is closed."""
+
+    by_weekday: Mapping[int, tuple[time, time]]
+
+    def window(self, weekday: int) -> tuple[time, time] | None:
+        return self.by_weekday.get(weekday)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A protocol's scheduling rules (DICOM RT second-generation prescription parameters)."""
+
+    fractions: int
+    min_hours_between: float = 0.0
+    min_interval_days: int = 1
+    max_interval_days: int | None = None
+    min_overall_days: int | None = None
+    max_overall_days: int | None = None
+    weekdays: frozenset[int] = WORKING_WEEKDAYS
+    start_weekdays: frozenset[int] | None = None
+    first_session_minutes: int = 60
+    session_minutes: int = 45
+    capabilities: frozenset[str] = frozenset({"sbrt"})
+
+    def minutes_for(self, number: int) -> int:
+        """Session length of fraction ``number`` (1-based): the first one is longer."""
+        return self.first_session_minutes if number == 1 else self.session_minutes
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A half-open UTC interval [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+@dataclass(frozen=True)
+class LinacSpec:
+    id: int
+    name: str
+    capabilities: frozenset[str]
+    beam_group: str | None = None
+    hours: OpeningHours | None = None  # None: the department's hours apply
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The department's time zone, opening hours and days it does not treat."""
+
+    timezone: str
+    hours: OpeningHours
+    closed_dates: frozenset[date] = frozenset()  # public holidays and local closures
+    closed_reasons: Mapping[date, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything the engine needs to know about the world, for one request's horizon."""
+
+    calendar: Calendar
+    linacs: tuple[LinacSpec, ...]
+    # Per linac id: existing active bookings and downtime, sorted by start.
+    linac_busy: Mapping[int, Sequence[Interval]] = field(default_factory=dict)
+    # The patient's other active bookings (any linac), sorted by start.
+    patient_busy: Sequence[Interval] = ()
+
+
+@dataclass(frozen=True)
+class PlannedFraction:
+    number: int  # 1-based position in the course
+    linac_id: int
+    start: datetime
+    end: datetime
+
+    @property
+    def interval(self) -> Interval:
+        return Interval(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A complete placement of every fraction of a course, ordered by number."""
+
+    fractions: tuple[PlannedFraction, ...]
+
+    @property
+    def first_start(self) -> datetime:
+        return self.fractions[0].start
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """What to propose: for a whole course, or to complete one around fixed fractions."""
+
+    rules: Rules
+    earliest: date  # local date of the earliest allowed first (free) fraction
+    not_before: datetime | None = None  # UTC instant nothing free may start before (now)
+    count: int = 3
+    horizon_days: int = 56
+    preferred_window: tuple[time, time] | None = None  # local time of day the patient prefers
+    # Fractions that keep their placement (completed ones, or the unaffected ones of a
+    # course being re-planned). The engine places every other number 1..rules.fractions.
+    fixed: Mapping[int, PlannedFraction] = field(default_factory=dict)
+    # Linacs to prefer, in order (e.g. the course's current machine when re-planning).
+    preferred_linacs: tuple[int, ...] = ()
+    step_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: a stable code for machines and a sentence for people."""
+
+    code: str
+    message: str
+    fraction: int | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why nothing fits, and the earliest start that would."""
+
+    code: str  # the binding rule, e.g. "no_capable_linac", "max_overall_days", "capacity"
+    message: str
+    earliest_feasible: date | None = None
