@@ -1,0 +1,92 @@
+"""Errors the use cases raise; the web layer maps each to an RFC 9457 problem response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class: ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(ServiceError):
+    status = 404
+    title = "Not found"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    title = "Forbidden"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class InvalidInput(ServiceError):
+    """Input that fails validation; ``errors`` name each field."""
+
+    status = 422
+    title = "Validation failed"
+
+    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+@dataclass(frozen=True)
+class ConflictingBooking:
+    """What a requested time collides with (no patient details: this may reach any staff)."""
+
+    kind: str  # "linac" | "patient" | "downtime"
+    linac_id: int | None
+    starts_at: str  # ISO 8601 UTC
+    ends_at: str
+
+
+class Conflict(ServiceError):
+    """The slot is taken (possibly by a concurrent booking that won the race)."""
+
+    status = 409
+    title = "Conflict"
+
+    def __init__(self, detail: str, conflicts: list[ConflictingBooking] | None = None) -> None:
+        super().__init__(detail)
+        self.conflicts = conflicts or []
+
+
+class StateConflict(ServiceError):
+    """The record is not in a state that allows this action (e.g. cancelling twice)."""
+
+    status = 409
+    title = "Conflict"
+
+
+@dataclass
+class RuleBreak:
+    code: str
+    message: str
+    fraction: int | None = None
+    overridable: bool = False
+
+
+class RulesBroken(ServiceError):
+    """The schedule breaks protocol rules; overridable ones may be booked with a reason."""
+
+    status = 422
+    title = "Schedule breaks protocol rules"
+
+    def __init__(self, detail: str, violations: list[RuleBreak] | None = None) -> None:
+        super().__init__(detail)
+        self.violations = list(violations or [])

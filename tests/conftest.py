@@ -1,0 +1,157 @@
+"""Shared fixtures: every database test runs on SQLite and, when reachable, PostgreSQL.
+
+A service that cannot be reached is a skip on a developer's machine and a failure when
+REQUIRE_SERVICES=1 (CI), so nothing silently goes untested there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.orm import Session, sessionmaker
+
+from bootstrap import make_engine, make_session_factory
+from config import Settings, load_settings
+from scheduler.models import Base
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def services_required() -> bool:
+    return os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail under REQUIRE_SERVICES=1."""
+    if services_required():
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def port_open(url: str, default_port: int) -> bool:
+    parsed = urlparse(url.replace("+psycopg", ""))
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 2
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def migrate(database_url: str) -> None:
+    cfg = AlembicConfig(str(REPO_ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["configure_logging"] = False
+    command.upgrade(cfg, "head")
+
+
+def _postgres_database() -> str:
+    """A fresh, migrated PostgreSQL database for this test session (dropped afterwards)."""
+    if not port_open(POSTGRES_ADMIN_URL, 5432):
+        unavailable(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
+    name = f"sbrt_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    return url
+
+
+def _drop_postgres_database(url: str) -> None:
+    name = sa.make_url(url).database
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _migrated_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    urls: dict[str, str] = {}
+    yield urls
+    if "postgresql" in urls:
+        _drop_postgres_database(urls["postgresql"])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest,
+    _migrated_urls: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """A migrated database URL (one per backend per session); tables are emptied per test."""
+    backend = request.param
+    if backend not in _migrated_urls:
+        if backend == "sqlite":
+            path = tmp_path_factory.mktemp("sqlite") / "test.db"
+            url = f"sqlite:///{path}"
+            migrate(url)
+        else:
+            url = _postgres_database()
+        _migrated_urls[backend] = url
+    return _migrated_urls[backend]
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url)
+    _empty_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+def _empty_tables(engine: sa.Engine) -> None:
+    """Start each test from an empty schema (services commit, so rollback is not enough)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "BROKER_URL": "memory://",
+            "SECRET_KEY": "test-secret-key-not-for-production",
+            "INSTANCE_DIR": str(tmp_path),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not port_open(REDIS_URL, 6379):
+        unavailable(f"Redis not reachable at {REDIS_URL}")
+    return REDIS_URL
