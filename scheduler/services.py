@@ -76,6 +76,8 @@ READINESS_STEPS = {
     "fiducials_placed": "fiducials_placed_at",
 }
 DOWNTIME_KINDS = frozenset({"planned", "unplanned"})
+# A rebooked session needs time for the patient to be told and to travel.
+REBOOK_LEAD_TIME = timedelta(hours=2)
 # Kept fractions whose course has run: they anchor the rules but are never re-placed.
 SCHEDULED_STATUSES = (*ACTIVE_FRACTION_STATUSES, FractionStatus.COMPLETED)
 
@@ -745,7 +747,7 @@ def record_missed(
             department,
             keep,
             free,
-            not_before=now,
+            not_before=now + REBOOK_LEAD_TIME,
             count=1,
             preferred_linacs=group,
         )
