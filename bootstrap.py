@@ -18,11 +18,17 @@ def make_engine(database_url: str, *, echo: bool = False) -> sa.Engine:
     """An engine with the per-backend settings our guarantees rely on."""
     if database_url.startswith("sqlite"):
         engine = sa.create_engine(
-            database_url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}
+            database_url,
+            echo=echo,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=10,
+            max_overflow=20,
         )
         _serialise_sqlite_writers(engine)
         return engine
-    return sa.create_engine(database_url, echo=echo, pool_pre_ping=True, pool_size=10)
+    return sa.create_engine(
+        database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+    )
 
 
 def _serialise_sqlite_writers(engine: sa.Engine) -> None:

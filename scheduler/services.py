@@ -9,12 +9,14 @@ at BEGIN makes the overlap check and the insert one step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from scheduler import rules as rulebook
@@ -52,6 +54,9 @@ from scheduler.types import (
     SearchContext,
     Violation,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Clinical spacing rules a scheduler may break with a recorded reason. Everything else
 # (machine or patient double-booked, closed day, outside hours, missing capability) is
@@ -346,12 +351,44 @@ def _conflicts(
     return found
 
 
+class _LostRace(Exception):
+    """PostgreSQL broke a deadlock between two bookings by aborting ours: run it again."""
+
+
+# PostgreSQL's deadlock and serialisation failures: the transaction did nothing and may be
+# retried. Two bookings for one patient on two linacs can wait on each other's exclusion
+# checks; the database aborts one and the retry then sees the winner's rows.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+RACE_RETRIES = 3
+
+
+def _retry_lost_races(use_case: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(use_case)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for _ in range(RACE_RETRIES - 1):
+            try:
+                return use_case(*args, **kwargs)
+            except _LostRace:
+                continue
+        try:
+            return use_case(*args, **kwargs)
+        except _LostRace as exc:
+            raise Conflict("bookings changed while this one was made; try again") from exc
+
+    return run
+
+
 def _flush_or_conflict(
     session: Session, linac_ids: Iterable[int], patient_id: int, window: Interval
 ) -> None:
     """Flush; a constraint violation means a concurrent booking won the race."""
     try:
         session.flush()
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            session.rollback()
+            raise _LostRace() from exc
+        raise
     except IntegrityError as exc:
         session.rollback()
         raise Conflict(
@@ -360,6 +397,7 @@ def _flush_or_conflict(
         ) from exc
 
 
+@_retry_lost_races
 def book_course(
     session: Session,
     course_id: int,
@@ -461,6 +499,7 @@ def _introduced(before: list[Violation], after: list[Violation]) -> list[Violati
     return [v for v in after if (v.code, v.fraction) not in known]
 
 
+@_retry_lost_races
 def move_fraction(
     session: Session,
     fraction_id: int,
@@ -704,6 +743,7 @@ def record_completed(
     return fraction
 
 
+@_retry_lost_races
 def record_missed(
     session: Session, fraction_id: int, *, actor_id: int | None = None, now: datetime | None = None
 ) -> MissedResult:
@@ -880,6 +920,7 @@ def record_readiness(
 # --- downtime ----------------------------------------------------------------------------
 
 
+@_retry_lost_races
 def add_downtime(
     session: Session,
     linac_id: int,

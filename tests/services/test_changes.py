@@ -128,7 +128,10 @@ def test_missed_fraction_is_rebooked_within_the_overall_time(session):
     result = services.record_missed(session, second.id, now=later)
     assert result.missed.status == FractionStatus.MISSED
     assert result.rebooked is not None and not result.needs_review
-    assert result.rebooked.number == 2 and result.rebooked.starts_at >= later + services.REBOOK_LEAD_TIME
+    assert (
+        result.rebooked.number == 2
+        and result.rebooked.starts_at >= later + services.REBOOK_LEAD_TIME
+    )
     current = {r.number: r for r in _fractions(session, course_id) if r.status != "missed"}
     assert sorted(current) == [1, 2, 3, 4, 5]
     starts = [current[n].starts_at for n in range(1, 6)]

@@ -1,0 +1,33 @@
+# One image for every role (web, worker, beat, migrate); docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+# Unbuffered output so logs reach `docker compose logs` as they happen; no .pyc in the image.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    INSTANCE_DIR=/app/instance
+
+# Copy only what the package is built from: never local data (instance/), the virtualenv or .git.
+COPY pyproject.toml config.py bootstrap.py worker.py /src/
+COPY scheduler /src/scheduler
+COPY notifications /src/notifications
+COPY web /src/web
+# Installed as a regular package, then the build tree is dropped, so every process imports the
+# same installed code whatever its working directory.
+RUN pip install /src && rm -rf /src
+
+WORKDIR /app
+# Alembic runs from here (`alembic upgrade head` in the migrate service).
+COPY alembic.ini ./
+COPY migrations ./migrations
+
+# Run as an unprivileged user; it owns only instance/ (beat's schedule file lives there).
+RUN useradd --create-home --uid 10001 app \
+    && mkdir -p /app/instance \
+    && chown app:app /app/instance
+USER app
+
+EXPOSE 5000
+CMD ["gunicorn", "--bind=0.0.0.0:5000", "--workers=2", "--access-logfile=-", "web:create_app()"]

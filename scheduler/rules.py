@@ -1,0 +1,343 @@
+"""Checking a schedule against a protocol's rules and the world it has to fit into.
+
+:func:`validate` lists every broken rule as a :class:`~scheduler.types.Violation` with a stable
+``code`` (for machines) and a sentence naming the fraction and its local times (for people).
+The search engine uses the same checks, through :class:`Validator`, as its final safety net.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Iterable, Sequence
+from datetime import date, datetime, timedelta
+from itertools import accumulate
+from operator import attrgetter, gt
+
+from scheduler.timeutil import format_day, format_local, local_date, local_window, to_local
+from scheduler.types import (
+    Calendar,
+    Interval,
+    LinacSpec,
+    OpeningHours,
+    PlannedFraction,
+    Rules,
+    Schedule,
+    SearchContext,
+    Violation,
+)
+
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+# Every code validate() can return, for callers that map codes to UI text or HTTP errors.
+CODES: frozenset[str] = frozenset(
+    {
+        "fraction_count",
+        "in_past",
+        "session_length",
+        "weekday",
+        "start_weekday",
+        "closed_date",
+        "outside_hours",
+        "capability",
+        "linac_busy",
+        "patient_busy",
+        "self_overlap",
+        "order",
+        "min_hours_between",
+        "min_interval_days",
+        "max_interval_days",
+        "min_overall_days",
+        "max_overall_days",
+    }
+)
+
+
+class BusyIndex:
+    """Busy intervals indexed for fast overlap queries over any sub-range.
+
+    Building it is a few C-speed passes (no per-interval Python work), so a search that only
+    looks at a few days of a long horizon does not pay for the rest. ``reach[i]`` is the latest
+    end among the first i+1 intervals: it is monotonic, so one bisect skips every interval that
+    ends before a query, however long the downtimes before it are.
+    """
+
+    __slots__ = ("intervals", "starts", "reach")
+
+    def __init__(self, intervals: Iterable[Interval]) -> None:
+        ivs = [iv for iv in intervals if iv.end > iv.start]
+        starts = [iv.start for iv in ivs]
+        if any(map(gt, starts, starts[1:])):  # documented sorted, but do not rely on it
+            ivs.sort(key=attrgetter("start"))
+            starts = [iv.start for iv in ivs]
+        self.intervals = ivs
+        self.starts = starts
+        self.reach = list(accumulate((iv.end for iv in ivs), max))
+
+    def overlapping(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The busy time overlapping [start, end), merged into disjoint spans in order."""
+        i = bisect_right(self.reach, start)
+        j = bisect_left(self.starts, end, lo=i)
+        spans: list[tuple[datetime, datetime]] = []
+        for iv in self.intervals[i:j]:
+            if iv.end <= start:
+                continue
+            if spans and iv.start <= spans[-1][1]:
+                if iv.end > spans[-1][1]:
+                    spans[-1] = (spans[-1][0], iv.end)
+            else:
+                spans.append((iv.start, iv.end))
+        return spans
+
+    def free(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The parts of [start, end) that no busy span covers, in order."""
+        gaps = []
+        cursor = start
+        for busy_start, busy_end in self.overlapping(start, end):
+            if busy_start > cursor:
+                gaps.append((cursor, busy_start))
+            cursor = max(cursor, busy_end)
+        if cursor < end:
+            gaps.append((cursor, end))
+        return gaps
+
+
+def hours_for(linac: LinacSpec | None, calendar: Calendar) -> OpeningHours:
+    """The opening hours that apply to ``linac``: its own, else the department's."""
+    if linac is not None and linac.hours is not None:
+        return linac.hours
+    return calendar.hours
+
+
+def opening_window(
+    linac: LinacSpec | None, calendar: Calendar, day: date
+) -> tuple[datetime, datetime] | None:
+    """UTC [open, close) of ``linac`` on local ``day``, or None when it does not open."""
+    window = hours_for(linac, calendar).window(day.weekday())
+    if window is None:
+        return None
+    opens, closes = local_window(day, window[0], window[1], calendar.timezone)
+    if closes <= opens:
+        return None
+    return opens, closes
+
+
+def closed_reason(calendar: Calendar, day: date) -> str | None:
+    """Why the department does not treat on ``day``, or None when it is not a closed date."""
+    if day not in calendar.closed_dates:
+        return None
+    return calendar.closed_reasons.get(day) or "closed"
+
+
+def capable(linac: LinacSpec, rules: Rules) -> bool:
+    return rules.capabilities <= linac.capabilities
+
+
+class Validator:
+    """The rule checks for one SearchContext, with its lookups built once and reused."""
+
+    def __init__(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.tz = ctx.calendar.timezone
+        self.linacs: dict[int, LinacSpec] = {linac.id: linac for linac in ctx.linacs}
+        self._linac_busy: dict[int, BusyIndex] = {}
+        self._patient_busy: BusyIndex | None = None
+
+    def linac_busy(self, linac_id: int) -> BusyIndex:
+        """The merged busy index of one linac, built on first use."""
+        index = self._linac_busy.get(linac_id)
+        if index is None:
+            index = BusyIndex(self.ctx.linac_busy.get(linac_id, ()))
+            self._linac_busy[linac_id] = index
+        return index
+
+    @property
+    def patient_busy(self) -> BusyIndex:
+        if self._patient_busy is None:
+            self._patient_busy = BusyIndex(self.ctx.patient_busy)
+        return self._patient_busy
+
+    def _when(self, f: PlannedFraction) -> str:
+        return f"{format_local(f.start, self.tz)}–{to_local(f.end, self.tz):%H:%M}"
+
+    def _span(self, start: datetime, end: datetime) -> str:
+        return f"{format_local(start, self.tz)}–{format_local(end, self.tz)}"
+
+    def _linac_name(self, linac_id: int) -> str:
+        linac = self.linacs.get(linac_id)
+        return linac.name if linac is not None else f"linac {linac_id}"
+
+    def validate(
+        self,
+        schedule: Schedule,
+        rules: Rules,
+        *,
+        not_before: datetime | None = None,
+        fixed: Collection[int] = (),
+    ) -> list[Violation]:
+        """Every rule ``schedule`` breaks; see :func:`validate`."""
+        out: list[Violation] = []
+        fractions = sorted(schedule.fractions, key=lambda f: f.number)
+        numbers = [f.number for f in fractions]
+        if numbers != list(range(1, rules.fractions + 1)):
+            out.append(
+                Violation(
+                    "fraction_count",
+                    f"the protocol needs fractions 1–{rules.fractions}, "
+                    f"the schedule has {numbers or 'none'}",
+                )
+            )
+        for f in fractions:
+            out.extend(self._single(f, rules, not_before, fixed))
+        out.extend(self._pairs(fractions, rules))
+        return out
+
+    def _single(
+        self,
+        f: PlannedFraction,
+        rules: Rules,
+        not_before: datetime | None,
+        fixed: Collection[int],
+    ) -> list[Violation]:
+        """The rules one fraction must keep on its own."""
+        out: list[Violation] = []
+        cal = self.ctx.calendar
+        day = local_date(f.start, self.tz)
+        label = f"fraction {f.number} ({self._when(f)})"
+
+        def add(code: str, message: str) -> None:
+            out.append(Violation(code, message, f.number))
+
+        if not_before is not None and f.number not in fixed and f.start < not_before:
+            add("in_past", f"{label} starts before {format_local(not_before, self.tz)}")
+        expected = timedelta(minutes=rules.minutes_for(f.number))
+        if f.end - f.start != expected:
+            actual = (f.end - f.start).total_seconds() / 60
+            add(
+                "session_length",
+                f"{label} lasts {actual:g} min; the protocol needs {rules.minutes_for(f.number)}",
+            )
+        if day.weekday() not in rules.weekdays:
+            add("weekday", f"{label} falls on a {WEEKDAY_NAMES[day.weekday()]}")
+        if (
+            f.number == 1
+            and rules.start_weekdays is not None
+            and day.weekday() not in rules.start_weekdays
+        ):
+            allowed = ", ".join(WEEKDAY_NAMES[d] for d in sorted(rules.start_weekdays))
+            add(
+                "start_weekday",
+                f"{label} starts the course on a {WEEKDAY_NAMES[day.weekday()]}; "
+                f"allowed: {allowed}",
+            )
+        reason = closed_reason(cal, day)
+        if reason is not None:
+            add("closed_date", f"{label} falls on {format_day(day)}, a closed date ({reason})")
+
+        linac = self.linacs.get(f.linac_id)
+        if linac is None:
+            add("capability", f"{label} is on unknown linac {f.linac_id}")
+        elif not capable(linac, rules):
+            missing = ", ".join(sorted(rules.capabilities - linac.capabilities))
+            add("capability", f"{label} is on {linac.name}, which lacks {missing}")
+        if linac is not None:
+            window = opening_window(linac, cal, day)
+            if window is None:
+                add("outside_hours", f"{label}: {linac.name} is closed that day")
+            elif f.start < window[0] or f.end > window[1]:
+                add(
+                    "outside_hours",
+                    f"{label} is outside {linac.name}'s hours "
+                    f"{to_local(window[0], self.tz):%H:%M}–{to_local(window[1], self.tz):%H:%M}",
+                )
+        for start, end in self.linac_busy(f.linac_id).overlapping(f.start, f.end):
+            add(
+                "linac_busy",
+                f"{label} overlaps a booking or downtime on {self._linac_name(f.linac_id)} "
+                f"({self._span(start, end)})",
+            )
+        for start, end in self.patient_busy.overlapping(f.start, f.end):
+            add(
+                "patient_busy",
+                f"{label} overlaps the patient's other appointment ({self._span(start, end)})",
+            )
+        return out
+
+    def _pairs(self, fractions: Sequence[PlannedFraction], rules: Rules) -> list[Violation]:
+        """The rules between fractions: overlap, order, spacing and overall time."""
+        out: list[Violation] = []
+        for i, a in enumerate(fractions):
+            for b in fractions[i + 1 :]:
+                if a.interval.overlaps(b.interval):
+                    out.append(
+                        Violation(
+                            "self_overlap",
+                            f"fraction {a.number} ({self._when(a)}) overlaps "
+                            f"fraction {b.number} ({self._when(b)})",
+                            b.number,
+                        )
+                    )
+        days = [local_date(f.start, self.tz) for f in fractions]
+        for i in range(1, len(fractions)):
+            prev, cur = fractions[i - 1], fractions[i]
+            gap = (days[i] - days[i - 1]).days
+            hours = (cur.start - prev.start).total_seconds() / 3600
+            pair = (
+                f"fraction {prev.number} ({format_local(prev.start, self.tz)}) and "
+                f"fraction {cur.number} ({format_local(cur.start, self.tz)})"
+            )
+            checks = [
+                (cur.start <= prev.start, "order", f"{pair} are not in order"),
+                (
+                    hours < rules.min_hours_between,
+                    "min_hours_between",
+                    f"{pair} are {hours:g} h apart; at least {rules.min_hours_between:g} h needed",
+                ),
+                (
+                    gap < rules.min_interval_days,
+                    "min_interval_days",
+                    f"{pair} are {gap} day(s) apart; at least {rules.min_interval_days} needed",
+                ),
+                (
+                    rules.max_interval_days is not None and gap > rules.max_interval_days,
+                    "max_interval_days",
+                    f"{pair} are {gap} days apart; at most {rules.max_interval_days} allowed",
+                ),
+            ]
+            out.extend(Violation(code, msg, cur.number) for broken, code, msg in checks if broken)
+        if days:
+            overall = (days[-1] - days[0]).days + 1
+            span = f"{format_day(days[0])} to {format_day(days[-1])}"
+            if rules.min_overall_days is not None and overall < rules.min_overall_days:
+                out.append(
+                    Violation(
+                        "min_overall_days",
+                        f"the course spans {overall} day(s) ({span}); "
+                        f"at least {rules.min_overall_days} needed",
+                    )
+                )
+            if rules.max_overall_days is not None and overall > rules.max_overall_days:
+                out.append(
+                    Violation(
+                        "max_overall_days",
+                        f"the course spans {overall} days ({span}); "
+                        f"at most {rules.max_overall_days} allowed",
+                    )
+                )
+        return out
+
+
+def validate(
+    schedule: Schedule,
+    rules: Rules,
+    ctx: SearchContext,
+    *,
+    not_before: datetime | None = None,
+    fixed: Collection[int] = (),
+) -> list[Violation]:
+    """Every rule ``schedule`` breaks, in fraction order (empty when it is valid).
+
+    ``not_before`` is the instant nothing may start before (usually now); fraction numbers in
+    ``fixed`` (delivered or otherwise settled ones) are exempt from that check only. ``ctx``
+    must not contain the schedule's own bookings, or they would be reported as conflicts.
+    """
+    return Validator(ctx).validate(schedule, rules, not_before=not_before, fixed=fixed)

@@ -1,0 +1,711 @@
+"""Finding complete, valid schedules for a course, and explaining when there are none.
+
+How :func:`propose` searches
+----------------------------
+Fractions are placed in number order. The first free (not fixed) fraction is enumerated over
+the candidate starts of each day; the rest of the course is completed by a depth-first search
+whose candidates, per fraction, come from precomputed free slots (opening window minus the
+linac's busy time, the patient's other appointments and the fixed fractions, on a grid of
+``step_minutes`` aligned to that window's opening time). Day bounds derived from the interval
+and overall-days rules prune every branch that could not finish the course in time, and
+subproblems already known to fail are memoised, so the search never walks the full product.
+
+Ranking
+-------
+Proposals are ordered by, in turn:
+
+1. the local date of the first free fraction (earliest first);
+2. all fractions on one linac, else all in one beam-matched group, else any capable linac;
+3. every fraction within ±30 minutes of the first fraction's local time of day;
+4. every free fraction inside ``request.preferred_window`` (when given);
+5. the first free fraction's linac in ``request.preferred_linacs`` order;
+6. when re-planning around a fixed first fraction, the time of day closest to it;
+7. the first free fraction's start time, then its linac id.
+
+"One linac" and "one group" include the fixed fractions: re-planned fractions stay on the
+course's machine, else on a beam-matched one.
+
+Criteria 2–4 form "tiers" that are tried strictly in order for every candidate start of a day,
+so a tier's first success is the best remaining candidate and the search can stop as soon as
+``count`` proposals are accepted. Within a course the later fractions take, in turn, the
+time of day within ±30 minutes of the first fraction's (even on a later day), the earliest
+day, the preferred linac, the closest time of day, the lower linac id and the earlier start.
+
+Alternatives are meaningfully different: a candidate is only accepted when, against every
+proposal already accepted, its first free fraction is on another local date, on another linac,
+or starts at least an hour apart. Two completions of the same first fraction never count as
+different, so the proposals are never 15-minute shifts of one session.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+
+from scheduler.rules import BusyIndex, Validator, capable, closed_reason, opening_window
+from scheduler.timeutil import format_day, local_date, local_minutes
+from scheduler.types import (
+    Explanation,
+    LinacSpec,
+    PlannedFraction,
+    Rules,
+    Schedule,
+    ScheduleRequest,
+    SearchContext,
+)
+
+SAME_TIME_TOLERANCE_MINUTES = 30
+DISTINCT_START_MINUTES = 60
+EXPLAIN_HORIZON_DAYS = 56
+
+# Linac scope of a tier: the first free fraction's linac, its beam group, or any capable one.
+_SCOPE_LINAC, _SCOPE_GROUP, _SCOPE_ANY = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A candidate placement of one session (or a fixed fraction, seen the same way)."""
+
+    linac: int
+    start: datetime
+    end: datetime
+    day: date  # local date of start
+    tod: int  # local minutes since midnight of start
+    end_tod: int  # local minutes since midnight of end
+
+
+@dataclass(frozen=True, slots=True)
+class _Tier:
+    scope: int
+    same_time: bool
+    in_window: bool
+
+
+@dataclass(slots=True)
+class _Course:
+    """Per first-day bounds: fraction ``k`` must fall on a local date in [lo[k], hi[k]]."""
+
+    first_day: date
+    lo: dict[int, date]
+    hi: dict[int, date]
+
+
+class _Search:
+    """One search over a context: the slot cache, the rules and the ranking."""
+
+    def __init__(
+        self,
+        request: ScheduleRequest,
+        ctx: SearchContext,
+        *,
+        horizon_days: int | None = None,
+        validator: Validator | None = None,
+    ) -> None:
+        self.request = request
+        self.rules: Rules = request.rules
+        self.ctx = ctx
+        self.cal = ctx.calendar
+        self.tz = ctx.calendar.timezone
+        self.validator = validator or Validator(ctx)
+        self.n = self.rules.fractions
+        self.first_day = request.earliest
+        self.last_day = request.earliest + timedelta(
+            days=(horizon_days if horizon_days is not None else request.horizon_days) - 1
+        )
+        self.step = timedelta(minutes=max(1, request.step_minutes))
+        self.min_gap = timedelta(hours=self.rules.min_hours_between)
+        self.linacs: list[LinacSpec] = sorted(
+            (linac for linac in ctx.linacs if capable(linac, self.rules)), key=lambda x: x.id
+        )
+        self.linac_ids = [linac.id for linac in self.linacs]
+        self.by_id = {linac.id: linac for linac in self.linacs}
+        self.all_linacs = {linac.id: linac for linac in ctx.linacs}
+        self.pref_rank = {lid: i for i, lid in enumerate(request.preferred_linacs)}
+        self.no_pref = len(request.preferred_linacs)
+        window = request.preferred_window
+        self.window = (
+            None
+            if window is None
+            else (window[0].hour * 60 + window[0].minute, window[1].hour * 60 + window[1].minute)
+        )
+        self.fixed: dict[int, _Slot] = {
+            num: self._slot_of(f) for num, f in request.fixed.items() if 1 <= num <= self.n
+        }
+        self.free_numbers = [k for k in range(1, self.n + 1) if k not in self.fixed]
+        # The patient cannot be in two places: other appointments and the fixed fractions
+        # block every linac alike.
+        self.blocked = BusyIndex([*ctx.patient_busy, *(f.interval for f in request.fixed.values())])
+        self._slots: dict[tuple[int, date, int], list[_Slot]] = {}
+        self._slot_starts: dict[tuple[int, date, int], list[datetime]] = {}
+        self._day_ok: dict[tuple[date, int], bool] = {}
+        # Failed (fraction, linac, start) subproblems of the loosest tier, per course first day.
+        self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
+        self._tiers: dict[int, list[_Tier]] = {}
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def _slot_of(self, f: PlannedFraction) -> _Slot:
+        return _Slot(
+            f.linac_id,
+            f.start,
+            f.end,
+            local_date(f.start, self.tz),
+            local_minutes(f.start, self.tz),
+            local_minutes(f.end, self.tz),
+        )
+
+    def slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
+        """Free starts for a ``minutes``-long session on ``linac_id`` on local ``day``."""
+        key = (linac_id, day, minutes)
+        cached = self._slots.get(key)
+        if cached is None:
+            cached = self._compute_slots(linac_id, day, minutes)
+            self._slots[key] = cached
+            self._slot_starts[key] = [s.start for s in cached]
+        return cached
+
+    def _compute_slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
+        if day < self.first_day or day > self.last_day:
+            return []
+        if day.weekday() not in self.rules.weekdays or closed_reason(self.cal, day) is not None:
+            return []
+        window = opening_window(self.by_id[linac_id], self.cal, day)
+        if window is None:
+            return []
+        opens, closes = window
+        length = timedelta(minutes=minutes)
+        not_before = self.request.not_before
+        out: list[_Slot] = []
+        for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
+            for start, end in self.blocked.free(gap_start, gap_end):
+                if not_before is not None and start < not_before:
+                    start = not_before
+                if end - start < length:
+                    continue
+                # First grid point at or after start; the grid is anchored at opening time.
+                k = (start - opens) // self.step
+                t = opens + k * self.step
+                if t < start:
+                    t += self.step
+                while t + length <= end:
+                    out.append(
+                        _Slot(
+                            linac_id,
+                            t,
+                            t + length,
+                            day,
+                            local_minutes(t, self.tz),
+                            local_minutes(t + length, self.tz),
+                        )
+                    )
+                    t += self.step
+        return out
+
+    def day_open(self, day: date, minutes: int) -> bool:
+        """Whether the calendar lets some capable linac treat ``minutes`` on ``day``.
+
+        Bookings are ignored on purpose: this only prunes course starts the calendar rules out
+        (weekends, closures, short hours); the slot search handles capacity.
+        """
+        key = (day, minutes)
+        ok = self._day_ok.get(key)
+        if ok is None:
+            ok = (
+                self.first_day <= day <= self.last_day
+                and day.weekday() in self.rules.weekdays
+                and closed_reason(self.cal, day) is None
+                and any(self._window_fits(linac, day, minutes) for linac in self.linacs)
+            )
+            self._day_ok[key] = ok
+        return ok
+
+    def _window_fits(self, linac: LinacSpec, day: date, minutes: int) -> bool:
+        window = opening_window(linac, self.cal, day)
+        return window is not None and window[1] - window[0] >= timedelta(minutes=minutes)
+
+    # -- day-level bounds ----------------------------------------------------------------
+
+    def course(self, first_day: date) -> _Course | None:
+        """Date bounds per fraction for a course starting ``first_day`` (None: impossible)."""
+        r = self.rules
+        n = self.n
+        end_limit = self.last_day
+        if r.max_overall_days is not None:
+            end_limit = min(end_limit, first_day + timedelta(days=r.max_overall_days - 1))
+        end_floor = first_day
+        if r.min_overall_days is not None:
+            end_floor = first_day + timedelta(days=r.min_overall_days - 1)
+        lo: dict[int, date] = {}
+        hi: dict[int, date] = {}
+        for k in range(1, n + 1):
+            hi[k] = end_limit - timedelta(days=(n - k) * r.min_interval_days)
+            lo[k] = first_day
+            if r.max_interval_days is not None:
+                lo[k] = max(lo[k], end_floor - timedelta(days=(n - k) * r.max_interval_days))
+            elif k == n:
+                lo[k] = max(lo[k], end_floor)
+        # Fixed fractions pin their neighbours' dates too.
+        for j, fixed in self.fixed.items():
+            for k in range(1, n + 1):
+                if k < j:
+                    hi[k] = min(hi[k], fixed.day - timedelta(days=(j - k) * r.min_interval_days))
+                    if r.max_interval_days is not None:
+                        lo[k] = max(
+                            lo[k], fixed.day - timedelta(days=(j - k) * r.max_interval_days)
+                        )
+                elif k > j:
+                    lo[k] = max(lo[k], fixed.day + timedelta(days=(k - j) * r.min_interval_days))
+                    if r.max_interval_days is not None:
+                        hi[k] = min(
+                            hi[k], fixed.day + timedelta(days=(k - j) * r.max_interval_days)
+                        )
+        if any(lo[k] > hi[k] for k in range(1, n + 1)):
+            return None
+        return _Course(first_day, lo, hi)
+
+    def days_possible(self, course: _Course) -> bool:
+        """Whether some sequence of open days satisfies the date rules (times ignored)."""
+        r = self.rules
+        reachable: set[date] = set()
+        for k in range(1, self.n + 1):
+            fixed = self.fixed.get(k)
+            if fixed is not None:
+                options = [fixed.day] if course.lo[k] <= fixed.day <= course.hi[k] else []
+            else:
+                minutes = r.minutes_for(k)
+                options = [
+                    d
+                    for d in _date_range(course.lo[k], course.hi[k])
+                    if self.day_open(d, minutes)
+                    and (k != 1 or r.start_weekdays is None or d.weekday() in r.start_weekdays)
+                ]
+            if k > 1:
+                options = [d for d in options if any(self._days_follow(p, d) for p in reachable)]
+            if k == 1 and options:
+                options = [d for d in options if d == course.first_day]
+            reachable = set(options)
+            if not reachable:
+                return False
+        return True
+
+    def _days_follow(self, prev: date, cur: date) -> bool:
+        gap = (cur - prev).days
+        r = self.rules
+        return gap >= r.min_interval_days and (
+            r.max_interval_days is None or gap <= r.max_interval_days
+        )
+
+    # -- completing a course -------------------------------------------------------------
+
+    def follows(self, prev: _Slot, cur: _Slot) -> bool:
+        """Whether ``cur`` may come right after ``prev`` (spacing and no overlap)."""
+        return (
+            self._days_follow(prev.day, cur.day)
+            and cur.start >= prev.end
+            and cur.start - prev.start >= self.min_gap
+        )
+
+    def scope_ids(self, tier: _Tier, anchor: int) -> list[int]:
+        if tier.scope == _SCOPE_LINAC:
+            return [anchor]
+        if tier.scope == _SCOPE_GROUP:
+            group = self.by_id[anchor].beam_group
+            return [lid for lid in self.linac_ids if self.by_id[lid].beam_group == group]
+        return self.linac_ids
+
+    def tiers(self, anchor: int) -> list[_Tier]:
+        """The tiers to try for a first fraction on linac ``anchor``, best first."""
+        cached = self._tiers.get(anchor)
+        if cached is None:
+            cached = self._tiers[anchor] = self._make_tiers(anchor)
+        return cached
+
+    def _make_tiers(self, anchor: int) -> list[_Tier]:
+        # Fixed fractions count too: "all on one linac" (or group) means the whole course.
+        fixed_linacs = {f.linac for f in self.fixed.values()}
+        group = self.by_id[anchor].beam_group
+        group_ids = self.scope_ids(_Tier(_SCOPE_GROUP, False, False), anchor)
+        scopes: list[int] = []
+        widest = 0
+        if fixed_linacs <= {anchor}:
+            scopes.append(_SCOPE_LINAC)
+            widest = 1
+        in_group = all(
+            lid in self.all_linacs and self.all_linacs[lid].beam_group == group
+            for lid in fixed_linacs
+        )
+        if group is not None and in_group and len(group_ids) > widest:
+            scopes.append(_SCOPE_GROUP)
+            widest = len(group_ids)
+        if len(self.linac_ids) > widest:
+            scopes.append(_SCOPE_ANY)
+        windows = (True, False) if self.window is not None else (False,)
+        return [_Tier(s, t, w) for s in scopes for t in (True, False) for w in windows]
+
+    def fits_tier(self, slot: _Slot, tier: _Tier, ref: int) -> bool:
+        if tier.same_time and abs(slot.tod - ref) > SAME_TIME_TOLERANCE_MINUTES:
+            return False
+        if tier.in_window:
+            assert self.window is not None
+            return self.window[0] <= slot.tod and slot.end_tod <= self.window[1]
+        return True
+
+    def candidates(
+        self, k: int, prev: _Slot, course: _Course, tier: _Tier, ids: Sequence[int], ref: int
+    ) -> list[_Slot]:
+        """Slots for free fraction ``k`` after ``prev``, best first.
+
+        A slot near the first fraction's time of day beats an earlier day at another time;
+        then come the earlier day, the preferred linac, the closer time, linac id and start.
+        """
+        r = self.rules
+        lo = max(course.lo[k], prev.day + timedelta(days=r.min_interval_days))
+        hi = course.hi[k]
+        if r.max_interval_days is not None:
+            hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
+        earliest_start = max(prev.end, prev.start + self.min_gap)
+        minutes = r.minutes_for(k)
+        found: list[_Slot] = []
+        for day in _date_range(lo, hi):
+            for lid in ids:
+                day_slots = self.slots(lid, day, minutes)
+                if not day_slots:
+                    continue
+                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                found.extend(s for s in day_slots[i:] if self.fits_tier(s, tier, ref))
+        found.sort(
+            key=lambda s: (
+                abs(s.tod - ref) > SAME_TIME_TOLERANCE_MINUTES,
+                s.day,
+                self.pref_rank.get(s.linac, self.no_pref),
+                abs(s.tod - ref),
+                s.linac,
+                s.start,
+            )
+        )
+        return found
+
+    def complete(
+        self,
+        k: int,
+        prev: _Slot,
+        course: _Course,
+        tier: _Tier,
+        ids: Sequence[int],
+        ref: int,
+        dead: set[tuple[int, int, datetime]],
+    ) -> list[_Slot] | None:
+        """Fractions k..n after ``prev``, or None; ``dead`` memoises failed subproblems."""
+        if k > self.n:
+            return []
+        fixed = self.fixed.get(k)
+        if fixed is not None:
+            if not self.follows(prev, fixed):
+                return None
+            rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead)
+            return None if rest is None else [fixed, *rest]
+        for slot in self.candidates(k, prev, course, tier, ids, ref):
+            key = (k, slot.linac, slot.start)
+            if key in dead:
+                continue
+            rest = self.complete(k + 1, slot, course, tier, ids, ref, dead)
+            if rest is not None:
+                return [slot, *rest]
+            dead.add(key)
+        return None
+
+    # -- the outer search ----------------------------------------------------------------
+
+    def run(self, count: int) -> list[Schedule]:
+        """Up to ``count`` ranked, distinct, validated schedules."""
+        if count <= 0 or self.n < 1:
+            return []
+        if not self.free_numbers:
+            return [s for s in [self._schedule([])] if s is not None][:count]
+        if not self.linacs:
+            return []
+        # A fixed fraction that breaks a rule on its own would fail every candidate: stop now.
+        if self.fixed and _fixed_problem(self.request, self.validator) is not None:
+            return []
+        k0 = self.free_numbers[0]
+        before = [self.fixed[k] for k in range(1, k0)]
+        if any(not self.follows(a, b) for a, b in zip(before, before[1:], strict=False)):
+            return []
+        prev = before[-1] if before else None
+        shared_course = None if k0 == 1 else self.course(self.fixed[1].day)
+        if k0 > 1 and (shared_course is None or not self.days_possible(shared_course)):
+            return []
+        accepted: list[tuple[_Slot, Schedule]] = []
+        minutes = self.rules.minutes_for(k0)
+        for day in _date_range(self.first_day, self.last_day):
+            if not self.day_open(day, minutes):
+                continue
+            if k0 == 1:
+                starts = self.rules.start_weekdays
+                if starts is not None and day.weekday() not in starts:
+                    continue
+                course = self.course(day)
+                if course is None or not self.days_possible(course):
+                    continue
+            else:
+                course = shared_course
+            assert course is not None
+            if not course.lo[k0] <= day <= course.hi[k0]:
+                continue
+            placements = [
+                s
+                for lid in self.linac_ids
+                for s in self.slots(lid, day, minutes)
+                if prev is None or self.follows(prev, s)
+            ]
+            if self._rank_day(placements, course, k0, count, accepted):
+                break
+        return [schedule for _, schedule in accepted]
+
+    def _rank_day(
+        self,
+        placements: list[_Slot],
+        course: _Course,
+        k0: int,
+        count: int,
+        accepted: list[tuple[_Slot, Schedule]],
+    ) -> bool:
+        """Accept the day's best distinct proposals, tier by tier; True once ``count`` reached."""
+        # When re-planning (k0 > 1) the course already has a time of day: stay close to it.
+        ref_fixed = self.fixed[1].tod if k0 > 1 else None
+        placements.sort(
+            key=lambda s: (
+                self.pref_rank.get(s.linac, self.no_pref),
+                0 if ref_fixed is None else abs(s.tod - ref_fixed),
+                s.start,
+                s.linac,
+            )
+        )
+        dead = self._dead.setdefault(course.first_day, set())
+        pending = placements
+        all_tiers = sorted(
+            {t for lid in {s.linac for s in placements} for t in self.tiers(lid)},
+            key=lambda t: (t.scope, not t.same_time, not t.in_window),
+        )
+        for tier in all_tiers:
+            still: list[_Slot] = []
+            for first in pending:
+                if not all(_distinct(first, other) for other, _ in accepted):
+                    continue  # can never be accepted now: drop it for every later tier
+                if tier not in self.tiers(first.linac):
+                    still.append(first)
+                    continue
+                ref = first.tod if ref_fixed is None else ref_fixed
+                if not self.fits_tier(first, tier, ref):
+                    still.append(first)
+                    continue
+                ids = self.scope_ids(tier, first.linac)
+                # A failure found with no tier filter holds for every first fraction of this
+                # course start, so that tier shares one memo; filtered tiers memoise per call.
+                shared = len(ids) == len(self.linac_ids) and not (tier.same_time or tier.in_window)
+                memo = dead if shared else set()
+                rest = self.complete(k0 + 1, first, course, tier, ids, ref, memo)
+                schedule = None if rest is None else self._schedule([first, *rest])
+                if schedule is None:
+                    still.append(first)
+                    continue
+                accepted.append((first, schedule))
+                if len(accepted) >= count:
+                    return True
+            pending = still
+            if not pending:
+                break
+        return False
+
+    def _schedule(self, placed: list[_Slot]) -> Schedule | None:
+        """The schedule of ``placed`` (fractions k0..n, in order) and the earlier fixed ones,
+        or None if it does not pass validation (a safety net: the search keeps every rule)."""
+        fractions = {k: f for k, f in self.request.fixed.items() if 1 <= k <= self.n}
+        first_number = self.free_numbers[0] if self.free_numbers else self.n + 1
+        for number, slot in enumerate(placed, start=first_number):
+            if number not in self.fixed:
+                fractions[number] = PlannedFraction(number, slot.linac, slot.start, slot.end)
+        schedule = Schedule(tuple(fractions[k] for k in sorted(fractions)))
+        problems = self.validator.validate(
+            schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
+        )
+        return None if problems else schedule
+
+
+def _date_range(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def _distinct(a: _Slot, b: _Slot) -> bool:
+    """Whether two first fractions make meaningfully different proposals."""
+    return (
+        a.day != b.day
+        or a.linac != b.linac
+        or abs(a.start - b.start) >= timedelta(minutes=DISTINCT_START_MINUTES)
+    )
+
+
+def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
+    """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`.
+
+    Fractions in ``request.fixed`` are kept as given; every other number 1..fractions is placed
+    on a local date in [request.earliest, request.earliest + horizon_days) and not before
+    ``request.not_before``. ``ctx`` must not contain the course's own bookings. See the module
+    docstring for the ranking and what makes two proposals different.
+    """
+    return _Search(request, ctx).run(request.count)
+
+
+def _rules_problem(rules: Rules) -> str | None:
+    """Why ``rules`` contradict themselves, or None."""
+    if rules.fractions < 1:
+        return f"the protocol has {rules.fractions} fractions; at least 1 is needed"
+    if rules.max_interval_days is not None and rules.max_interval_days < rules.min_interval_days:
+        return (
+            f"the protocol's interval of {rules.min_interval_days}–{rules.max_interval_days} "
+            "days is empty"
+        )
+    if (
+        rules.min_overall_days is not None
+        and rules.max_overall_days is not None
+        and rules.max_overall_days < rules.min_overall_days
+    ):
+        return (
+            f"the protocol's overall time of {rules.min_overall_days}–"
+            f"{rules.max_overall_days} days is empty"
+        )
+    if not rules.weekdays:
+        return "the protocol allows no weekday"
+    return None
+
+
+def _fixed_problem(request: ScheduleRequest, validator: Validator) -> str | None:
+    """The first rule a fixed fraction breaks on its own (or by overlapping another one)."""
+    fixed = [f for k, f in sorted(request.fixed.items()) if 1 <= k <= request.rules.fractions]
+    if not fixed:
+        return None
+    problems = validator.validate(Schedule(tuple(fixed)), request.rules, fixed=request.fixed.keys())
+    # Spacing between fixed fractions that are not neighbours in the course is no conflict.
+    own = {
+        "session_length",
+        "weekday",
+        "start_weekday",
+        "closed_date",
+        "outside_hours",
+        "capability",
+        "linac_busy",
+        "patient_busy",
+        "self_overlap",
+    }
+    for violation in problems:
+        if violation.code in own:
+            return violation.message
+    return None
+
+
+def _longest_window_minutes(ctx: SearchContext, rules: Rules) -> int:
+    """The longest opening window, in minutes, of any capable linac on an allowed weekday."""
+    longest = 0
+    for linac in ctx.linacs:
+        if not capable(linac, rules):
+            continue
+        hours = linac.hours if linac.hours is not None else ctx.calendar.hours
+        for weekday in rules.weekdays:
+            window = hours.window(weekday)
+            if window is not None:
+                opens = window[0].hour * 60 + window[0].minute
+                closes = window[1].hour * 60 + window[1].minute
+                longest = max(longest, closes - opens)
+    return longest
+
+
+def _first_free_day(schedules: list[Schedule], request: ScheduleRequest, tz: str) -> date | None:
+    if not schedules:
+        return None
+    free = [f for f in schedules[0].fractions if f.number not in request.fixed]
+    return local_date(free[0].start, tz) if free else None
+
+
+def explain(
+    request: ScheduleRequest, ctx: SearchContext, *, horizon_days: int = EXPLAIN_HORIZON_DAYS
+) -> Explanation:
+    """Why :func:`propose` finds nothing, and the earliest local date a course could start.
+
+    Codes: ``invalid_rules``, ``no_capable_linac``, ``fixed_conflict``, ``opening_hours``,
+    ``not_enough_days`` (the calendar alone makes the rules impossible), ``capacity`` (the
+    linacs are too booked), ``patient_busy`` (the patient's other appointments are in the way)
+    and ``feasible`` (propose would succeed). The earliest start is searched for up to
+    ``max(horizon_days, request.horizon_days)`` days from ``request.earliest``; ``ctx`` should
+    cover that range.
+    """
+    rules = request.rules
+    tz = ctx.calendar.timezone
+    n = rules.fractions
+    caps = "/".join(sorted(rules.capabilities)).upper()
+    capable_word = f"{caps}-capable linac" if caps else "linac"
+    course = f"{n} fraction{'s' if n != 1 else ''}"
+    within = (
+        f"within {rules.max_overall_days} days"
+        if rules.max_overall_days is not None
+        else f"within the {request.horizon_days}-day horizon"
+    )
+    start_day = format_day(request.earliest)
+
+    problem = _rules_problem(rules)
+    if problem is not None:
+        return Explanation("invalid_rules", problem)
+    if not any(capable(linac, rules) for linac in ctx.linacs):
+        return Explanation(
+            "no_capable_linac", f"no linac has {caps or 'the required capabilities'}"
+        )
+    problem = _fixed_problem(request, Validator(ctx))
+    if problem is not None:
+        return Explanation("fixed_conflict", f"a fixed fraction cannot stay as it is: {problem}")
+    longest_session = max(rules.first_session_minutes, rules.session_minutes)
+    if _longest_window_minutes(ctx, rules) < longest_session:
+        return Explanation(
+            "opening_hours",
+            f"no {capable_word} is open for {longest_session} minutes on an allowed weekday",
+        )
+
+    horizon = max(horizon_days, request.horizon_days)
+    earliest = _first_free_day(_Search(request, ctx, horizon_days=horizon).run(1), request, tz)
+    if earliest is not None:
+        tail = f"earliest possible start {format_day(earliest)}"
+    else:
+        tail = f"no possible start within {horizon} days of {start_day}"
+
+    if _Search(request, ctx).run(1):
+        return Explanation(
+            "feasible", f"schedules are available; {tail}", earliest_feasible=earliest
+        )
+    if not _Search(request, replace(ctx, linac_busy={}, patient_busy=())).run(1):
+        needed = (n - 1) * rules.min_interval_days + 1
+        if rules.max_overall_days is not None and needed > rules.max_overall_days:
+            why = (
+                f"{course} at least {rules.min_interval_days} day(s) apart need {needed} days, "
+                f"more than the {rules.max_overall_days} allowed"
+            )
+        else:
+            why = (
+                f"treatment days (weekdays, holidays and closures) leave no room for {course} "
+                f"{within} from {start_day}"
+            )
+        return Explanation("not_enough_days", f"{why}; {tail}", earliest_feasible=earliest)
+    if not _Search(request, replace(ctx, patient_busy=())).run(1):
+        return Explanation(
+            "capacity",
+            f"no {capable_word} free for {course} {within} from {start_day}; {tail}",
+            earliest_feasible=earliest,
+        )
+    return Explanation(
+        "patient_busy",
+        f"the patient's other appointments leave no room for {course} {within} "
+        f"from {start_day}; {tail}",
+        earliest_feasible=earliest,
+    )

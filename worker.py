@@ -1,0 +1,63 @@
+"""The Celery app shared by the worker and beat processes: `celery -A worker worker|beat`.
+
+Importing this module builds the Celery object and nothing else: no database engine, no broker
+connection, no SMS or email client. It imports no web code, so the web app and the worker can
+never import each other in a circle.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config import Settings, load_settings
+
+# Redis redelivers a message that has been taken but not acknowledged once this many seconds
+# have passed. Celery's default (1 h) is sized for long ETA/countdown tasks, which we never use:
+# reminders wait as rows in the database outbox and only short tasks reach the broker. Ten
+# minutes is far longer than any task runs (every provider call has its own timeout), so a
+# running task is never handed out twice, yet a message held by a killed worker comes back
+# within minutes instead of an hour.
+REDIS_VISIBILITY_TIMEOUT_SECONDS = 600
+REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "sentinel"}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build the Celery app for these settings; connects to nothing until a process starts."""
+    app = Celery("sbrt", broker=settings.broker_url, include=["scheduler.tasks"])
+    transport_options = {}
+    # Only for Redis: kombu's SQLAlchemy transport (the embedded default) passes every transport
+    # option on to create_engine(), which rejects this one.
+    if settings.broker_url.split(":", 1)[0] in REDIS_SCHEMES:
+        transport_options["visibility_timeout"] = REDIS_VISIBILITY_TIMEOUT_SECONDS
+    app.conf.update(
+        # No task result is ever read (the database holds every outcome), so keep no backend.
+        task_ignore_result=True,
+        # Acknowledge after the task has run and give back the message if the worker process
+        # dies, so a crash means "run again" rather than "lost"; tasks are idempotent for it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # With late acks every prefetched message is held unacknowledged; take one at a time.
+        worker_prefetch_multiplier=1,
+        timezone="UTC",
+        enable_utc=True,
+        # In compose the broker may come up after the worker; keep retrying instead of exiting.
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        # JSON only: a pickle payload from whoever can write to the broker would run code.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        beat_schedule={
+            "record-heartbeat": {
+                "task": "scheduler.tasks.record_heartbeat",
+                "schedule": settings.dispatch_interval_seconds,
+                # A tick nobody ran within one interval is stale: drop it rather than let a
+                # worker that was down work through a backlog of identical ticks.
+                "options": {"expires": settings.dispatch_interval_seconds},
+            },
+        },
+    )
+    return app
+
+
+app = make_celery(load_settings())
