@@ -33,7 +33,10 @@ PREP_INSTRUCTIONS = {
     "generic": "Arrive 20 minutes early and bring a list of your medicines.",
 }
 
-EVERY_OTHER_DAY = {"min_interval_days": 2, "max_interval_days": 2}
+# "Every other day" in clinic practice means every other treatment day: a strict 2/2 cannot
+# cross a weekend with Monday-Friday treatment days (Mon, Wed, Fri, then Sunday), so the
+# maximum gap allows a weekend (Thursday to Monday is 4 days). Overall time still binds.
+EVERY_OTHER_DAY = {"min_interval_days": 2, "max_interval_days": 4}
 SESSIONS = {"first_session_minutes": 60, "session_minutes": 45}
 
 DEFAULT_PROTOCOLS: list[dict[str, Any]] = [
