@@ -580,7 +580,6 @@ def _complete(
     not_before: datetime,
     count: int,
     preferred_linacs: tuple[int, ...] = (),
-    only_linacs: set[int] | None = None,
 ) -> list[Schedule]:
     """Schedules that keep ``keep`` and place the ``free`` positions (none if impossible)."""
     rules = rules_from_protocol(course.protocol)
@@ -590,8 +589,6 @@ def _complete(
     ctx = _context_for(
         session, department, course, anchors, pad_days=(rules.max_overall_days or 14) + 28
     )
-    if only_linacs is not None:
-        ctx = replace(ctx, linacs=tuple(s for s in ctx.linacs if s.id in only_linacs))
     request = ScheduleRequest(
         rules=rules,
         earliest=today,
@@ -602,6 +599,39 @@ def _complete(
         preferred_linacs=preferred_linacs,
     )
     return search.propose(request, ctx)
+
+
+def _same_time_on_partner(
+    session: Session,
+    course: Course,
+    department: Department,
+    keep: dict[int, Fraction],
+    free: set[int],
+    partners: Sequence[int],
+    *,
+    not_before: datetime,
+) -> Schedule | None:
+    """The displaced fractions at their booked times on a beam-matched partner, if that keeps
+    every rule: the change a patient barely notices, so it is tried before any other time."""
+    if not partners or any(keep[n].starts_at < not_before for n in free):
+        return None
+    rules = rules_from_protocol(course.protocol)
+    current = Schedule(tuple(_planned(f) for _, f in sorted(keep.items())))
+    ctx = _context_for(
+        session, department, course, [f.start for f in current.fractions], pad_days=1
+    )
+    before = rulebook.validate(current, rules, ctx)
+    for partner in partners:
+        candidate = Schedule(
+            tuple(
+                replace(f, linac_id=partner) if f.number in free else f for f in current.fractions
+            )
+        )
+        after = rulebook.validate(candidate, rules, ctx)
+        still_blocked = any(v.code in CONFLICT_RULES and v.fraction in free for v in after)
+        if not still_blocked and not _introduced(before, after):
+            return candidate
+    return None
 
 
 def fraction_alternatives(
@@ -988,24 +1018,23 @@ def add_downtime(
         keep = _scheduled(course)
         free = {f.number for f in fractions}
         earliest_start = max(now, min(f.starts_at for f in fractions))
-        schedule = None
-        for only in ({*group}, None):
-            if only is not None and not only:
-                continue
-            found = _complete(
-                session,
-                course,
-                department,
-                keep,
-                free,
-                not_before=earliest_start,
-                count=1,
-                preferred_linacs=group,
-                only_linacs=only,
-            )
-            if found:
-                schedule = found[0]
-                break
+        schedule = _same_time_on_partner(
+            session, course, department, keep, free, group, not_before=now
+        ) or next(
+            iter(
+                _complete(
+                    session,
+                    course,
+                    department,
+                    keep,
+                    free,
+                    not_before=earliest_start,
+                    count=1,
+                    preferred_linacs=group,
+                )
+            ),
+            None,
+        )
         if schedule is None:
             for f in fractions:
                 unplaceable.append(
