@@ -23,11 +23,18 @@ def make_engine(database_url: str, *, echo: bool = False) -> sa.Engine:
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=10,
             max_overflow=20,
+            hide_parameters=True,
         )
         _serialise_sqlite_writers(engine)
         return engine
     return sa.create_engine(
-        database_url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+        database_url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        # Bound values can be patient data: keep them out of error messages and logs.
+        hide_parameters=True,
     )
 
 

@@ -141,6 +141,14 @@ class Validator:
         self.linacs: dict[int, LinacSpec] = {linac.id: linac for linac in ctx.linacs}
         self._linac_busy: dict[int, BusyIndex] = {}
         self._patient_busy: BusyIndex | None = None
+        self._windows: dict[tuple[int, date], tuple[datetime, datetime] | None] = {}
+
+    def window(self, linac: LinacSpec, day: date) -> tuple[datetime, datetime] | None:
+        """:func:`opening_window`, memoised (zone conversions are the engine's hot spot)."""
+        key = (linac.id, day)
+        if key not in self._windows:
+            self._windows[key] = opening_window(linac, self.ctx.calendar, day)
+        return self._windows[key]
 
     def linac_busy(self, linac_id: int) -> BusyIndex:
         """The merged busy index of one linac, built on first use."""
@@ -202,22 +210,22 @@ class Validator:
         out: list[Violation] = []
         cal = self.ctx.calendar
         day = local_date(f.start, self.tz)
-        label = f"fraction {f.number} ({self._when(f)})"
 
-        def add(code: str, message: str) -> None:
-            out.append(Violation(code, message, f.number))
+        def add(code: str, detail: str) -> None:
+            # Formatting local times is the costly part, so it only happens for a violation.
+            out.append(Violation(code, f"fraction {f.number} ({self._when(f)}){detail}", f.number))
 
         if not_before is not None and f.number not in fixed and f.start < not_before:
-            add("in_past", f"{label} starts before {format_local(not_before, self.tz)}")
+            add("in_past", f" starts before {format_local(not_before, self.tz)}")
         expected = timedelta(minutes=rules.minutes_for(f.number))
         if f.end - f.start != expected:
             actual = (f.end - f.start).total_seconds() / 60
             add(
                 "session_length",
-                f"{label} lasts {actual:g} min; the protocol needs {rules.minutes_for(f.number)}",
+                f" lasts {actual:g} min; the protocol needs {rules.minutes_for(f.number)}",
             )
         if day.weekday() not in rules.weekdays:
-            add("weekday", f"{label} falls on a {WEEKDAY_NAMES[day.weekday()]}")
+            add("weekday", f" falls on a {WEEKDAY_NAMES[day.weekday()]}")
         if (
             f.number == 1
             and rules.start_weekdays is not None
@@ -226,39 +234,38 @@ class Validator:
             allowed = ", ".join(WEEKDAY_NAMES[d] for d in sorted(rules.start_weekdays))
             add(
                 "start_weekday",
-                f"{label} starts the course on a {WEEKDAY_NAMES[day.weekday()]}; "
-                f"allowed: {allowed}",
+                f" starts the course on a {WEEKDAY_NAMES[day.weekday()]}; allowed: {allowed}",
             )
         reason = closed_reason(cal, day)
         if reason is not None:
-            add("closed_date", f"{label} falls on {format_day(day)}, a closed date ({reason})")
+            add("closed_date", f" falls on {format_day(day)}, a closed date ({reason})")
 
         linac = self.linacs.get(f.linac_id)
         if linac is None:
-            add("capability", f"{label} is on unknown linac {f.linac_id}")
+            add("capability", f" is on unknown linac {f.linac_id}")
         elif not capable(linac, rules):
             missing = ", ".join(sorted(rules.capabilities - linac.capabilities))
-            add("capability", f"{label} is on {linac.name}, which lacks {missing}")
+            add("capability", f" is on {linac.name}, which lacks {missing}")
         if linac is not None:
-            window = opening_window(linac, cal, day)
+            window = self.window(linac, day)
             if window is None:
-                add("outside_hours", f"{label}: {linac.name} is closed that day")
+                add("outside_hours", f": {linac.name} is closed that day")
             elif f.start < window[0] or f.end > window[1]:
                 add(
                     "outside_hours",
-                    f"{label} is outside {linac.name}'s hours "
+                    f" is outside {linac.name}'s hours "
                     f"{to_local(window[0], self.tz):%H:%M}–{to_local(window[1], self.tz):%H:%M}",
                 )
         for start, end in self.linac_busy(f.linac_id).overlapping(f.start, f.end):
             add(
                 "linac_busy",
-                f"{label} overlaps a booking or downtime on {self._linac_name(f.linac_id)} "
+                f" overlaps a booking or downtime on {self._linac_name(f.linac_id)} "
                 f"({self._span(start, end)})",
             )
         for start, end in self.patient_busy.overlapping(f.start, f.end):
             add(
                 "patient_busy",
-                f"{label} overlaps the patient's other appointment ({self._span(start, end)})",
+                f" overlaps the patient's other appointment ({self._span(start, end)})",
             )
         return out
 
@@ -281,29 +288,31 @@ class Validator:
             prev, cur = fractions[i - 1], fractions[i]
             gap = (days[i] - days[i - 1]).days
             hours = (cur.start - prev.start).total_seconds() / 3600
-            pair = (
-                f"fraction {prev.number} ({format_local(prev.start, self.tz)}) and "
-                f"fraction {cur.number} ({format_local(cur.start, self.tz)})"
-            )
             checks = [
-                (cur.start <= prev.start, "order", f"{pair} are not in order"),
+                (cur.start <= prev.start, "order", "are not in order"),
                 (
                     hours < rules.min_hours_between,
                     "min_hours_between",
-                    f"{pair} are {hours:g} h apart; at least {rules.min_hours_between:g} h needed",
+                    f"are {hours:g} h apart; at least {rules.min_hours_between:g} h needed",
                 ),
                 (
                     gap < rules.min_interval_days,
                     "min_interval_days",
-                    f"{pair} are {gap} day(s) apart; at least {rules.min_interval_days} needed",
+                    f"are {gap} day(s) apart; at least {rules.min_interval_days} needed",
                 ),
                 (
                     rules.max_interval_days is not None and gap > rules.max_interval_days,
                     "max_interval_days",
-                    f"{pair} are {gap} days apart; at most {rules.max_interval_days} allowed",
+                    f"are {gap} days apart; at most {rules.max_interval_days} allowed",
                 ),
             ]
-            out.extend(Violation(code, msg, cur.number) for broken, code, msg in checks if broken)
+            for broken, code, detail in checks:
+                if broken:
+                    pair = (
+                        f"fraction {prev.number} ({format_local(prev.start, self.tz)}) and "
+                        f"fraction {cur.number} ({format_local(cur.start, self.tz)})"
+                    )
+                    out.append(Violation(code, f"{pair} {detail}", cur.number))
         if days:
             overall = (days[-1] - days[0]).days + 1
             span = f"{format_day(days[0])} to {format_day(days[-1])}"

@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from scheduler.rules import BusyIndex, Validator, capable, closed_reason, opening_window
+from scheduler.rules import BusyIndex, Validator, capable, closed_reason
 from scheduler.timeutil import format_day, local_date, local_minutes
 from scheduler.types import (
     Explanation,
@@ -101,19 +101,16 @@ class _Search:
         ctx: SearchContext,
         *,
         horizon_days: int | None = None,
-        validator: Validator | None = None,
     ) -> None:
         self.request = request
         self.rules: Rules = request.rules
         self.ctx = ctx
         self.cal = ctx.calendar
         self.tz = ctx.calendar.timezone
-        self.validator = validator or Validator(ctx)
+        self.validator = Validator(ctx)
         self.n = self.rules.fractions
-        self.first_day = request.earliest
-        self.last_day = request.earliest + timedelta(
-            days=(horizon_days if horizon_days is not None else request.horizon_days) - 1
-        )
+        horizon = horizon_days if horizon_days is not None else request.horizon_days
+        self.first_day, self.last_start_day, self.last_day = _dates(request, horizon)
         self.step = timedelta(minutes=max(1, request.step_minutes))
         self.min_gap = timedelta(hours=self.rules.min_hours_between)
         self.linacs: list[LinacSpec] = sorted(
@@ -171,7 +168,7 @@ class _Search:
             return []
         if day.weekday() not in self.rules.weekdays or closed_reason(self.cal, day) is not None:
             return []
-        window = opening_window(self.by_id[linac_id], self.cal, day)
+        window = self.validator.window(self.by_id[linac_id], day)
         if window is None:
             return []
         opens, closes = window
@@ -222,7 +219,7 @@ class _Search:
         return ok
 
     def _window_fits(self, linac: LinacSpec, day: date, minutes: int) -> bool:
-        window = opening_window(linac, self.cal, day)
+        window = self.validator.window(linac, day)
         return window is not None and window[1] - window[0] >= timedelta(minutes=minutes)
 
     # -- day-level bounds ----------------------------------------------------------------
@@ -273,18 +270,21 @@ class _Search:
             fixed = self.fixed.get(k)
             if fixed is not None:
                 options = [fixed.day] if course.lo[k] <= fixed.day <= course.hi[k] else []
+                if k > 1:
+                    options = [
+                        d for d in options if any(self._days_follow(p, d) for p in reachable)
+                    ]
+            elif k == 1:  # the course's first day is given; run() checked its weekday
+                options = (
+                    [course.first_day] if self.day_open(course.first_day, r.minutes_for(1)) else []
+                )
             else:
                 minutes = r.minutes_for(k)
                 options = [
                     d
                     for d in _date_range(course.lo[k], course.hi[k])
-                    if self.day_open(d, minutes)
-                    and (k != 1 or r.start_weekdays is None or d.weekday() in r.start_weekdays)
+                    if self.day_open(d, minutes) and any(self._days_follow(p, d) for p in reachable)
                 ]
-            if k > 1:
-                options = [d for d in options if any(self._days_follow(p, d) for p in reachable)]
-            if k == 1 and options:
-                options = [d for d in options if d == course.first_day]
             reachable = set(options)
             if not reachable:
                 return False
@@ -439,7 +439,7 @@ class _Search:
             return []
         accepted: list[tuple[_Slot, Schedule]] = []
         minutes = self.rules.minutes_for(k0)
-        for day in _date_range(self.first_day, self.last_day):
+        for day in _date_range(self.first_day, self.last_start_day):
             if not self.day_open(day, minutes):
                 continue
             if k0 == 1:
@@ -534,6 +534,30 @@ class _Search:
         return None if problems else schedule
 
 
+def _dates(request: ScheduleRequest, horizon_days: int) -> tuple[date, date, date]:
+    """First and last local date the first free fraction may fall on, and the last for any."""
+    rules = request.rules
+    last_start = request.earliest + timedelta(days=max(1, horizon_days) - 1)
+    if rules.max_overall_days is not None:
+        span = rules.max_overall_days - 1
+    elif rules.max_interval_days is not None:
+        span = (rules.fractions - 1) * rules.max_interval_days
+    else:
+        span = max(1, horizon_days)  # no rule bounds the course: allow one more horizon
+    return request.earliest, last_start, last_start + timedelta(days=max(0, span))
+
+
+def search_dates(request: ScheduleRequest) -> tuple[date, date]:
+    """The local dates [first, last] a proposal for ``request`` may use.
+
+    The first free fraction falls within ``request.horizon_days`` of ``request.earliest``; the
+    rest of the course may run past that, up to the protocol's overall time. The SearchContext
+    must hold the bookings and downtime of this whole range.
+    """
+    first, _, last = _dates(request, request.horizon_days)
+    return first, last
+
+
 def _date_range(start: date, end: date) -> Iterator[date]:
     day = start
     while day <= end:
@@ -554,9 +578,10 @@ def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
     """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`.
 
     Fractions in ``request.fixed`` are kept as given; every other number 1..fractions is placed
-    on a local date in [request.earliest, request.earliest + horizon_days) and not before
-    ``request.not_before``. ``ctx`` must not contain the course's own bookings. See the module
-    docstring for the ranking and what makes two proposals different.
+    not before ``request.not_before``, the first of them on a local date in
+    [request.earliest, request.earliest + horizon_days) and the rest within
+    :func:`search_dates`, which ``ctx`` must cover. ``ctx`` must not contain the course's own
+    bookings. See the module docstring for the ranking and what makes proposals different.
     """
     return _Search(request, ctx).run(request.count)
 
@@ -608,9 +633,10 @@ def _fixed_problem(request: ScheduleRequest, validator: Validator) -> str | None
     return None
 
 
-def _longest_window_minutes(ctx: SearchContext, rules: Rules) -> int:
-    """The longest opening window, in minutes, of any capable linac on an allowed weekday."""
-    longest = 0
+def _longest_window_minutes(ctx: SearchContext, rules: Rules) -> int | None:
+    """The longest opening window, in minutes, of any capable linac on an allowed weekday
+    (None when no capable linac opens on any weekday the protocol allows)."""
+    longest: int | None = None
     for linac in ctx.linacs:
         if not capable(linac, rules):
             continue
@@ -620,7 +646,7 @@ def _longest_window_minutes(ctx: SearchContext, rules: Rules) -> int:
             if window is not None:
                 opens = window[0].hour * 60 + window[0].minute
                 closes = window[1].hour * 60 + window[1].minute
-                longest = max(longest, closes - opens)
+                longest = max(longest or 0, closes - opens)
     return longest
 
 
@@ -667,7 +693,13 @@ def explain(
     if problem is not None:
         return Explanation("fixed_conflict", f"a fixed fraction cannot stay as it is: {problem}")
     longest_session = max(rules.first_session_minutes, rules.session_minutes)
-    if _longest_window_minutes(ctx, rules) < longest_session:
+    longest_window = _longest_window_minutes(ctx, rules)
+    if longest_window is None:
+        return Explanation(
+            "not_enough_days",
+            f"no {capable_word} opens on any weekday the protocol allows",
+        )
+    if longest_window < longest_session:
         return Explanation(
             "opening_hours",
             f"no {capable_word} is open for {longest_session} minutes on an allowed weekday",

@@ -1,0 +1,51 @@
+"""The Flask application: JSON API, staff sign-in pages and operational endpoints.
+
+Nothing is built at import time; ``create_app`` builds everything from Settings, so tests and
+the CLI can run several differently configured apps in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, jsonify
+
+import bootstrap
+from config import Settings, load_settings
+
+SETTINGS_KEY = "sbrt.settings"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from web import api, auth, cli, db, errors
+
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        REMEMBER_COOKIE_SECURE=settings.session_cookie_secure,
+        # Bodies are small JSON documents; refuse anything large before parsing it.
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    app.extensions[SETTINGS_KEY] = settings
+    db.init_app(app, bootstrap.session_factory(settings))
+    errors.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+    app.add_url_rule("/healthz", "healthz", _healthz)
+    return app
+
+
+def _healthz() -> Any:
+    from web.db import get_session
+
+    try:
+        get_session().execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        return jsonify(status="unavailable", database="unreachable"), 503
+    return jsonify(status="ok", database="ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -39,8 +40,9 @@ LINACS = (
 )
 CTX = SearchContext(CALENDAR, LINACS)
 LIVER = Rules(5, min_interval_days=1, max_interval_days=3, min_overall_days=5, max_overall_days=15)
-LUNG_PERIPHERAL = Rules(3, min_hours_between=48, min_interval_days=2, min_overall_days=8,
-                        max_overall_days=14)  # fmt: skip
+LUNG_PERIPHERAL = Rules(
+    3, min_hours_between=48, min_interval_days=2, min_overall_days=8, max_overall_days=14
+)
 MONDAY = date(2026, 3, 2)
 
 
@@ -67,8 +69,13 @@ def liver_week(start: date = MONDAY, **changes: PlannedFraction) -> Schedule:
     return Schedule(tuple(fractions))
 
 
-def codes(schedule: Schedule, rules: Rules = LIVER, ctx: SearchContext = CTX, **kw: object) -> set:
-    return {v.code for v in validate(schedule, rules, ctx, **kw)}  # type: ignore[arg-type]
+def codes(
+    schedule: Schedule,
+    rules: Rules = LIVER,
+    ctx: SearchContext = CTX,
+    not_before: datetime | None = None,
+) -> set[str]:
+    return {v.code for v in validate(schedule, rules, ctx, not_before=not_before)}
 
 
 def test_valid_schedule_has_no_violations() -> None:
@@ -109,10 +116,14 @@ def test_weekday() -> None:
 
 
 def test_start_weekday() -> None:
-    rules = Rules(**{**LIVER.__dict__, "start_weekdays": frozenset({0, 1})})
+    rules = replace(LIVER, start_weekdays=frozenset({0, 1}))  # Monday or Tuesday only
+    assert validate(liver_week(), rules, CTX) == []
     wednesday = MONDAY + timedelta(days=2)
-    assert codes(liver_week(wednesday - timedelta(days=0)), rules) >= {"start_weekday"}
-    assert "start_weekday" not in codes(liver_week(), rules)
+    late_start = Schedule(
+        (frac(1, wednesday), *(frac(n, wednesday + timedelta(days=n)) for n in (2, 3, 4, 5)))
+    )  # Wed, Fri, Sat, Sun, Mon: only the start weekday matters here
+    [violation] = [v for v in validate(late_start, rules, CTX) if v.code == "start_weekday"]
+    assert violation.fraction == 1 and "Wednesday" in violation.message
 
 
 def test_closed_date_names_the_holiday() -> None:
@@ -189,7 +200,7 @@ def test_patient_busy() -> None:
 
 
 def test_self_overlap() -> None:
-    rules = Rules(**{**LIVER.__dict__, "min_interval_days": 0})
+    rules = replace(LIVER, min_interval_days=0)
     schedule = liver_week(f2=frac(2, MONDAY, 9, 30, linac=2))
     assert "self_overlap" in codes(schedule, rules)
 
@@ -204,7 +215,7 @@ def test_order() -> None:
 
 def test_min_hours_between_counts_real_hours_across_spring_forward() -> None:
     # Saturday 09:00 EST to Monday 09:00 EDT is 47 real hours, not 48.
-    rules = Rules(**{**LUNG_PERIPHERAL.__dict__, "weekdays": ALL_WEEKDAYS, "min_overall_days": 1})
+    rules = replace(LUNG_PERIPHERAL, weekdays=ALL_WEEKDAYS, min_overall_days=1)
     calendar = Calendar(NY, OpeningHours({d: (time(7), time(19)) for d in range(7)}))
     ctx = SearchContext(calendar, LINACS)
     saturday = date(2026, 3, 7)
@@ -251,9 +262,10 @@ def test_max_interval_days() -> None:
 
 def test_min_overall_days() -> None:
     schedule = Schedule(
-        tuple(frac(n, MONDAY + timedelta(days=2 * (n - 1)), rules=LUNG_PERIPHERAL)
-              for n in (1, 2, 3))
-    )  # fmt: skip
+        tuple(
+            frac(n, MONDAY + timedelta(days=2 * (n - 1)), rules=LUNG_PERIPHERAL) for n in (1, 2, 3)
+        )
+    )
     assert codes(schedule, LUNG_PERIPHERAL) == {"min_overall_days"}
 
 

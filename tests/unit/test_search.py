@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler.rules import validate
-from scheduler.search import DISTINCT_START_MINUTES, explain, propose
-from scheduler.timeutil import local_date, localize, to_local
+from scheduler.search import DISTINCT_START_MINUTES, explain, propose, search_dates
+from scheduler.timeutil import local_date, local_to_utc, localize, to_local
 from scheduler.types import (
     ALL_WEEKDAYS,
     Calendar,
@@ -78,7 +78,9 @@ def assert_proposals_sound(
     rules = request.rules
     tz = ctx.calendar.timezone
     assert len(proposals) <= request.count
-    last_day = request.earliest + timedelta(days=request.horizon_days - 1)
+    last_start = request.earliest + timedelta(days=request.horizon_days - 1)
+    first_day, last_day = search_dates(request)
+    assert first_day == request.earliest
     for schedule in proposals:
         assert (
             validate(
@@ -96,11 +98,15 @@ def assert_proposals_sound(
                 assert not f.interval.overlaps(busy)
             if f.number not in request.fixed:
                 assert request.earliest <= local_date(f.start, tz) <= last_day
+                if f.number == min(set(range(1, rules.fractions + 1)) - set(request.fixed)):
+                    assert local_date(f.start, tz) <= last_start
                 if request.not_before is not None:
                     assert f.start >= request.not_before
     if len(request.fixed) >= rules.fractions:
         return
     firsts = [first_free(s, request) for s in proposals]
+    days = [local_date(f.start, tz) for f in firsts]
+    assert days == sorted(days)  # the earliest first-fraction day ranks first
     for i, a in enumerate(firsts):
         for b in firsts[i + 1 :]:
             assert (
@@ -179,8 +185,13 @@ def test_thanksgiving_is_skipped() -> None:
     [best] = propose(request, EMPTY)
     days = local_days(best)
     assert THANKSGIVING not in days
-    assert days == [monday, monday + timedelta(days=1), monday + timedelta(days=2),
-                    monday + timedelta(days=4), monday + timedelta(days=7)]  # fmt: skip
+    assert days == [
+        monday,
+        monday + timedelta(days=1),
+        monday + timedelta(days=2),
+        monday + timedelta(days=4),
+        monday + timedelta(days=7),
+    ]
 
 
 def test_spring_forward_keeps_local_time() -> None:
@@ -204,8 +215,14 @@ def test_fall_back_keeps_local_time() -> None:
 def test_min_hours_between_is_real_hours_across_spring_forward() -> None:
     # A department treating every day; Saturday 09:00 EST to Monday 09:00 EDT is only 47 h.
     ctx = SearchContext(Calendar(NY, hours(9, 17, range(7))), LINACS)
-    rules = Rules(3, min_hours_between=48, min_interval_days=2, max_interval_days=2,
-                  weekdays=ALL_WEEKDAYS, start_weekdays=frozenset({5}))  # fmt: skip
+    rules = Rules(
+        3,
+        min_hours_between=48,
+        min_interval_days=2,
+        max_interval_days=2,
+        weekdays=ALL_WEEKDAYS,
+        start_weekdays=frozenset({5}),
+    )
     [best] = propose(ScheduleRequest(rules, date(2026, 3, 7), count=1), ctx)
     first, second, third = best.fractions
     assert local_days(best) == [date(2026, 3, 7), date(2026, 3, 9), date(2026, 3, 11)]
@@ -215,8 +232,14 @@ def test_min_hours_between_is_real_hours_across_spring_forward() -> None:
 
 def test_min_hours_between_across_fall_back_allows_same_local_time() -> None:
     ctx = SearchContext(Calendar(NY, hours(9, 17, range(7))), LINACS)
-    rules = Rules(3, min_hours_between=48, min_interval_days=2, max_interval_days=2,
-                  weekdays=ALL_WEEKDAYS, start_weekdays=frozenset({5}))  # fmt: skip
+    rules = Rules(
+        3,
+        min_hours_between=48,
+        min_interval_days=2,
+        max_interval_days=2,
+        weekdays=ALL_WEEKDAYS,
+        start_weekdays=frozenset({5}),
+    )
     [best] = propose(ScheduleRequest(rules, date(2026, 10, 31), count=1), ctx)
     assert local_times(best) == ["09:00"] * 3  # 49 real hours over the change
 
@@ -305,6 +328,30 @@ def test_everything_fixed_returns_the_fixed_schedule() -> None:
     assert propose(request, EMPTY) == [course]
 
 
+def test_horizon_bounds_the_first_fraction_only() -> None:
+    thursday = MONDAY + timedelta(days=3)
+    request = ScheduleRequest(LIVER, thursday, horizon_days=1)
+    assert search_dates(request) == (thursday, thursday + timedelta(days=14))
+    proposals = propose(request, EMPTY)
+    assert_proposals_sound(proposals, request, EMPTY)
+    assert {local_days(p)[0] for p in proposals} == {thursday}
+    assert local_days(proposals[0])[-1] == thursday + timedelta(days=6)  # next Wednesday
+
+
+def test_alternatives_move_to_other_days_when_the_time_cannot_change() -> None:
+    # One SBRT machine with a single free hour a day (09:00-10:00).
+    busy = []
+    for offset in range(30):
+        day = MONDAY + timedelta(days=offset)
+        busy += [Interval(at(day, 7), at(day, 9)), Interval(at(day, 10), at(day, 19))]
+    ctx = SearchContext(CALENDAR, LINACS[:1], {1: busy})
+    request = ScheduleRequest(Rules(1), MONDAY, count=3)
+    proposals = propose(request, ctx)
+    assert_proposals_sound(proposals, request, ctx)
+    # The first fraction can only start 09:00, so alternatives differ by day.
+    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (0, 1, 2)]
+
+
 # -- explain ----------------------------------------------------------------------------
 
 
@@ -380,6 +427,15 @@ def test_explain_fixed_conflict_and_opening_hours() -> None:
     assert explain(request, short_day).code == "opening_hours"
 
 
+def test_explain_invalid_rules_and_no_treatment_weekday() -> None:
+    broken = replace(LIVER, min_interval_days=4)  # above max_interval_days=3
+    assert explain(ScheduleRequest(broken, MONDAY), EMPTY).code == "invalid_rules"
+    weekend_only = replace(LIVER, weekdays=frozenset({5, 6}))
+    explanation = explain(ScheduleRequest(weekend_only, MONDAY), EMPTY)
+    assert explanation.code == "not_enough_days"
+    assert "opens on any weekday the protocol allows" in explanation.message
+
+
 def test_explain_when_feasible() -> None:
     explanation = explain(ScheduleRequest(LIVER, MONDAY), EMPTY)
     assert explanation.code == "feasible" and explanation.earliest_feasible == MONDAY
@@ -392,10 +448,14 @@ def busy_department(seed: int, start: date = MONDAY, days: int = 60) -> SearchCo
     """6 linacs (4 SBRT-capable, two beam groups) booked to roughly 85%."""
     rnd = random.Random(seed)
     linacs = tuple(
-        LinacSpec(i, f"L{i}", frozenset({"sbrt", "imrt"} if i <= 4 else {"imrt"}),
-                  "A" if i <= 2 else "B" if i <= 4 else None)
+        LinacSpec(
+            i,
+            f"L{i}",
+            frozenset({"sbrt", "imrt"} if i <= 4 else {"imrt"}),
+            "A" if i <= 2 else "B" if i <= 4 else None,
+        )
         for i in range(1, 7)
-    )  # fmt: skip
+    )
     busy: dict[int, list[Interval]] = {}
     for linac in linacs:
         intervals = []
@@ -434,7 +494,12 @@ DAYS = 28
 @st.composite
 def worlds(draw: st.DrawFn) -> tuple[SearchContext, Rules]:
     """A random department, linacs, bookings and a protocol within the product's limits."""
-    open_days = draw(st.sets(st.integers(0, 6), min_size=1).map(sorted))
+    weekdays_or_any = st.one_of(
+        st.just(frozenset(range(5))),
+        st.just(frozenset(range(5))),
+        st.sets(st.integers(0, 6), min_size=1).map(frozenset),
+    )
+    open_days = sorted(draw(weekdays_or_any))
     by_weekday = {}
     for day in open_days:
         opens = draw(st.integers(6, 10))
@@ -465,7 +530,8 @@ def worlds(draw: st.DrawFn) -> tuple[SearchContext, Rules]:
             out.append(Interval(start, start + timedelta(minutes=draw(st.integers(15, 600)))))
         return sorted(out, key=lambda iv: iv.start)
 
-    busy = {linac.id: intervals(25) for linac in linacs}
+    load = draw(st.sampled_from((5, 25, 80)))
+    busy = {linac.id: intervals(load) for linac in linacs}
     ctx = SearchContext(calendar, tuple(linacs), busy, intervals(6))
 
     fractions = draw(st.integers(1, 5))
@@ -484,7 +550,9 @@ def worlds(draw: st.DrawFn) -> tuple[SearchContext, Rules]:
         min_overall_days=min_overall,
         max_overall_days=max_overall,
         weekdays=frozenset(weekdays),
-        start_weekdays=draw(st.one_of(st.none(), st.sets(st.integers(0, 6), min_size=1))),
+        start_weekdays=draw(
+            st.one_of(st.none(), st.none(), st.sets(st.integers(0, 6), min_size=1).map(frozenset))
+        ),
         first_session_minutes=draw(st.integers(30, 120)),
         session_minutes=draw(st.integers(30, 120)),
         capabilities=frozenset(draw(st.sets(st.sampled_from(("sbrt", "srs")), max_size=1))),
@@ -497,7 +565,8 @@ def requests(draw: st.DrawFn, rules: Rules) -> ScheduleRequest:
     earliest = BASE + timedelta(days=draw(st.integers(0, 6)))
     not_before = None
     if draw(st.booleans()):
-        not_before = at(earliest, draw(st.integers(0, 23)), draw(st.sampled_from((0, 7, 30))))
+        clock_time = time(draw(st.integers(0, 23)), draw(st.sampled_from((0, 7, 30))))
+        not_before = local_to_utc(datetime.combine(earliest, clock_time), NY)
     window = None
     if draw(st.booleans()):
         start = draw(st.integers(6, 16))
@@ -545,7 +614,14 @@ def test_property_replanning_keeps_fixed_and_finds_a_schedule(data: st.DataObjec
     assume(original)
     keep = data.draw(st.sets(st.sampled_from(range(1, rules.fractions + 1))))
     fixed = {f.number: f for f in original[0].fractions if f.number in keep}
-    replan = replace(request, fixed=fixed)
+    # Preferences never cost the earliest start day.
+    plain = propose(replace(request, count=1, preferred_window=None, preferred_linacs=()), ctx)
+    assert plain
+    assert local_date(plain[0].first_start, NY) <= local_date(original[0].first_start, NY)
+    # The horizon bounds the first *free* fraction: widen it to where the original course ends.
+    last = local_date(original[0].fractions[-1].start, NY)
+    horizon = max(request.horizon_days, (last - request.earliest).days + 1)
+    replan = replace(request, fixed=fixed, horizon_days=horizon)
     proposals = propose(replan, ctx)
     # The original completes the fixed fractions, so the (complete) search must find one.
     assert proposals

@@ -1,0 +1,251 @@
+"""Staff accounts: users with roles, password sign-in and API tokens for integrations.
+
+Passwords are hashed with Argon2id; API tokens are random strings of which only a SHA-256
+digest is stored (a token has 256 bits of entropy, so a slow hash adds nothing and a fast
+digest lets every request be authenticated with one indexed lookup).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import email_validator
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
+from scheduler.models import ApiToken, Role, User
+
+ROLES = frozenset(r.value for r in Role)
+# Privileges are nested: each role can do everything the roles after it can.
+ROLE_RANK = {Role.ADMIN.value: 3, Role.SCHEDULER.value: 2, Role.VIEWER.value: 1}
+MIN_PASSWORD_LENGTH = 12
+TOKEN_PREFIX = "sbrt_"
+# Recording every use would make each API call a write (and on SQLite, a wait for the write
+# lock); a minute's resolution is plenty to see whether a token is still in use.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Verified against when the user does not exist, so an unknown email takes as long as a
+    # wrong password and response times do not reveal which staff emails exist.
+    return _hasher().hash(secrets.token_urlsafe(16))
+
+
+def has_role(user: User, role: str) -> bool:
+    """Whether ``user`` holds ``role`` or a more privileged one."""
+    return ROLE_RANK.get(user.role, 0) >= ROLE_RANK[role]
+
+
+def _normal_email(errors: list[FieldError], email: Any) -> str | None:
+    if not isinstance(email, str):
+        errors.append(FieldError("email", "is required"))
+        return None
+    try:
+        return email_validator.validate_email(
+            email.strip(), check_deliverability=False
+        ).normalized.lower()
+    except email_validator.EmailNotValidError as exc:
+        errors.append(FieldError("email", f"is not a valid email address: {exc}"))
+        return None
+
+
+def _check_password(errors: list[FieldError], password: Any) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        errors.append(FieldError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters"))
+    elif len(password) > 1024:
+        errors.append(FieldError("password", "must be at most 1024 characters"))
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    password: str | None = None,
+) -> User:
+    """A staff user; without a password the user can only use API tokens."""
+    errors: list[FieldError] = []
+    normal = _normal_email(errors, email)
+    if not isinstance(name, str) or not name.strip():
+        errors.append(FieldError("name", "is required"))
+    elif len(name.strip()) > 200:
+        errors.append(FieldError("name", "must be at most 200 characters"))
+    if role not in ROLES:
+        errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
+    if password is not None:
+        _check_password(errors, password)
+    if normal and session.scalar(sa.select(User.id).where(User.email == normal)):
+        errors.append(FieldError("email", "is already used by another user"))
+    if errors:
+        raise InvalidInput("The user is not valid.", errors)
+    user = User(
+        email=normal,
+        name=name.strip(),
+        role=role,
+        password_hash=None if password is None else _hasher().hash(password),
+    )
+    session.add(user)
+    _commit(session, "email")
+    return user
+
+
+def update_user(
+    session: Session,
+    user_id: int,
+    *,
+    name: str | None = None,
+    role: str | None = None,
+    active: bool | None = None,
+    password: str | None = None,
+    actor_id: int | None = None,
+) -> User:
+    user = get_user(session, user_id)
+    errors: list[FieldError] = []
+    if name is not None and (not name.strip() or len(name.strip()) > 200):
+        errors.append(FieldError("name", "must be 1 to 200 characters"))
+    if role is not None and role not in ROLES:
+        errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
+    if password is not None:
+        _check_password(errors, password)
+    # An admin demoting or disabling themselves can leave nobody able to undo it.
+    if actor_id == user.id and role is not None and role != user.role:
+        errors.append(FieldError("role", "you cannot change your own role"))
+    if actor_id == user.id and active is False:
+        errors.append(FieldError("active", "you cannot deactivate yourself"))
+    if errors:
+        raise InvalidInput("The user is not valid.", errors)
+    if name is not None:
+        user.name = name.strip()
+    if role is not None:
+        user.role = role
+    if active is not None:
+        user.active = active
+    if password is not None:
+        user.password_hash = _hasher().hash(password)
+    session.commit()
+    return user
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}.")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(sa.select(User).order_by(User.id)))
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with this email and password, or None (without saying which was wrong)."""
+    user = None
+    if isinstance(email, str):
+        user = session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+    stored = user.password_hash if user is not None and user.password_hash else None
+    try:
+        _hasher().verify(stored or _dummy_hash(), password)
+        verified = stored is not None
+    except (VerificationError, InvalidHashError):
+        verified = False
+    if not verified or user is None or not user.active:
+        return None
+    if _hasher().check_needs_rehash(stored):
+        # Parameters were raised since this hash was made; upgrade it while we know the password.
+        user.password_hash = _hasher().hash(password)
+        session.commit()
+    return user
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token's row and its plaintext, which exists only in this value."""
+
+    token: ApiToken
+    plaintext: str
+
+
+def issue_api_token(session: Session, user_id: int, name: str) -> IssuedToken:
+    user = get_user(session, user_id)
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
+        raise InvalidInput(
+            "The token is not valid.", [FieldError("name", "must be 1 to 100 characters")]
+        )
+    if not user.active:
+        raise StateConflict(f"User {user_id} is deactivated.")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name.strip(), token_digest=_digest(plaintext))
+    session.add(token)
+    session.commit()
+    return IssuedToken(token, plaintext)
+
+
+def create_api_token(session: Session, user_id: int, name: str) -> str:
+    """A new bearer token for ``user_id``; the plaintext is returned once and never stored."""
+    return issue_api_token(session, user_id, name).plaintext
+
+
+def authenticate_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
+    """The active user a live bearer token belongs to, or None."""
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = session.scalar(
+        sa.select(ApiToken).where(
+            ApiToken.token_digest == _digest(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    if row is None or not row.user.active:
+        return None
+    moment = now or datetime.now(UTC)
+    if row.last_used_at is None or moment - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = moment
+        session.commit()
+    return row.user
+
+
+def revoke_api_token(session: Session, token_id: int, *, now: datetime | None = None) -> ApiToken:
+    """Revoke a token (revoking twice is harmless and keeps the first time)."""
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"No API token with id {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = now or datetime.now(UTC)
+        session.commit()
+    return token
+
+
+def list_api_tokens(session: Session, *, user_id: int | None = None) -> list[ApiToken]:
+    query = sa.select(ApiToken).order_by(ApiToken.id)
+    if user_id is not None:
+        get_user(session, user_id)
+        query = query.where(ApiToken.user_id == user_id)
+    return list(session.scalars(query))
+
+
+def _commit(session: Session, field: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        # A concurrent request created the same unique value between our check and insert.
+        session.rollback()
+        raise InvalidInput("Already exists.", [FieldError(field, "already exists")]) from exc

@@ -1,0 +1,227 @@
+"""The scheduler's day through the API: patient, course, proposals, booking, moves, cancels."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask.testing import FlaskClient
+
+from tests.api.conftest import Seed
+
+PROBLEM = "application/problem+json"
+
+
+def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
+    auth = seed.auth("scheduler")
+    patient = client.post(
+        "/api/v1/patients",
+        json={"department_id": seed.department_id, "mrn": mrn, "given_name": "Test",
+              "family_name": f"Patient {mrn}", "email": f"{mrn.lower()}@example.org"},
+        headers=auth,
+    )  # fmt: skip
+    assert patient.status_code == 201, patient.json
+    course = client.post(
+        "/api/v1/courses",
+        json={"patient_id": patient.json["id"], "protocol_id": seed.protocol_id, "priority": 2},
+        headers=auth,
+    )
+    assert course.status_code == 201, course.json
+    assert course.json["status"] == "draft" and course.json["fractions"] == []
+    return course.json["id"]
+
+
+def _propose(client: FlaskClient, seed: Seed, course_id: int) -> list[dict]:
+    response = client.post(
+        f"/api/v1/courses/{course_id}/proposals",
+        json={"count": 2, "preferred_window": {"start": "08:00", "end": "12:00"}},
+        headers=seed.auth("scheduler"),
+    )
+    assert response.status_code == 200, response.json
+    assert response.json["timezone"] == "America/New_York"
+    assert response.json["explanation"] is None
+    schedules = response.json["schedules"]
+    assert schedules and len(schedules[0]["fractions"]) == 5
+    return schedules[0]["fractions"]
+
+
+def _placements(fractions: list[dict]) -> list[dict]:
+    return [
+        {"number": f["number"], "linac_id": f["linac_id"], "starts_at": f["starts_at"]}
+        for f in fractions
+    ]
+
+
+def test_booking_flow(client: FlaskClient, seed: Seed) -> None:
+    auth = seed.auth("scheduler")
+    course_id = _course(client, seed, "FLOW-1")
+    proposed = _propose(client, seed, course_id)
+    first = proposed[0]
+    local = datetime.fromisoformat(first["local_start"])
+    assert local.utcoffset() is not None and 8 <= local.hour < 12
+
+    booked = client.post(
+        f"/api/v1/courses/{course_id}/booking",
+        json={"fractions": _placements(proposed)},
+        headers=auth,
+    )
+    assert booked.status_code == 201, booked.json
+    assert booked.json["status"] == "booked"
+    fractions = booked.json["fractions"]
+    assert [f["number"] for f in fractions] == [1, 2, 3, 4, 5]
+    assert fractions[0]["starts_at"].endswith("Z")
+    # Readiness is not recorded yet: the first fraction is flagged.
+    assert fractions[0]["awaiting_readiness"] is True
+
+    listed = client.get(
+        "/api/v1/fractions",
+        query_string={
+            "linac_id": first["linac_id"],
+            "start": proposed[0]["starts_at"],
+            "end": proposed[-1]["ends_at"],
+        },
+        headers=seed.auth("viewer"),
+    )
+    assert listed.status_code == 200, listed.json
+    assert {f["id"] for f in fractions if f["linac_id"] == first["linac_id"]} <= {
+        f["id"] for f in listed.json
+    }
+
+    for step in ("plan_approved", "physics_qa"):
+        ready = client.put(
+            f"/api/v1/courses/{course_id}/readiness/{step}",
+            json={"done_at": "2026-01-05T09:00:00Z"},
+            headers=auth,
+        )
+        assert ready.status_code == 200, ready.json
+    assert ready.json["ready_to_treat"] is True
+    assert ready.json["fractions"][0]["awaiting_readiness"] is False
+
+    last = fractions[-1]
+    alternatives = client.get(
+        f"/api/v1/fractions/{last['id']}/alternatives", headers=seed.auth("viewer")
+    )
+    assert alternatives.status_code == 200, alternatives.json
+    assert alternatives.json, "the last fraction should have somewhere else to go"
+    target = alternatives.json[0]
+    moved = client.post(
+        f"/api/v1/fractions/{last['id']}/move",
+        # A naive local time: the department's zone is implied.
+        json={"linac_id": target["linac_id"], "starts_at": target["local_start"][:19]},
+        headers=auth,
+    )
+    assert moved.status_code == 200, moved.json
+    assert moved.json["starts_at"] == target["starts_at"]
+
+    cancelled = client.post(
+        f"/api/v1/fractions/{moved.json['id']}/cancel",
+        json={"reason": "patient unwell"},
+        headers=auth,
+    )
+    assert cancelled.status_code == 200, cancelled.json
+    assert cancelled.json["status"] == "cancelled"
+
+    course = client.post(
+        f"/api/v1/courses/{course_id}/cancel", json={"reason": "plan changed"}, headers=auth
+    )
+    assert course.status_code == 200, course.json
+    assert course.json["status"] == "cancelled"
+    twice = client.post(
+        f"/api/v1/courses/{course_id}/cancel", json={"reason": "again"}, headers=auth
+    )
+    assert twice.status_code == 409 and twice.mimetype == PROBLEM
+
+
+def test_booking_over_another_course_is_409_naming_the_time(
+    client: FlaskClient, seed: Seed
+) -> None:
+    auth = seed.auth("scheduler")
+    first_course = _course(client, seed, "A-1")
+    proposed = _propose(client, seed, first_course)
+    placements = _placements(proposed)
+    ok = client.post(
+        f"/api/v1/courses/{first_course}/booking", json={"fractions": placements}, headers=auth
+    )
+    assert ok.status_code == 201, ok.json
+
+    second_course = _course(client, seed, "B-2")
+    clash = client.post(
+        f"/api/v1/courses/{second_course}/booking", json={"fractions": placements}, headers=auth
+    )
+    assert clash.status_code == 409, clash.json
+    assert clash.mimetype == PROBLEM
+    taken = {(c["linac_id"], c["starts_at"]) for c in clash.json["conflicts"]}
+    assert (placements[0]["linac_id"], placements[0]["starts_at"]) in taken
+    # Nothing of the second course was booked.
+    after = client.get(f"/api/v1/courses/{second_course}", headers=auth)
+    assert after.json["fractions"] == []
+
+
+def test_nonexistent_and_ambiguous_local_times(client: FlaskClient, seed: Seed) -> None:
+    auth = seed.auth("scheduler")
+    course_id = _course(client, seed, "DST-1")
+    proposed = _propose(client, seed, course_id)
+    placements = _placements(proposed)
+
+    gap = [dict(placements[0], starts_at="2026-03-08T02:30:00"), *placements[1:]]
+    response = client.post(
+        f"/api/v1/courses/{course_id}/booking", json={"fractions": gap}, headers=auth
+    )
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    assert [e["field"] for e in response.json["errors"]] == ["fractions.0.starts_at"]
+    assert "does not exist" in response.json["errors"][0]["message"]
+
+    twice = [dict(placements[0], starts_at="2026-11-01T01:30:00"), *placements[1:]]
+    ambiguous = client.post(
+        f"/api/v1/courses/{course_id}/booking", json={"fractions": twice}, headers=auth
+    )
+    assert ambiguous.status_code == 422
+    assert [e["field"] for e in ambiguous.json["errors"]] == ["fractions.0.starts_at"]
+    assert "fold" in ambiguous.json["errors"][0]["message"]
+
+    chosen = [dict(placements[0], starts_at="2026-11-01T01:30:00", fold=1), *placements[1:]]
+    decided = client.post(
+        f"/api/v1/courses/{course_id}/booking", json={"fractions": chosen}, headers=auth
+    )
+    # Past the ambiguity: now the booking rules judge it (a Sunday, outside opening hours).
+    assert decided.status_code == 422
+    assert "errors" not in decided.json or all(
+        "fold" not in e["message"] for e in decided.json["errors"]
+    )
+
+    listing = client.get(
+        "/api/v1/fractions",
+        query_string={"department_id": seed.department_id, "start": "2026-03-08T02:30",
+                      "end": "2026-03-09T00:00"},
+        headers=auth,
+    )  # fmt: skip
+    assert listing.status_code == 422
+    assert [e["field"] for e in listing.json["errors"]] == ["start"]
+
+
+def test_downtime_preview_then_commit(client: FlaskClient, seed: Seed) -> None:
+    course_id = _course(client, seed, "DOWN-1")
+    proposed = _propose(client, seed, course_id)
+    booked = client.post(
+        f"/api/v1/courses/{course_id}/booking",
+        json={"fractions": _placements(proposed)},
+        headers=seed.auth("scheduler"),
+    )
+    assert booked.status_code == 201
+    first = booked.json["fractions"][0]
+    body = {"starts_at": first["starts_at"], "ends_at": first["ends_at"], "kind": "unplanned",
+            "reason": "MLC fault"}  # fmt: skip
+    url = f"/api/v1/linacs/{first['linac_id']}/downtimes"
+    assert client.post(url, json=body, headers=seed.auth("scheduler")).status_code == 403
+
+    preview = client.post(url, json={**body, "preview": True}, headers=seed.auth())
+    assert preview.status_code == 200, preview.json
+    assert preview.json["downtime_id"] is None
+    affected = preview.json["moved"] + preview.json["unplaceable"]
+    assert first["id"] in {m["fraction_id"] for m in affected}
+    assert client.get(url, headers=seed.auth("viewer")).json == []
+
+    applied = client.post(url, json=body, headers=seed.auth())
+    assert applied.status_code == 200, applied.json
+    assert applied.json["downtime_id"] is not None
+    listed = client.get(url, headers=seed.auth("viewer")).json
+    assert [d["id"] for d in listed] == [applied.json["downtime_id"]]

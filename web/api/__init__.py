@@ -1,0 +1,14 @@
+"""The JSON API under /api/v1 and its OpenAPI description under /api."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    # Importing the view modules registers their operations with `routes`.
+    from web.api import admin, booking, openapi, reference  # noqa: F401
+    from web.api.registry import routes
+
+    app.register_blueprint(routes.blueprint())
+    app.register_blueprint(openapi.blueprint(routes))

@@ -1,0 +1,200 @@
+"""Reference records: departments, closures, linacs, protocols, patients."""
+
+from __future__ import annotations
+
+from scheduler import records
+from scheduler.models import Role
+from web.api import schemas as s
+from web.api.registry import routes
+from web.db import get_session
+
+ADMIN, SCHEDULER, VIEWER = Role.ADMIN.value, Role.SCHEDULER.value, Role.VIEWER.value
+
+
+def _set(body: s.Input) -> dict:
+    """Only the fields a PATCH body sent: absent means unchanged, null means cleared."""
+    return body.model_dump(exclude_unset=True)
+
+
+# --- departments ----------------------------------------------------------------------------
+
+
+@routes.operation(
+    "GET", "/departments", summary="List departments", tag="Departments", role=VIEWER,
+    response=s.DepartmentOut, many=True,
+)  # fmt: skip
+def list_departments():
+    return records.list_departments(get_session())
+
+
+@routes.operation(
+    "POST", "/departments", summary="Create a department", tag="Departments", role=ADMIN,
+    body=s.DepartmentIn, response=s.DepartmentOut, status=201,
+)  # fmt: skip
+def create_department(body: s.DepartmentIn):
+    return records.create_department(get_session(), body.model_dump(exclude_none=True))
+
+
+@routes.operation(
+    "GET", "/departments/{department_id}", summary="Get a department", tag="Departments",
+    role=VIEWER, response=s.DepartmentOut,
+)  # fmt: skip
+def get_department(department_id: int):
+    return records.get_department(get_session(), department_id)
+
+
+@routes.operation(
+    "PATCH", "/departments/{department_id}", summary="Update a department (e.g. opening hours)",
+    tag="Departments", role=ADMIN, body=s.DepartmentPatch, response=s.DepartmentOut,
+)  # fmt: skip
+def update_department(department_id: int, body: s.DepartmentPatch):
+    return records.update_department(get_session(), department_id, _set(body))
+
+
+@routes.operation(
+    "GET", "/departments/{department_id}/closures", summary="List local closure days",
+    tag="Departments", role=VIEWER, query=s.ClosureQuery, response=s.ClosureOut, many=True,
+)  # fmt: skip
+def list_closures(department_id: int, query: s.ClosureQuery):
+    return records.list_closures(get_session(), department_id, start=query.start, end=query.end)
+
+
+@routes.operation(
+    "POST", "/departments/{department_id}/closures", summary="Add a local closure day",
+    tag="Departments", role=ADMIN, body=s.ClosureIn, response=s.ClosureOut, status=201,
+)  # fmt: skip
+def add_closure(department_id: int, body: s.ClosureIn):
+    """Booked fractions on that day are not moved automatically; list them with /fractions."""
+    return records.add_closure(get_session(), department_id, day=body.day, reason=body.reason)
+
+
+@routes.operation(
+    "DELETE", "/closures/{closure_id}", summary="Remove a closure day", tag="Departments",
+    role=ADMIN, status=204,
+)  # fmt: skip
+def remove_closure(closure_id: int):
+    records.remove_closure(get_session(), closure_id)
+
+
+# --- linacs ---------------------------------------------------------------------------------
+
+
+@routes.operation(
+    "GET", "/linacs", summary="List linacs", tag="Linacs", role=VIEWER, query=s.LinacQuery,
+    response=s.LinacOut, many=True,
+)  # fmt: skip
+def list_linacs(query: s.LinacQuery):
+    return records.list_linacs(get_session(), department_id=query.department_id)
+
+
+@routes.operation(
+    "POST", "/linacs", summary="Add a linac", tag="Linacs", role=ADMIN, body=s.LinacIn,
+    response=s.LinacOut, status=201,
+)  # fmt: skip
+def create_linac(body: s.LinacIn):
+    return records.create_linac(get_session(), body.model_dump())
+
+
+@routes.operation(
+    "GET", "/linacs/{linac_id}", summary="Get a linac", tag="Linacs", role=VIEWER,
+    response=s.LinacOut,
+)  # fmt: skip
+def get_linac(linac_id: int):
+    return records.get_linac(get_session(), linac_id)
+
+
+@routes.operation(
+    "PATCH", "/linacs/{linac_id}", summary="Update a linac", tag="Linacs", role=ADMIN,
+    body=s.LinacPatch, response=s.LinacOut,
+)  # fmt: skip
+def update_linac(linac_id: int, body: s.LinacPatch):
+    return records.update_linac(get_session(), linac_id, _set(body))
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+
+@routes.operation(
+    "GET", "/protocols", summary="List protocols", tag="Protocols", role=VIEWER,
+    query=s.ProtocolQuery, response=s.ProtocolOut, many=True,
+)  # fmt: skip
+def list_protocols(query: s.ProtocolQuery):
+    return records.list_protocols(get_session(), include_inactive=query.include_inactive)
+
+
+@routes.operation(
+    "POST", "/protocols", summary="Create a protocol", tag="Protocols", role=ADMIN,
+    body=s.ProtocolIn, response=s.ProtocolOut, status=201,
+)  # fmt: skip
+def create_protocol(body: s.ProtocolIn):
+    return records.create_protocol(get_session(), body.model_dump())
+
+
+@routes.operation(
+    "GET", "/protocols/{protocol_id}", summary="Get a protocol", tag="Protocols", role=VIEWER,
+    response=s.ProtocolOut,
+)  # fmt: skip
+def get_protocol(protocol_id: int):
+    return records.get_protocol(get_session(), protocol_id)
+
+
+@routes.operation(
+    "PATCH", "/protocols/{protocol_id}", summary="Update a protocol", tag="Protocols",
+    role=ADMIN, body=s.ProtocolPatch, response=s.ProtocolOut,
+)  # fmt: skip
+def update_protocol(protocol_id: int, body: s.ProtocolPatch):
+    """Changes apply to future bookings; booked courses keep their placements."""
+    return records.update_protocol(get_session(), protocol_id, _set(body))
+
+
+# --- patients -------------------------------------------------------------------------------
+
+
+@routes.operation(
+    "GET", "/patients", summary="List patients", tag="Patients", role=VIEWER,
+    query=s.PatientQuery, response=s.PatientOut, many=True,
+)  # fmt: skip
+def list_patients(query: s.PatientQuery):
+    return records.list_patients(
+        get_session(), department_id=query.department_id, limit=query.limit, offset=query.offset
+    )
+
+
+@routes.operation(
+    "POST", "/patients/search", summary="Search patients by MRN or name", tag="Patients",
+    role=VIEWER, body=s.PatientSearch, response=s.PatientOut, many=True,
+)  # fmt: skip
+def search_patients(body: s.PatientSearch):
+    """A POST so that names and MRNs never appear in URLs (and so in access logs)."""
+    return records.list_patients(
+        get_session(),
+        search=body.query,
+        department_id=body.department_id,
+        limit=body.limit,
+        offset=body.offset,
+    )
+
+
+@routes.operation(
+    "POST", "/patients", summary="Register a patient", tag="Patients", role=SCHEDULER,
+    body=s.PatientIn, response=s.PatientOut, status=201,
+)  # fmt: skip
+def create_patient(body: s.PatientIn):
+    return records.create_patient(get_session(), body.model_dump())
+
+
+@routes.operation(
+    "GET", "/patients/{patient_id}", summary="Get a patient", tag="Patients", role=VIEWER,
+    response=s.PatientOut,
+)  # fmt: skip
+def get_patient(patient_id: int):
+    return records.get_patient(get_session(), patient_id)
+
+
+@routes.operation(
+    "PATCH", "/patients/{patient_id}", summary="Update a patient", tag="Patients",
+    role=SCHEDULER, body=s.PatientPatch, response=s.PatientOut,
+)  # fmt: skip
+def update_patient(patient_id: int, body: s.PatientPatch):
+    """Giving SMS consent records its time; it needs a phone number."""
+    return records.update_patient(get_session(), patient_id, _set(body))

@@ -1,0 +1,556 @@
+"""Request and response bodies of the JSON API (pydantic v2).
+
+Request models check shape and simple ranges, which the OpenAPI document then states; the
+domain checks (a real phone number, a consistent protocol) live in the use cases, so every
+caller of those gets them. Times in requests are either aware ISO 8601 instants or naive local
+times in the department's zone; responses give UTC instants plus, where useful, local times.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from scheduler import records
+from scheduler.accounts import MIN_PASSWORD_LENGTH
+
+READINESS_STEPS = ("ct_simulation", "plan_approved", "physics_qa", "consent", "fiducials_placed")
+MAX_ID = 2**31 - 1
+# Dates far from now are typing mistakes, and keeping them out means no arithmetic on them
+# can overflow further down.
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
+
+
+def _sane_date(value: date) -> date:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Day = Annotated[date, AfterValidator(_sane_date)]
+# Aware instant, or naive local time in the department's zone (see the module docstring).
+When = Annotated[
+    datetime,
+    AfterValidator(_sane_date),
+    Field(description="ISO 8601 with an offset (an instant) or without (department local time)"),
+]
+Fold = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=1,
+        description="For an ambiguous local time (clocks going back): 0 = first, 1 = second",
+    ),
+]
+Word = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["07:30"])]
+Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
+OpeningHours = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[0-6]$")], tuple[HHMM, HHMM]],
+    Field(
+        description="Local opening hours per weekday (0 = Monday); absent days are closed",
+        examples=[{"0": ["07:00", "19:00"]}],
+    ),
+]
+Text = Annotated[str, Field(max_length=5000)]
+
+
+class Input(BaseModel):
+    """Request bodies reject unknown fields, so a misspelt field is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Paging(Query):
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
+# --- departments and closures ---------------------------------------------------------------
+
+
+class DepartmentIn(Input):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: Annotated[str, Field(examples=["America/New_York"], max_length=64)]
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+    holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
+    opening_hours: OpeningHours | None = None
+
+
+class DepartmentPatch(Input):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+    holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
+    opening_hours: OpeningHours | None = None
+
+
+class DepartmentOut(Output):
+    id: int
+    name: str
+    timezone: str
+    phone: str | None
+    holiday_country: str | None
+    holiday_subdivision: str | None
+    opening_hours: dict[str, list[str]]
+    created_at: datetime
+
+
+class ClosureIn(Input):
+    day: Day
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ClosureQuery(Query):
+    start: Day | None = None
+    end: Day | None = None
+
+
+class ClosureOut(Output):
+    id: int
+    department_id: int
+    day: date
+    reason: str
+
+
+# --- linacs and downtimes -------------------------------------------------------------------
+
+
+class LinacIn(Input):
+    department_id: Id
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    capabilities: Annotated[
+        list[Word],
+        Field(
+            max_length=20,
+            description="Known: " + ", ".join(sorted(records.KNOWN_CAPABILITIES)),
+        ),
+    ] = []
+    beam_group: Word | None = None
+    opening_hours: OpeningHours | None = None
+    active: bool = True
+
+
+class LinacPatch(Input):
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    capabilities: Annotated[list[Word], Field(max_length=20)] | None = None
+    beam_group: Word | None = None
+    opening_hours: OpeningHours | None = None
+    active: bool | None = None
+
+
+class LinacQuery(Query):
+    department_id: Id | None = None
+
+
+class LinacOut(Output):
+    id: int
+    department_id: int
+    name: str
+    capabilities: list[str]
+    beam_group: str | None
+    opening_hours: dict[str, list[str]] | None
+    active: bool
+
+
+class DowntimeIn(Input):
+    starts_at: When
+    ends_at: When
+    starts_at_fold: Fold = None
+    ends_at_fold: Fold = None
+    kind: Literal["planned", "unplanned"] = "planned"
+    reason: Annotated[str, Field(max_length=300)] = ""
+    preview: bool = Field(False, description="Report what would move without changing anything")
+
+
+class DowntimeQuery(Query):
+    start: When | None = None
+    end: When | None = None
+
+
+class DowntimeOut(Output):
+    id: int
+    linac_id: int
+    starts_at: datetime
+    ends_at: datetime
+    local_start: datetime
+    local_end: datetime
+    kind: str
+    reason: str
+    created_at: datetime
+
+
+class PlannedFractionOut(Output):
+    number: int
+    linac_id: int
+    starts_at: datetime
+    ends_at: datetime
+    local_start: datetime
+    local_end: datetime
+
+
+class MovedFractionOut(Output):
+    fraction_id: int
+    course_id: int
+    number: int
+    before: PlannedFractionOut
+    after: PlannedFractionOut
+
+
+class UnplaceableFractionOut(Output):
+    fraction_id: int
+    course_id: int
+    number: int
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+
+
+class DowntimeReportOut(Output):
+    preview: bool
+    downtime_id: int | None
+    timezone: str
+    moved: list[MovedFractionOut]
+    unplaceable: list[UnplaceableFractionOut]
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+Fractions = Annotated[int, Field(ge=records.MIN_FRACTIONS, le=records.MAX_FRACTIONS)]
+SessionMinutes = Annotated[
+    int, Field(ge=records.MIN_SESSION_MINUTES, le=records.MAX_SESSION_MINUTES)
+]
+IntervalDays = Annotated[int, Field(ge=0, le=28)]
+OverallDays = Annotated[int, Field(ge=1, le=90)]
+Hours = Annotated[float, Field(ge=0, le=336)]
+
+
+class ProtocolIn(Input):
+    code: Annotated[str, Field(min_length=1, max_length=50)]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    site: Word = "generic"
+    fractions: Fractions
+    min_hours_between: Hours = 0.0
+    min_interval_days: Annotated[int, Field(ge=0, le=14)] = 1
+    max_interval_days: IntervalDays | None = None
+    min_overall_days: OverallDays | None = None
+    max_overall_days: OverallDays | None = None
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = [0, 1, 2, 3, 4]
+    start_weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] | None = None
+    first_session_minutes: SessionMinutes = 60
+    session_minutes: SessionMinutes = 45
+    capabilities: Annotated[list[Word], Field(max_length=20)] = ["sbrt"]
+    prep_instructions: Text = ""
+    active: bool = True
+
+
+class ProtocolPatch(Input):
+    code: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    site: Word | None = None
+    fractions: Fractions | None = None
+    min_hours_between: Hours | None = None
+    min_interval_days: Annotated[int, Field(ge=0, le=14)] | None = None
+    max_interval_days: IntervalDays | None = None
+    min_overall_days: OverallDays | None = None
+    max_overall_days: OverallDays | None = None
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] | None = None
+    start_weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] | None = None
+    first_session_minutes: SessionMinutes | None = None
+    session_minutes: SessionMinutes | None = None
+    capabilities: Annotated[list[Word], Field(max_length=20)] | None = None
+    prep_instructions: Text | None = None
+    active: bool | None = None
+
+
+class ProtocolQuery(Query):
+    include_inactive: bool = False
+
+
+class ProtocolOut(Output):
+    id: int
+    code: str
+    name: str
+    site: str
+    fractions: int
+    min_hours_between: float
+    min_interval_days: int
+    max_interval_days: int | None
+    min_overall_days: int | None
+    max_overall_days: int | None
+    weekdays: list[int]
+    start_weekdays: list[int] | None
+    first_session_minutes: int
+    session_minutes: int
+    capabilities: list[str]
+    prep_instructions: str
+    active: bool
+
+
+# --- patients -------------------------------------------------------------------------------
+
+
+class PatientIn(Input):
+    department_id: Id
+    mrn: Annotated[str, Field(min_length=1, max_length=50)]
+    given_name: Annotated[str, Field(min_length=1, max_length=100)]
+    family_name: Annotated[str, Field(min_length=1, max_length=100)]
+    phone: (
+        Annotated[
+            str,
+            Field(max_length=32, description="E.164 (+14155550100) or a US national number"),
+        ]
+        | None
+    ) = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    language: Literal["en", "es"] = "en"
+    timezone: (
+        Annotated[str, Field(max_length=64, description="IANA zone; default: the department's")]
+        | None
+    ) = None
+    sms_consent: bool = False
+    email_consent: bool = False
+
+
+class PatientPatch(Input):
+    mrn: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    given_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    family_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    language: Literal["en", "es"] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    sms_consent: bool | None = None
+    email_consent: bool | None = None
+
+
+class PatientQuery(Paging):
+    department_id: Id | None = None
+
+
+class PatientSearch(Input):
+    """Search terms travel in a body, not the URL, so names and MRNs stay out of access logs."""
+
+    query: Annotated[str, Field(min_length=1, max_length=100, description="MRN prefix or name")]
+    department_id: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
+class PatientOut(Output):
+    id: int
+    department_id: int
+    mrn: str
+    given_name: str
+    family_name: str
+    phone: str | None = Field(validation_alias="phone_e164")
+    email: str | None
+    language: str
+    timezone: str | None
+    sms_consent: bool
+    sms_consent_at: datetime | None
+    sms_opted_out: bool
+    email_consent: bool
+    created_at: datetime
+
+
+# --- courses and fractions ------------------------------------------------------------------
+
+
+class CourseIn(Input):
+    patient_id: Id
+    protocol_id: Id
+    priority: Annotated[
+        int, Field(ge=records.MIN_PRIORITY, le=records.MAX_PRIORITY, description="1 = urgent")
+    ] = 3
+    ready_to_treat_on: Day | None = None
+    notes: Text = ""
+
+
+class CoursePatch(Input):
+    priority: Annotated[int, Field(ge=records.MIN_PRIORITY, le=records.MAX_PRIORITY)] | None = None
+    ready_to_treat_on: Day | None = None
+    notes: Text | None = None
+
+
+class CourseQuery(Paging):
+    patient_id: Id | None = None
+    status: Literal["draft", "booked", "needs_review", "completed", "cancelled"] | None = None
+
+
+class FractionOut(Output):
+    id: int
+    course_id: int
+    patient_id: int
+    number: int
+    linac_id: int
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+    local_start: datetime
+    local_end: datetime
+    timezone: str
+    version: int
+    override_reason: str | None
+    status_reason: str | None
+    awaiting_readiness: bool = Field(
+        description="First fraction whose plan approval or physics QA is not yet recorded"
+    )
+
+
+class ReadinessOut(Output):
+    ct_simulation: datetime | None
+    plan_approved: datetime | None
+    physics_qa: datetime | None
+    consent: datetime | None
+    fiducials_placed: datetime | None
+
+
+class CourseOut(Output):
+    id: int
+    patient_id: int
+    protocol_id: int
+    status: str
+    priority: int
+    ready_to_treat_on: date | None
+    notes: str
+    readiness: ReadinessOut
+    ready_to_treat: bool
+    review_reason: str | None
+    timezone: str
+    fractions: list[FractionOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimeWindow(Input):
+    start: Annotated[time, Field(description="Local time of day, HH:MM")]
+    end: time
+
+
+class ProposalIn(Input):
+    earliest: Day | None = Field(None, description="Local date; default: ready-to-treat date")
+    count: Annotated[int, Field(ge=1, le=10)] = 3
+    preferred_window: TimeWindow | None = None
+
+
+class ScheduleOut(Output):
+    first_start: datetime
+    fractions: list[PlannedFractionOut]
+
+
+class ExplanationOut(Output):
+    code: str
+    message: str
+    earliest_feasible: date | None
+
+
+class ProposalOut(Output):
+    timezone: str
+    schedules: list[ScheduleOut]
+    explanation: ExplanationOut | None
+
+
+class PlacementIn(Input):
+    number: Fractions
+    linac_id: Id
+    starts_at: When
+    fold: Fold = None
+
+
+class BookingIn(Input):
+    fractions: Annotated[list[PlacementIn], Field(min_length=1, max_length=records.MAX_FRACTIONS)]
+    override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+
+class MoveIn(Input):
+    linac_id: Id
+    starts_at: When
+    fold: Fold = None
+    override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+
+class CancelIn(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ReadinessIn(Input):
+    done_at: When | None = Field(description="When the step was done; null clears it")
+    fold: Fold = None
+
+
+class MissedOut(Output):
+    missed: FractionOut
+    rebooked: FractionOut | None
+    needs_review: bool
+
+
+class FractionQuery(Query):
+    start: When
+    end: When
+    start_fold: Fold = None
+    end_fold: Fold = None
+    linac_id: Id | None = None
+    department_id: Id | None = None
+
+
+class AlternativesQuery(Query):
+    count: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+# --- users and tokens -----------------------------------------------------------------------
+
+RoleName = Literal["admin", "scheduler", "viewer"]
+
+
+class UserIn(Input):
+    email: Annotated[str, Field(max_length=254)]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    role: RoleName
+    password: Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)] | None = None
+
+
+class UserPatch(Input):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    role: RoleName | None = None
+    active: bool | None = None
+    password: Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)] | None = None
+
+
+class UserOut(Output):
+    id: int
+    email: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+
+
+class TokenIn(Input):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class TokenOut(Output):
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The bearer token; shown only in this response")

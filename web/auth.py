@@ -1,0 +1,172 @@
+"""Staff sign-in with a session cookie, CSRF tokens, and the small index page.
+
+Pages are rendered server-side without JavaScript. Every state-changing form (and every API
+call made with the session cookie rather than a bearer token) must carry the session's CSRF
+token, because a browser sends the cookie with requests other sites make it send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, redirect, render_template_string, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from markupsafe import Markup
+
+from scheduler import accounts
+from scheduler.errors import Forbidden
+from scheduler.models import User
+from web.db import get_session
+
+CSRF_SESSION_KEY = "csrf_token"
+CSRF_FORM_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+
+bp = Blueprint("auth", __name__)
+
+
+class SessionUser(UserMixin):
+    """Flask-Login's view of a signed-in staff user."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+        self.id = user.id
+
+
+def _load_user(user_id: str) -> SessionUser | None:
+    if not user_id.isdigit():
+        return None
+    user = get_session().get(User, int(user_id))
+    # A deactivated user's existing sessions stop working at their next request.
+    return SessionUser(user) if user is not None and user.active else None
+
+
+def session_user() -> User | None:
+    """The staff user signed in with the session cookie, if any."""
+    return current_user.user if current_user.is_authenticated else None
+
+
+def csrf_token() -> str:
+    if CSRF_SESSION_KEY not in session:
+        session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
+    return session[CSRF_SESSION_KEY]
+
+
+def csrf_valid(value: str | None) -> bool:
+    expected = session.get(CSRF_SESSION_KEY)
+    return bool(value and expected and hmac.compare_digest(value, expected))
+
+
+def require_csrf(value: str | None) -> None:
+    if not csrf_valid(value):
+        raise Forbidden(f"Missing or wrong CSRF token (send the {CSRF_HEADER} header).")
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect after sign-in would be a phishing aid."""
+    if not target:
+        return url_for("auth.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("auth.index")
+    return target
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · SBRT scheduler</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
+label{display:block;margin:.5rem 0}input{display:block;width:100%;padding:.3rem}
+.error{color:#a00}</style></head><body>
+<h1>{{ title }}</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+{{ body }}
+</body></html>"""
+
+LOGIN_FORM = """<form method="post" action="{{ url_for('auth.login') }}">
+<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+<input type="hidden" name="next" value="{{ next_url }}">
+<label>Email <input type="email" name="email" value="{{ email }}" autocomplete="username"
+ required></label>
+<label>Password <input type="password" name="password" autocomplete="current-password"
+ required></label>
+<button type="submit">Sign in</button></form>"""
+
+LOGOUT_FORM = """<form method="post" action="{{ url_for('auth.logout') }}">
+<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+<button type="submit">Sign out</button></form>"""
+
+INDEX = """{% if user %}<p>Signed in as {{ user.name }} ({{ user.role }}).</p>{{ logout }}
+{% else %}<p><a href="{{ url_for('auth.login') }}">Sign in</a></p>{% endif %}
+<ul>
+<li><a href="/api/docs">API documentation</a></li>
+<li><a href="/api/openapi.json">OpenAPI document</a></li>
+<li><a href="/healthz">Health check</a></li>
+</ul>"""
+
+
+def _page(title: str, body: str, *, error: str | None = None, status: int = 200, **ctx: Any):
+    # The inner template was rendered with autoescaping on, so its output is safe markup.
+    inner = Markup(render_template_string(body, **ctx))
+    return render_template_string(PAGE, title=title, body=inner, error=error), status
+
+
+@bp.get("/")
+def index():
+    user = session_user()
+    logout = Markup(render_template_string(LOGOUT_FORM)) if user else ""
+    return _page("SBRT scheduler", INDEX, user=user, logout=logout)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return _page("Sign in", LOGIN_FORM, next_url=next_url, email="")
+    email = request.form.get("email", "")
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        return _page(
+            "Sign in",
+            LOGIN_FORM,
+            error="The form expired; please try again.",
+            status=400,
+            next_url=next_url,
+            email=email,
+        )
+    user = accounts.authenticate(get_session(), email, request.form.get("password", ""))
+    if user is None:
+        return _page(
+            "Sign in",
+            LOGIN_FORM,
+            error="Email or password is wrong.",
+            status=401,
+            next_url=next_url,
+            email=email,
+        )
+    # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
+    session.clear()
+    login_user(SessionUser(user))
+    return redirect(next_url)
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    if request.method == "GET":
+        # Signing out is a state change, so it is a POST with a CSRF token, not a link.
+        return _page("Sign out", LOGOUT_FORM)
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        return _page("Sign out", LOGOUT_FORM, error="The form expired; try again.", status=400)
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    manager = LoginManager()
+    manager.user_loader(_load_user)
+    manager.login_view = "auth.login"
+    manager.init_app(app)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.register_blueprint(bp)

@@ -1,0 +1,26 @@
+"""The per-request database session: opened on first use, closed when the request ends."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session, sessionmaker
+
+SESSION_FACTORY_KEY = "sbrt.session_factory"
+
+
+def init_app(app: Flask, factory: sessionmaker[Session]) -> None:
+    app.extensions[SESSION_FACTORY_KEY] = factory
+    app.teardown_appcontext(_close_session)
+
+
+def get_session() -> Session:
+    """This request's Session; use cases commit it, teardown closes (and so rolls back) it."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions[SESSION_FACTORY_KEY]()
+    return g.db_session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
