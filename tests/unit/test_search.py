@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time as clock
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -474,15 +473,13 @@ def busy_department(seed: int, start: date = MONDAY, days: int = 60) -> SearchCo
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_busy_department_liver_is_fast_and_sound(seed: int) -> None:
+def test_busy_department_liver_is_sound(seed: int) -> None:
+    # Speed is measured in bench/, not asserted here.
     ctx = busy_department(seed)
     request = ScheduleRequest(LIVER, MONDAY + timedelta(days=seed), count=3)
-    started = clock.perf_counter()
     proposals = propose(request, ctx)
-    elapsed = clock.perf_counter() - started
     assert len(proposals) == 3
     assert_proposals_sound(proposals, request, ctx)
-    assert elapsed < 0.5  # generous: the benchmark target is 25 ms p95 on a quiet machine
 
 
 # -- property-based -----------------------------------------------------------------------
