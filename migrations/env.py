@@ -10,6 +10,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+import notifications.models  # noqa: F401  (registers the outbox tables on Base.metadata)
 from bootstrap import make_engine
 from config import load_settings
 from scheduler.models import Base

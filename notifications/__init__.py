@@ -1,0 +1,1 @@
+"""Patient messages: reminder policy, the outbox, channels (SMS, email, local) and templates."""

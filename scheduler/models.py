@@ -101,6 +101,9 @@ class Department(Base):
     holiday_subdivision: Mapped[str | None] = mapped_column(sa.String(10))
     # {"0": ["07:00", "19:00"], ...}: Monday=0, local time; a missing weekday is closed.
     opening_hours: Mapped[dict] = mapped_column(default=dict)
+    # Patient messages go out only inside this window of the patient's local day.
+    message_window_start: Mapped[str] = mapped_column(sa.String(5), default="08:00")
+    message_window_end: Mapped[str] = mapped_column(sa.String(5), default="21:00")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     linacs: Mapped[list[Linac]] = relationship(back_populates="department", order_by="Linac.id")
@@ -187,6 +190,9 @@ class Protocol(Base):
     session_minutes: Mapped[int] = mapped_column(default=45)
     capabilities: Mapped[list] = mapped_column(default=lambda: ["sbrt"])
     prep_instructions: Mapped[str] = mapped_column(sa.Text, default="")
+    # Reminder policy: how long before each fraction the prep and same-day messages are due.
+    prep_reminder_minutes: Mapped[int] = mapped_column(default=24 * 60)
+    same_day_reminder_minutes: Mapped[int] = mapped_column(default=120)
     active: Mapped[bool] = mapped_column(default=True)
 
 
@@ -206,6 +212,8 @@ class Patient(Base):
     sms_consent: Mapped[bool] = mapped_column(default=False)
     sms_consent_at: Mapped[datetime | None]
     sms_opted_out: Mapped[bool] = mapped_column(default=False)
+    # Set when the SMS provider says the number can never receive (invalid, not mobile...).
+    sms_blocked_reason: Mapped[str | None] = mapped_column(sa.String(200))
     email_consent: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -947,6 +947,42 @@ def record_readiness(
     return course
 
 
+def confirm_next_fraction(
+    session: Session, patient_id: int, *, now: datetime | None = None
+) -> Fraction | None:
+    """The patient confirmed (by SMS reply): mark their next booked fraction confirmed.
+
+    A tentative fraction (plan not yet approved) cannot be confirmed by the patient. The
+    time does not change, so the version and the pending reminders stay as they are.
+    """
+    now = _now(now)
+    fraction = session.scalars(
+        sa.select(Fraction)
+        .where(
+            Fraction.patient_id == patient_id,
+            Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+            Fraction.starts_at > now,
+        )
+        .order_by(Fraction.starts_at)
+        .limit(1)
+    ).first()
+    if fraction is None or fraction.status != FractionStatus.BOOKED:
+        session.rollback()
+        return None
+    fraction.status = FractionStatus.CONFIRMED
+    fraction.updated_at = now
+    _event(
+        session,
+        "fraction_confirmed",
+        fraction.course,
+        fraction=fraction,
+        now=now,
+        version=fraction.version,
+    )
+    session.commit()
+    return fraction
+
+
 # --- downtime ----------------------------------------------------------------------------
 
 

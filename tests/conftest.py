@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.orm import Session, sessionmaker
 
+import notifications.models  # noqa: F401  (registers the outbox tables for cleaning)
 from bootstrap import make_engine, make_session_factory
 from config import Settings, load_settings
 from scheduler.models import Base
