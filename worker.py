@@ -23,12 +23,18 @@ REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "sentinel"}
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app for these settings; connects to nothing until a process starts."""
-    app = Celery("sbrt", broker=settings.broker_url, include=["scheduler.tasks"])
+    app = Celery(
+        "sbrt", broker=settings.broker_url, include=["scheduler.tasks", "notifications.tasks"]
+    )
     transport_options = {}
     # Only for Redis: kombu's SQLAlchemy transport (the embedded default) passes every transport
     # option on to create_engine(), which rejects this one.
     if settings.broker_url.split(":", 1)[0] in REDIS_SCHEMES:
         transport_options["visibility_timeout"] = REDIS_VISIBILITY_TIMEOUT_SECONDS
+    # A periodic tick nobody ran for a while is stale: drop it rather than let a worker that
+    # was down work through a backlog of identical ticks. Not shorter than a few seconds: the
+    # embedded broker polls, and a tick must survive its trip through the queue.
+    tick_expiry = max(2 * settings.dispatch_interval_seconds, 10.0)
     app.conf.update(
         # No task result is ever read (the database holds every outcome), so keep no backend.
         task_ignore_result=True,
@@ -48,12 +54,20 @@ def make_celery(settings: Settings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         beat_schedule={
+            "dispatch-due-reminders": {
+                "task": "notifications.dispatch_due_reminders",
+                "schedule": settings.dispatch_interval_seconds,
+                "options": {"expires": tick_expiry},
+            },
+            "reconcile-unknown-sends": {
+                "task": "notifications.reconcile_unknown",
+                "schedule": 60.0,
+                "options": {"expires": 60.0},
+            },
             "record-heartbeat": {
                 "task": "scheduler.tasks.record_heartbeat",
                 "schedule": settings.dispatch_interval_seconds,
-                # A tick nobody ran within one interval is stale: drop it rather than let a
-                # worker that was down work through a backlog of identical ticks.
-                "options": {"expires": settings.dispatch_interval_seconds},
+                "options": {"expires": tick_expiry},
             },
         },
     )

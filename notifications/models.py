@@ -55,6 +55,9 @@ class Reminder(Base):
     context: Mapped[dict] = mapped_column(default=dict)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_until: Mapped[datetime | None]
+    # Set just before the provider is called and cleared once its answer is recorded: a claim
+    # that expires with this set may have been sent, so it is reconciled, never re-sent.
+    send_started_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     provider_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     provider_status: Mapped[str | None] = mapped_column(sa.String(20))

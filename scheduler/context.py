@@ -6,6 +6,7 @@ proposals fast however many months of bookings the department holds.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -57,18 +58,23 @@ def opening_hours(spec: dict | None) -> OpeningHours | None:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def public_holidays(country: str, subdivision: str | None, year: int) -> dict[date, str]:
+    """One year's public holidays; building them is costly and they never change."""
+    return dict(holidays.country_holidays(country, subdiv=subdivision, years=year).items())
+
+
 def department_calendar(
     session: Session, department: Department, first: date, last: date
 ) -> Calendar:
     """Hours plus every public holiday and local closure between two local dates."""
     closed: dict[date, str] = {}
     if department.holiday_country:
-        public = holidays.country_holidays(
-            department.holiday_country,
-            subdiv=department.holiday_subdivision,
-            years=range(first.year, last.year + 1),
-        )
-        closed.update({day: name for day, name in public.items() if first <= day <= last})
+        for year in range(first.year, last.year + 1):
+            public = public_holidays(
+                department.holiday_country, department.holiday_subdivision, year
+            )
+            closed.update({day: name for day, name in public.items() if first <= day <= last})
     closures = session.scalars(
         sa.select(Closure).where(
             Closure.department_id == department.id, Closure.day >= first, Closure.day <= last
@@ -105,60 +111,54 @@ def local_day_bounds(tz: str, first: date, last: date) -> tuple[datetime, dateti
     return start, end
 
 
-def busy_by_linac(
+def busy_intervals(
     session: Session,
     linac_ids: Sequence[int],
     start: datetime,
     end: datetime,
     *,
+    patient_id: int | None = None,
     exclude_course_id: int | None = None,
-) -> dict[int, list[Interval]]:
-    """Active bookings and downtime per linac overlapping [start, end), sorted by start.
+) -> tuple[dict[int, list[Interval]], list[Interval]]:
+    """Per linac: active bookings and downtime overlapping [start, end); and the patient's
+    active bookings in other courses. Sorted by start.
 
-    A course being (re)placed is left out: its own fractions are part of the schedule the
-    engine checks, not obstacles to it.
+    One round trip (a UNION ALL) instead of three: a proposal's cost is mostly waiting on the
+    database, not the search. A course being (re)placed is left out: its own fractions are
+    part of the schedule the engine checks, not obstacles to it.
     """
-    busy: dict[int, list[Interval]] = defaultdict(list)
-    booked = sa.select(Fraction.linac_id, Fraction.starts_at, Fraction.ends_at).where(
-        Fraction.linac_id.in_(linac_ids),
-        Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
-        Fraction.starts_at < end,
-        Fraction.ends_at > start,
+    active = Fraction.status.in_(ACTIVE_FRACTION_STATUSES)
+    overlapping = sa.and_(Fraction.starts_at < end, Fraction.ends_at > start)
+    other_course = (
+        Fraction.course_id != exclude_course_id if exclude_course_id is not None else sa.true()
     )
-    if exclude_course_id is not None:
-        booked = booked.where(Fraction.course_id != exclude_course_id)
-    for linac_id, starts_at, ends_at in session.execute(booked):
-        busy[linac_id].append(Interval(starts_at, ends_at))
-    down = session.execute(
-        sa.select(Downtime.linac_id, Downtime.starts_at, Downtime.ends_at).where(
+    parts = [
+        sa.select(
+            sa.literal(0).label("kind"), Fraction.linac_id, Fraction.starts_at, Fraction.ends_at
+        ).where(Fraction.linac_id.in_(linac_ids), active, overlapping, other_course),
+        sa.select(
+            sa.literal(0).label("kind"), Downtime.linac_id, Downtime.starts_at, Downtime.ends_at
+        ).where(
             Downtime.linac_id.in_(linac_ids), Downtime.starts_at < end, Downtime.ends_at > start
+        ),
+    ]
+    if patient_id is not None:
+        parts.append(
+            sa.select(
+                sa.literal(1).label("kind"),
+                Fraction.linac_id,
+                Fraction.starts_at,
+                Fraction.ends_at,
+            ).where(Fraction.patient_id == patient_id, active, overlapping, other_course)
         )
-    )
-    for linac_id, starts_at, ends_at in down:
-        busy[linac_id].append(Interval(starts_at, ends_at))
-    for intervals in busy.values():
+    by_linac: dict[int, list[Interval]] = defaultdict(list)
+    patient: list[Interval] = []
+    for kind, linac_id, starts_at, ends_at in session.execute(sa.union_all(*parts)):
+        interval = Interval(starts_at, ends_at)
+        (patient if kind else by_linac[linac_id]).append(interval)
+    for intervals in (*by_linac.values(), patient):
         intervals.sort(key=lambda i: (i.start, i.end))
-    return dict(busy)
-
-
-def patient_busy(
-    session: Session,
-    patient_id: int,
-    start: datetime,
-    end: datetime,
-    *,
-    exclude_course_id: int | None = None,
-) -> list[Interval]:
-    """The patient's active bookings in other courses overlapping [start, end)."""
-    query = sa.select(Fraction.starts_at, Fraction.ends_at).where(
-        Fraction.patient_id == patient_id,
-        Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
-        Fraction.starts_at < end,
-        Fraction.ends_at > start,
-    )
-    if exclude_course_id is not None:
-        query = query.where(Fraction.course_id != exclude_course_id)
-    return sorted((Interval(s, e) for s, e in session.execute(query)), key=lambda i: i.start)
+    return dict(by_linac), patient
 
 
 def search_context(
@@ -173,19 +173,17 @@ def search_context(
     """Everything the engine needs about local days first..last for one department."""
     linacs = linac_specs(department.linacs)
     start, end = local_day_bounds(department.timezone, first, last)
+    linac_busy, patient = busy_intervals(
+        session,
+        [spec.id for spec in linacs],
+        start,
+        end,
+        patient_id=patient_id,
+        exclude_course_id=exclude_course_id,
+    )
     return SearchContext(
         calendar=department_calendar(session, department, first, last),
         linacs=linacs,
-        linac_busy=busy_by_linac(
-            session,
-            [spec.id for spec in linacs],
-            start,
-            end,
-            exclude_course_id=exclude_course_id,
-        ),
-        patient_busy=(
-            patient_busy(session, patient_id, start, end, exclude_course_id=exclude_course_id)
-            if patient_id is not None
-            else ()
-        ),
+        linac_busy=linac_busy,
+        patient_busy=patient,
     )

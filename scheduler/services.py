@@ -17,8 +17,9 @@ from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
+from notifications import outbox
 from scheduler import rules as rulebook
 from scheduler import search
 from scheduler.context import rules_from_protocol, search_context
@@ -81,6 +82,8 @@ READINESS_STEPS = {
     "fiducials_placed": "fiducials_placed_at",
 }
 DOWNTIME_KINDS = frozenset({"planned", "unplanned"})
+# Bookings read for a first look at proposals; the whole horizon only when these are short.
+FIRST_LOOK_DAYS = 14
 # A rebooked session needs time for the patient to be told and to travel.
 REBOOK_LEAD_TIME = timedelta(hours=2)
 # Kept fractions whose course has run: they anchor the rules but are never re-placed.
@@ -152,7 +155,11 @@ def _get_course(session: Session, course_id: int) -> Course:
     course = session.get(
         Course,
         course_id,
-        options=[selectinload(Course.fractions), selectinload(Course.protocol)],
+        options=[
+            joinedload(Course.protocol),
+            joinedload(Course.patient),
+            selectinload(Course.fractions),
+        ],
     )
     if course is None:
         raise NotFound(f"course {course_id} does not exist")
@@ -168,7 +175,7 @@ def _get_fraction(session: Session, fraction_id: int) -> Fraction:
 
 def _department_of(session: Session, course: Course) -> Department:
     department = session.get(
-        Department, course.patient.department_id, options=[selectinload(Department.linacs)]
+        Department, course.patient.department_id, options=[joinedload(Department.linacs)]
     )
     assert department is not None  # enforced by the foreign key
     return department
@@ -189,16 +196,18 @@ def _event(
     now: datetime,
     **payload: object,
 ) -> None:
-    session.add(
-        BookingEvent(
-            kind=kind,
-            course_id=course.id,
-            fraction_id=fraction.id if fraction is not None else None,
-            payload=payload,
-            actor_id=actor_id,
-            created_at=now,
-        )
+    event = BookingEvent(
+        kind=kind,
+        course_id=course.id,
+        fraction_id=fraction.id if fraction is not None else None,
+        payload=payload,
+        actor_id=actor_id,
+        created_at=now,
     )
+    session.add(event)
+    # The patient messages this change calls for are written in the same transaction: they
+    # exist if and only if the change is committed.
+    outbox.record_booking_event(session, event, now=now)
 
 
 def _fraction_payload(fraction: Fraction | PlannedFraction) -> dict[str, object]:
@@ -251,27 +260,34 @@ def propose_schedules(
     rules = rules_from_protocol(course.protocol)
     today = local_date(now, department.timezone)
     first = max(d for d in (earliest, today, course.ready_to_treat_on) if d is not None)
-    # The explanation searches a further horizon past the requested one.
-    last = first + timedelta(days=2 * horizon_days + (rules.max_overall_days or 14) + 1)
-    ctx = search_context(
-        session,
-        department,
-        first,
-        last,
-        patient_id=course.patient_id,
-        exclude_course_id=course.id,
-    )
+
+    def context_for(request: ScheduleRequest) -> SearchContext:
+        lo, hi = search.search_dates(request)
+        return search_context(
+            session, department, lo, hi, patient_id=course.patient_id, exclude_course_id=course.id
+        )
+
     request = ScheduleRequest(
         rules=rules,
         earliest=first,
         not_before=now,
         count=count,
-        horizon_days=horizon_days,
+        horizon_days=min(FIRST_LOOK_DAYS, horizon_days),
         preferred_window=preferred_window,
     )
-    schedules = search.propose(request, ctx)
+    # Proposals are ranked by date first, so when the first weeks hold enough of them they
+    # are exactly the ones the whole horizon would give; reading a few weeks of bookings
+    # instead of months is what keeps a proposal fast in a busy department.
+    schedules = search.propose(request, context_for(request))
+    if len(schedules) < count and request.horizon_days < horizon_days:
+        request = replace(request, horizon_days=horizon_days)
+        schedules = search.propose(request, context_for(request))
+    explanation = None
+    if not schedules:
+        # The explanation looks for the earliest feasible start beyond the horizon too.
+        wide = replace(request, horizon_days=horizon_days + search.EXPLAIN_HORIZON_DAYS)
+        explanation = search.explain(request, context_for(wide))
     session.rollback()  # read-only: release the SQLite write lock promptly
-    explanation = None if schedules else search.explain(request, ctx)
     return ProposalResult(schedules, explanation, department.timezone)
 
 
@@ -741,7 +757,7 @@ def cancel_course(
         actor_id=actor_id,
         now=now,
         reason=reason,
-        fractions=[{**_fraction_payload(f), "version": f.version} for f in cancelled],
+        fractions=[{**_fraction_payload(f), "id": f.id, "version": f.version} for f in cancelled],
     )
     session.commit()
     return course

@@ -24,6 +24,8 @@ from bootstrap import make_engine, make_session_factory
 from config import Settings, load_settings
 from scheduler.models import Base
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"

@@ -18,7 +18,7 @@ SETTINGS_KEY = "sbrt.settings"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from web import api, auth, cli, db, errors
+    from web import api, auth, cli, db, errors, webhooks
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    webhooks.init_app(app)
     cli.init_app(app)
     app.add_url_rule("/healthz", "healthz", _healthz)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -48,6 +49,13 @@ class SmsChannel(Protocol):
 
     def fetch_status(self, provider_id: str) -> str | None:
         """The provider's current status of a message (to reconcile an unknown send)."""
+        ...
+
+    def find_sent(self, to: str, body: str, *, since: datetime) -> str | None:
+        """The provider id of a message with this body sent to ``to`` since ``since``, if any.
+
+        Settles a send whose answer was lost (timeout, worker killed): found means sent.
+        """
         ...
 
 

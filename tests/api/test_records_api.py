@@ -259,3 +259,14 @@ def test_ready_date_must_be_plausible(client: FlaskClient, seed: Seed) -> None:
         headers=seed.auth("scheduler"),
     )  # fmt: skip
     assert response.status_code == 422 and "ready_to_treat_on" in _fields(response)
+
+
+def test_text_a_database_cannot_store_is_a_422_not_a_500(client, seed):
+    url = f"/api/v1/users/{seed.admin_id}/tokens"
+    response = client.post(url, json={"name": "Tok\x00en"}, headers=seed.auth())
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert [e["field"] for e in response.get_json()["errors"]] == ["name"]
+    # An unpaired surrogate is not even valid JSON text for the parser: still a 422.
+    response = client.post(url, json={"name": "\ud9e5half"}, headers=seed.auth())
+    assert response.status_code == 422

@@ -9,9 +9,9 @@ times in the department's zone; responses give UTC instants plus, where useful, 
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from scheduler import records
 from scheduler.accounts import MIN_PASSWORD_LENGTH
@@ -58,7 +58,36 @@ OpeningHours = Annotated[
 Text = Annotated[str, Field(max_length=5000)]
 
 
-class Input(BaseModel):
+def _storable_text(value: Any) -> Any:
+    """Refuse text no database column should hold: NUL (PostgreSQL rejects it mid-query)
+    and unpaired surrogates (not encodable as UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("must be valid Unicode text") from exc
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _storable_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_text(key)
+            _storable_text(item)
+    return value
+
+
+class _Request(BaseModel):
+    """What a client sends: every text field must be storable."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text_is_storable(cls, value: Any) -> Any:
+        return _storable_text(value)
+
+
+class Input(_Request):
     """Request bodies reject unknown fields, so a misspelt field is an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,7 +97,7 @@ class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class Query(BaseModel):
+class Query(_Request):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -1,0 +1,382 @@
+"""(b) Booking whole 5-fraction liver courses over HTTP, 8 clients at once, on PostgreSQL.
+
+The real app runs under gunicorn (4 sync workers) as a subprocess. Each client thread, with its
+own ``requests.Session`` and a scheduler's bearer token, repeatedly creates a course for a new
+patient, asks for one proposal and books it; a 409 (someone booked that time first) means ask
+again, and is counted. The baseline is ``POST /bench/insert`` (bench/app.py) from the same 8
+clients for as long as the booking phase took: the same stack writing one row.
+
+Courses are ready to treat on dates spread over four weeks after the seeded year, a quiet
+horizon, so proposals succeed and the contention measured is the clients' own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time as clock
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bench.db import OUT_DIR, REPO_ROOT, overlap_counts
+from bench.seed import SeedResult, insert_patients
+from bench.stats import percentile
+from bootstrap import make_engine
+from scheduler import accounts
+from scheduler.models import Course, Fraction, Patient
+
+CLIENTS = 8
+WORKERS = 4
+COURSES = 200
+WARMUP_COURSES = CLIENTS
+PHASE_LIMIT_SECONDS = 120.0
+MAX_ATTEMPTS = 25  # proposals per course before giving up on it
+READY_SPREAD_DAYS = 28
+REQUEST_TIMEOUT = 60
+
+
+@dataclass
+class BookingResult:
+    clients: int
+    workers: int
+    courses_wanted: int
+    courses_booked: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    baseline_requests: int = 0
+    baseline_seconds: float = 0.0
+    baseline_failures: dict[str, int] = field(default_factory=dict)
+    baseline_latencies: list[float] = field(default_factory=list)
+    # Per endpoint (and outcome): (client-side seconds, server-side ms from Server-Timing).
+    calls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    overlaps: dict[str, int] = field(default_factory=dict)
+    bench_fractions: int = 0
+    bench_courses_complete: int = 0
+    server_log: str = ""
+
+    @property
+    def courses_per_s(self) -> float:
+        return self.courses_booked / self.seconds if self.seconds else 0.0
+
+    @property
+    def baseline_rps(self) -> float:
+        return self.baseline_requests / self.baseline_seconds if self.baseline_seconds else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.courses_per_s / self.baseline_rps if self.baseline_rps else 0.0
+
+    def latency_ms(self, pct: float) -> float:
+        return percentile([s * 1000 for s in self.latencies], pct)
+
+    def baseline_latency_ms(self, pct: float) -> float:
+        return percentile([s * 1000 for s in self.baseline_latencies], pct)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    instance = OUT_DIR / "instance"
+    instance.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "INSTANCE_DIR": str(instance),
+        "BROKER_URL": "memory://",  # nothing here sends messages; never touch a real broker
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        str(WORKERS),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "5",
+        # Its default path is shared by every gunicorn of this user on the machine.
+        "--no-control-socket",
+        "--error-logfile",
+        str(log),
+        "bench.app:create_bench_app()",
+    ]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, limit: float = 30.0) -> None:
+    deadline = clock.monotonic() + limit
+    while clock.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with status {proc.returncode}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        clock.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer /healthz within 30 s")
+
+
+def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # SIGTERM: the master stops its workers and exits
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class _Flow:
+    """The client side of the booking flow, shared by the client threads."""
+
+    def __init__(
+        self,
+        base: str,
+        token: str,
+        protocol_id: int,
+        patients: list[int],
+        ready_on: list[str],
+        deadline: float,
+    ) -> None:
+        self.base = f"{base}/api/v1"
+        self.token = token
+        self.protocol_id = protocol_id
+        self.patients = patients
+        self.ready_on = ready_on
+        self.deadline = deadline
+        self.lock = threading.Lock()
+        self.next = 0
+        self.booked = 0
+        self.retries = 0
+        self.failures: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.calls: dict[str, list[tuple[float, float]]] = {}
+
+    def _post(
+        self, http: requests.Session, kind: str, path: str, body: object
+    ) -> requests.Response:
+        started = clock.perf_counter()
+        r = http.post(f"{self.base}{path}", json=body, timeout=REQUEST_TIMEOUT)
+        _record(self.calls, self.lock, f"{kind} ({r.status_code})", started, r)
+        return r
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self.next >= len(self.patients) or clock.monotonic() > self.deadline:
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def client(self) -> None:
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.token}"
+        while (i := self._take()) is not None:
+            started = clock.perf_counter()
+            outcome, retries = self._book_one(http, i)
+            elapsed = clock.perf_counter() - started
+            with self.lock:
+                self.retries += retries
+                if outcome == "booked":
+                    self.booked += 1
+                    self.latencies.append(elapsed)
+                else:
+                    self.failures[outcome] += 1
+
+    def _book_one(self, http: requests.Session, i: int) -> tuple[str, int]:
+        body = {
+            "patient_id": self.patients[i],
+            "protocol_id": self.protocol_id,
+            "ready_to_treat_on": self.ready_on[i],
+        }
+        r = self._post(http, "POST /courses", "/courses", body)
+        if r.status_code != 201:
+            return f"create course: HTTP {r.status_code}", 0
+        course_id = r.json()["id"]
+        for attempt in range(MAX_ATTEMPTS):
+            r = self._post(
+                http,
+                "POST /courses/{id}/proposals",
+                f"/courses/{course_id}/proposals",
+                {"count": 1},
+            )
+            if r.status_code != 200:
+                return f"proposals: HTTP {r.status_code}", attempt
+            schedules = r.json()["schedules"]
+            if not schedules:
+                return "proposals: none found", attempt
+            placements = [
+                {"number": f["number"], "linac_id": f["linac_id"], "starts_at": f["starts_at"]}
+                for f in schedules[0]["fractions"]
+            ]
+            r = self._post(
+                http,
+                "POST /courses/{id}/booking",
+                f"/courses/{course_id}/booking",
+                {"fractions": placements},
+            )
+            if r.status_code == 201:
+                return "booked", attempt
+            if r.status_code != 409:
+                return f"booking: HTTP {r.status_code}", attempt
+        return f"booking: still 409 after {MAX_ATTEMPTS} proposals", MAX_ATTEMPTS
+
+
+def _record(
+    calls: dict[str, list[tuple[float, float]]],
+    lock: threading.Lock,
+    kind: str,
+    started: float,
+    response: requests.Response,
+) -> None:
+    elapsed = clock.perf_counter() - started
+    timing = response.headers.get("Server-Timing", "")
+    server_ms = float(timing.partition("dur=")[2] or "nan")
+    with lock:
+        calls.setdefault(kind, []).append((elapsed, server_ms))
+
+
+def _run_threads(target: Callable[[], None]) -> float:
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(CLIENTS)]
+    started = clock.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clock.perf_counter() - started
+
+
+def _baseline(base: str, token: str, seconds: float, out: BookingResult) -> None:
+    lock = threading.Lock()
+    failures: Counter[str] = Counter()
+    latencies: list[float] = []
+    count = 0
+    deadline = clock.monotonic() + seconds
+
+    def client() -> None:
+        nonlocal count
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {token}"
+        mine: list[float] = []
+        while clock.monotonic() < deadline:
+            started = clock.perf_counter()
+            r = http.post(f"{base}/bench/insert", timeout=REQUEST_TIMEOUT)
+            elapsed = clock.perf_counter() - started
+            _record(out.calls, lock, f"POST /bench/insert ({r.status_code})", started, r)
+            if r.status_code == 201:
+                mine.append(elapsed)
+            else:
+                with lock:
+                    failures[f"HTTP {r.status_code}"] += 1
+        with lock:
+            latencies.extend(mine)
+            count += len(mine)
+
+    out.baseline_seconds = _run_threads(client)
+    out.baseline_requests = count
+    out.baseline_failures = dict(failures)
+    out.baseline_latencies = latencies
+
+
+def run(url: str, seed: SeedResult, *, courses: int = COURSES) -> BookingResult:
+    out = BookingResult(clients=CLIENTS, workers=WORKERS, courses_wanted=courses)
+    engine = make_engine(url)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    log = OUT_DIR / "gunicorn.log"
+    log.unlink(missing_ok=True)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with Session(engine) as session:
+            user = accounts.create_user(
+                session, email="bench@bench.example", name="Bench client", role="scheduler"
+            )
+            token = accounts.create_api_token(session, user.id, "bench")
+        with engine.begin() as conn:
+            patients = insert_patients(conn, seed.department_id, WARMUP_COURSES + courses, "H")
+        horizon = seed.last_day + timedelta(days=7)
+        ready_on = [
+            (horizon + timedelta(days=i % READY_SPREAD_DAYS)).isoformat()
+            for i in range(len(patients))
+        ]
+        protocol_id = seed.protocol_ids["liver-5fx"]
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = _start_server(url, port, log)
+        _wait_ready(proc, base)
+
+        # Warm-up: every worker imports lazily and fills its SQL compilation cache on first
+        # use; one course per client and a few inserts get that out of the measurement.
+        warm = _Flow(
+            base,
+            token,
+            protocol_id,
+            patients[:WARMUP_COURSES],
+            ready_on[:WARMUP_COURSES],
+            clock.monotonic() + PHASE_LIMIT_SECONDS,
+        )
+        _run_threads(warm.client)
+        _baseline(base, token, 2.0, BookingResult(CLIENTS, WORKERS, 0))
+
+        flow = _Flow(
+            base,
+            token,
+            protocol_id,
+            patients[WARMUP_COURSES:],
+            ready_on[WARMUP_COURSES:],
+            clock.monotonic() + PHASE_LIMIT_SECONDS,
+        )
+        out.seconds = _run_threads(flow.client)
+        out.courses_booked = flow.booked
+        out.retries = flow.retries
+        out.failures = dict(flow.failures)
+        out.latencies = flow.latencies
+        out.calls = flow.calls
+
+        _baseline(base, token, min(out.seconds, PHASE_LIMIT_SECONDS), out)
+    finally:
+        if proc is not None:
+            _stop_server(proc)
+        if log.exists():
+            out.server_log = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    try:
+        out.overlaps = overlap_counts(engine)
+        bench_patients = sa.select(Patient.id).where(Patient.mrn.like("H%"))
+        with engine.connect() as conn:
+            out.bench_fractions = conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(Fraction)
+                .where(Fraction.patient_id.in_(bench_patients))
+            )
+            per_course = (
+                sa.select(Course.id)
+                .join(Fraction, Fraction.course_id == Course.id)
+                .where(Course.patient_id.in_(bench_patients), Course.status == "booked")
+                .group_by(Course.id)
+                .having(sa.func.count(Fraction.id) == 5)
+            )
+            out.bench_courses_complete = conn.scalar(
+                sa.select(sa.func.count()).select_from(per_course.subquery())
+            )
+    finally:
+        engine.dispose()
+    return out

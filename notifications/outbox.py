@@ -1,0 +1,278 @@
+"""The outbox: reminder rows written in the booking transaction, claimed by the dispatcher.
+
+Reminders never wait inside the broker. A booking change writes its reminder rows in the same
+transaction (so a message exists if and only if its change was committed); a beat task claims
+the due rows with a lease and hands their ids to short send tasks. A claim whose lease runs
+out (its worker died) is claimed again; the send task's status guard makes a second delivery
+of the same id harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, time, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from notifications import policy
+from notifications.models import Reminder, ReminderStatus
+from notifications.types import (
+    CourseSnapshot,
+    FractionSnapshot,
+    Kind,
+    PatientSnapshot,
+    PlannedReminder,
+    ReminderSettings,
+)
+from scheduler.models import (
+    ACTIVE_FRACTION_STATUSES,
+    BookingEvent,
+    Course,
+    Department,
+    Fraction,
+    Linac,
+    Patient,
+)
+
+# Statuses a change can still take back: not yet handed to a provider.
+OPEN_STATUSES = (ReminderStatus.PENDING, ReminderStatus.CLAIMED)
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+def patient_snapshot(patient: Patient, department: Department) -> PatientSnapshot:
+    return PatientSnapshot(
+        id=patient.id,
+        given_name=patient.given_name,
+        language=patient.language or "en",
+        timezone=patient.timezone or department.timezone,
+        phone_e164=patient.phone_e164,
+        email=patient.email,
+        sms_allowed=bool(
+            patient.phone_e164
+            and patient.sms_consent
+            and not patient.sms_opted_out
+            and not patient.sms_blocked_reason
+        ),
+        email_allowed=bool(patient.email and patient.email_consent),
+    )
+
+
+def course_snapshot(
+    session: Session, course: Course, *, fraction_ids: Iterable[int] | None = None
+) -> CourseSnapshot:
+    """The policy's view of a course as it stands in this transaction.
+
+    Normally the active fractions; ``fraction_ids`` picks fractions whatever their status
+    (a cancellation notice lists the ones just cancelled).
+    """
+    wanted = set(fraction_ids) if fraction_ids is not None else None
+    patient = course.patient
+    department = session.get(Department, patient.department_id)
+    assert department is not None  # foreign key
+    linac_names = dict(session.execute(sa.select(Linac.id, Linac.name)).tuples().all())
+    fractions = tuple(
+        FractionSnapshot(
+            id=f.id,
+            number=f.number,
+            version=f.version,
+            status=f.status,
+            starts_at=f.starts_at,
+            ends_at=f.ends_at,
+            linac_name=linac_names.get(f.linac_id, ""),
+        )
+        for f in sorted(course.fractions, key=lambda f: (f.number, f.starts_at))
+        if (f.status in ACTIVE_FRACTION_STATUSES if wanted is None else f.id in wanted)
+    )
+    protocol = course.protocol
+    return CourseSnapshot(
+        id=course.id,
+        patient=patient_snapshot(patient, department),
+        fractions=fractions,
+        fraction_count=protocol.fractions,
+        ready_to_treat=course.ready_to_treat,
+        clinic_name=department.name,
+        clinic_phone=department.phone,
+        department_timezone=department.timezone,
+        prep_instructions=protocol.prep_instructions,
+        settings=ReminderSettings(
+            prep_minutes_before=protocol.prep_reminder_minutes,
+            same_day_minutes_before=protocol.same_day_reminder_minutes,
+            window_start=time.fromisoformat(department.message_window_start),
+            window_end=time.fromisoformat(department.message_window_end),
+        ),
+    )
+
+
+def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder]) -> list[Reminder]:
+    """Add the planned reminders that are not in the outbox yet (by dedupe key)."""
+    planned = list(planned)
+    if not planned:
+        return []
+    keys = [p.dedupe_key for p in planned]
+    existing = set(
+        session.scalars(sa.select(Reminder.dedupe_key).where(Reminder.dedupe_key.in_(keys)))
+    )
+    rows = []
+    for p in planned:
+        if p.dedupe_key in existing:
+            continue
+        existing.add(p.dedupe_key)
+        rows.append(
+            Reminder(
+                dedupe_key=p.dedupe_key,
+                kind=p.kind,
+                channel=p.channel,
+                patient_id=patient_id,
+                course_id=p.course_id,
+                fraction_id=p.fraction_id,
+                fraction_version=p.fraction_version,
+                due_at=p.due_at,
+                status=ReminderStatus.PENDING,
+                context=p.context,
+            )
+        )
+    session.add_all(rows)
+    return rows
+
+
+def supersede(
+    session: Session,
+    *,
+    reason: str,
+    now: datetime,
+    fraction_id: int | None = None,
+    course_id: int | None = None,
+    kinds: Iterable[Kind] | None = None,
+) -> list[Reminder]:
+    """Take back every open reminder of a fraction (or a course): a newer plan replaces it."""
+    query = sa.select(Reminder).where(Reminder.status.in_(OPEN_STATUSES))
+    if fraction_id is not None:
+        query = query.where(Reminder.fraction_id == fraction_id)
+    if course_id is not None:
+        query = query.where(Reminder.course_id == course_id)
+    if kinds is not None:
+        query = query.where(Reminder.kind.in_(list(kinds)))
+    rows = list(session.scalars(query))
+    for row in rows:
+        row.status = ReminderStatus.SUPERSEDED
+        row.status_reason = reason
+        row.updated_at = now
+    return rows
+
+
+def record_booking_event(session: Session, event: BookingEvent, *, now: datetime) -> list[Reminder]:
+    """Plan the patient messages a booking change calls for, in the change's transaction."""
+    session.flush()  # the event's id and the changed rows' new versions
+    course = session.get(Course, event.course_id)
+    assert course is not None
+    session.refresh(course, ["fractions"])
+    snapshot = course_snapshot(session, course)
+    fraction = session.get(Fraction, event.fraction_id) if event.fraction_id else None
+    current = (
+        next((f for f in snapshot.fractions if f.id == fraction.id), None) if fraction else None
+    )
+    payload = event.payload or {}
+    planned: list[PlannedReminder] = []
+    kind = event.kind
+    if kind == "course_booked":
+        planned = policy.plan_for_booking(snapshot, now=now, event_id=event.id)
+    elif kind in ("fraction_moved", "fraction_rebooked") and fraction is not None:
+        before = payload.get("before")
+        if kind == "fraction_moved":
+            # A notice not yet sent about an earlier move is replaced; the patient was told
+            # nothing about that intermediate time, so the new notice starts from theirs.
+            for old in supersede(
+                session,
+                fraction_id=fraction.id,
+                reason="the fraction changed again",
+                now=now,
+                kinds=[Kind.CHANGE],
+            ):
+                before = old.context.get("before", before)
+        supersede(session, fraction_id=fraction.id, reason="the fraction was moved", now=now)
+        planned = policy.plan_change_notice(
+            snapshot,
+            fraction.id,
+            before=before,
+            after=_after(payload, current),
+            version=fraction.version,
+            now=now,
+        )
+        if current is not None:
+            planned += policy.plan_for_fraction(snapshot, current, now=now)
+    elif kind == "fraction_cancelled" and fraction is not None:
+        supersede(session, fraction_id=fraction.id, reason="the fraction was cancelled", now=now)
+        planned = policy.plan_change_notice(
+            snapshot,
+            fraction.id,
+            before=payload.get("before"),
+            after=None,
+            version=fraction.version,
+            now=now,
+            cancelled=True,
+        )
+    elif kind == "course_cancelled":
+        supersede(session, course_id=course.id, reason="the course was cancelled", now=now)
+        cancelled = [f["id"] for f in payload.get("fractions", [])]
+        planned = policy.plan_course_cancellation(
+            course_snapshot(session, course, fraction_ids=cancelled), now=now, event_id=event.id
+        )
+    elif kind in ("fraction_missed", "fraction_completed") and fraction is not None:
+        supersede(session, fraction_id=fraction.id, reason=kind.replace("_", " "), now=now)
+    elif kind in ("course_ready", "course_not_ready") and fraction is not None:
+        # The first fraction's wording depends on readiness: re-plan it at its new version.
+        supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
+        if current is not None:
+            planned = policy.plan_for_fraction(snapshot, current, now=now)
+    return write(session, course.patient_id, planned)
+
+
+def _after(payload: dict, current: FractionSnapshot | None) -> dict | None:
+    after = payload.get("after")
+    if after is None or current is None:
+        return after
+    return {**after, "linac_name": current.linac_name}
+
+
+def claim_due(
+    session: Session, *, now: datetime, limit: int = 500, lease: timedelta = DEFAULT_LEASE
+) -> list[int]:
+    """Claim up to ``limit`` due reminders (and expired claims) for sending; commits.
+
+    On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets several dispatchers run at once without
+    taking the same rows; SQLite serialises writers, so its claim is one transaction at a time.
+    """
+    expired = sa.and_(Reminder.status == ReminderStatus.CLAIMED, Reminder.lease_until < now)
+    # A claim that expired after its provider call had started may have been sent: it is
+    # reconciled with the provider, never simply sent again.
+    session.execute(
+        sa.update(Reminder)
+        .where(expired, Reminder.send_started_at.is_not(None))
+        .values(
+            status=ReminderStatus.UNKNOWN,
+            status_reason="the worker stopped during the send",
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    due = sa.or_(
+        sa.and_(
+            Reminder.status == ReminderStatus.PENDING,
+            Reminder.due_at <= now,
+            sa.or_(Reminder.next_attempt_at.is_(None), Reminder.next_attempt_at <= now),
+        ),
+        sa.and_(expired, Reminder.send_started_at.is_(None)),
+    )
+    query = sa.select(Reminder.id).where(due).order_by(Reminder.due_at, Reminder.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            sa.update(Reminder)
+            .where(Reminder.id.in_(ids))
+            .values(status=ReminderStatus.CLAIMED, lease_until=now + lease, updated_at=now)
+        )
+    session.commit()
+    return ids

@@ -1,0 +1,374 @@
+"""Which patient messages a course needs, and when they are due.
+
+Pure functions over the snapshots in ``notifications.types``: no database, no clock (``now`` is
+always passed in), so every rule is tested directly. The outbox turns the returned
+``PlannedReminder`` values into rows; their ``dedupe_key`` makes writing a plan twice harmless.
+
+Timing rules, all in the PATIENT's zone:
+
+* Fraction reminders (PREP, SAME_DAY) are due an offset before the fraction. The offset is
+  taken on the wall clock, so a day-before reminder for a 09:00 session arrives at 09:00 the day
+  before even across a DST change (a result inside a spring-forward gap is read leniently).
+* The message window (default 08:00-21:00) is half-open, ``[window_start, window_end)``. A due
+  time outside it moves EARLIER, to one minute before the window closed on the latest allowed
+  day (see :func:`apply_message_window`). It never moves later, so never past the fraction.
+* A fraction reminder whose window-adjusted time has already passed when it is planned (a
+  booking, move or readiness change close to the fraction) is dropped, not sent late. Every
+  such plan comes with a notice (the booking confirmation or the change notice) that tells the
+  patient the same things at about the same moment, so a late reminder would only be a second
+  message at once; and after a re-plan of an unchanged time the passed reminder was already
+  sent under the previous version.
+* Notices (CONFIRMATION, CHANGE, CANCELLATION) are due when the change happens. Inside the
+  window they go now. In quiet hours they wait for the window to open, unless that would leave
+  the patient less than the same-day offset before the affected appointment: then they go at
+  that point (or now, if it has passed). Knowing about a change before leaving home beats a
+  quiet night (a 7 a.m. linac fault must reach patients before they travel).
+
+Nothing is planned for a fraction that has started, or is not active (cancelled, completed,
+missed). Every planned reminder's ``due_at`` is >= ``now`` and before the fraction it concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, time, timedelta
+
+from notifications.types import (
+    Channel,
+    CourseSnapshot,
+    FractionSnapshot,
+    Kind,
+    PatientSnapshot,
+    PlannedReminder,
+)
+from scheduler.timeutil import local_to_utc, to_local
+
+# Statuses of a fraction that will still happen (mirrors scheduler.models.ACTIVE_FRACTION_SQL;
+# repeated here so the policy stays free of SQLAlchemy imports).
+ACTIVE_STATUSES = frozenset({"tentative", "booked", "confirmed"})
+
+# Moving a message out of quiet hours lands it this long before the window closes: the latest
+# whole minute that is still inside the window.
+_WINDOW_END_MARGIN = timedelta(minutes=1)
+
+
+# --- channels ---------------------------------------------------------------------------------
+
+
+def allowed_channels(patient: PatientSnapshot) -> list[Channel]:
+    """The channels this patient may be messaged on: recorded consent and an address."""
+    channels = []
+    if patient.sms_allowed and patient.phone_e164:
+        channels.append(Channel.SMS)
+    if patient.email_allowed and patient.email:
+        channels.append(Channel.EMAIL)
+    return channels
+
+
+# --- the message window -----------------------------------------------------------------------
+
+
+def _check_window(window_start: time, window_end: time) -> None:
+    # An overnight window (e.g. 20:00-02:00) is not a quiet-hours policy anyone asked for, and
+    # it would make "move earlier" ambiguous; refuse it rather than guess.
+    if not window_start < window_end:
+        raise ValueError(f"message window must start before it ends: {window_start}-{window_end}")
+
+
+def in_message_window(instant: datetime, *, tz: str, window_start: time, window_end: time) -> bool:
+    """Whether ``instant``'s wall-clock time in ``tz`` lies in ``[window_start, window_end)``."""
+    _check_window(window_start, window_end)
+    wall = to_local(instant, tz).time()
+    return window_start <= wall < window_end
+
+
+def apply_message_window(
+    due_at: datetime,
+    *,
+    tz: str,
+    window_start: time,
+    window_end: time,
+    deadline: datetime,
+) -> datetime | None:
+    """Move ``due_at`` out of quiet hours, earlier only; None when it cannot beat ``deadline``.
+
+    Inside ``[window_start, window_end)`` (wall clock in ``tz``) the time is kept. Otherwise it
+    becomes one minute before the window's end on the latest day whose window closes at or
+    before ``due_at``: 21:30 -> 20:59 the same day, 06:00 -> 20:59 the previous day (with the
+    default window). That instant is inside the window and earlier than ``due_at``.
+    The result must be strictly before ``deadline`` (the fraction's start), else None.
+    Whether the result already lies in the past is the caller's business (see the module doc).
+    """
+    _check_window(window_start, window_end)
+    local = to_local(due_at, tz)
+    wall = local.time()
+    if window_start <= wall < window_end:
+        moved = due_at
+    else:
+        day = local.date() if wall >= window_end else local.date() - timedelta(days=1)
+        # Through UTC so the minute is subtracted from a real instant, whatever DST does that day.
+        moved = local_to_utc(datetime.combine(day, window_end), tz) - _WINDOW_END_MARGIN
+    return moved if moved < deadline else None
+
+
+def next_window_opening(
+    instant: datetime, *, tz: str, window_start: time, window_end: time
+) -> datetime:
+    """The earliest instant at or after ``instant`` that lies inside the message window."""
+    _check_window(window_start, window_end)
+    local = to_local(instant, tz)
+    wall = local.time()
+    if window_start <= wall < window_end:
+        return instant
+    day = local.date() if wall < window_start else local.date() + timedelta(days=1)
+    return local_to_utc(datetime.combine(day, window_start), tz)
+
+
+# --- due times --------------------------------------------------------------------------------
+
+
+def _offset_before(start: datetime, minutes: int, tz: str) -> datetime:
+    """``minutes`` before ``start`` on the wall clock of ``tz`` (lenient in a DST gap)."""
+    wall = to_local(start, tz).replace(tzinfo=None) - timedelta(minutes=minutes)
+    due = local_to_utc(wall, tz)
+    # A wall-clock result in a spring-forward gap is read forward and could, for a tiny offset,
+    # land at or after the start; the absolute offset is the safe reading then.
+    return due if due < start else start - timedelta(minutes=minutes)
+
+
+def _reminder_due(
+    course: CourseSnapshot, fraction: FractionSnapshot, kind: Kind, now: datetime
+) -> datetime | None:
+    """When a PREP or SAME_DAY reminder for ``fraction`` is due (None: not sent at all)."""
+    s = course.settings
+    tz = course.patient.timezone
+    start = fraction.starts_at
+    minutes = s.prep_minutes_before if kind is Kind.PREP else s.same_day_minutes_before
+    placed = apply_message_window(
+        _offset_before(start, minutes, tz),
+        tz=tz,
+        window_start=s.window_start,
+        window_end=s.window_end,
+        deadline=start,
+    )
+    if placed is None or placed < now:
+        return None  # late: the notice planned with it covers it (see the module docstring)
+    return placed
+
+
+def _notice_due(course: CourseSnapshot, now: datetime, deadline: datetime) -> datetime:
+    """When a notice about an appointment starting at ``deadline`` (> now) is due."""
+    s = course.settings
+    asap = next_window_opening(
+        now, tz=course.patient.timezone, window_start=s.window_start, window_end=s.window_end
+    )
+    latest_quiet_wait = deadline - timedelta(minutes=s.same_day_minutes_before)
+    if asap <= latest_quiet_wait:
+        return asap
+    return max(now, latest_quiet_wait)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _upcoming(fraction: FractionSnapshot, now: datetime) -> bool:
+    return fraction.status in ACTIVE_STATUSES and fraction.starts_at > now
+
+
+def _first_number(course: CourseSnapshot, extra: FractionSnapshot | None = None) -> int | None:
+    """The number of the course's first active fraction (the one readiness gates)."""
+    numbers = [f.number for f in course.fractions if f.status in ACTIVE_STATUSES]
+    if extra is not None and extra.status in ACTIVE_STATUSES:
+        numbers.append(extra.number)
+    return min(numbers, default=None)
+
+
+def awaiting_readiness(course: CourseSnapshot, fraction: FractionSnapshot) -> bool:
+    """The first fraction of a course without plan approval and physics QA is not final."""
+    return not course.ready_to_treat and fraction.number == _first_number(course, fraction)
+
+
+def fraction_facts(fraction: FractionSnapshot) -> dict[str, object]:
+    """A fraction as JSON-ready values (what a notice shows as "before" or "after")."""
+    return {
+        "fraction_id": fraction.id,
+        "number": fraction.number,
+        "starts_at": fraction.starts_at.isoformat(),
+        "ends_at": fraction.ends_at.isoformat(),
+        "linac_name": fraction.linac_name,
+    }
+
+
+def _normalise_side(side: Mapping[str, object] | None) -> dict[str, object] | None:
+    """A before/after dict with ``starts_at`` as an ISO string (datetimes are accepted too)."""
+    if side is None:
+        return None
+    out = dict(side)
+    for key in ("starts_at", "ends_at"):
+        value = out.get(key)
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    if not isinstance(out.get("starts_at"), str):
+        raise ValueError("a before/after side needs starts_at (ISO string or datetime)")
+    return out
+
+
+def _starts(side: Mapping[str, object] | None) -> datetime | None:
+    if side is None:
+        return None
+    value = datetime.fromisoformat(str(side["starts_at"]))
+    if value.tzinfo is None:
+        raise ValueError(f"starts_at must carry its offset: {side['starts_at']}")
+    return value
+
+
+def _sorted(reminders: Iterable[PlannedReminder]) -> list[PlannedReminder]:
+    kinds, channels = list(Kind), list(Channel)
+    return sorted(
+        reminders, key=lambda r: (r.due_at, kinds.index(r.kind), channels.index(r.channel))
+    )
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+def plan_for_fraction(
+    course: CourseSnapshot, fraction: FractionSnapshot, *, now: datetime
+) -> list[PlannedReminder]:
+    """PREP and SAME_DAY reminders for ``fraction``'s current version, per allowed channel."""
+    if not _upcoming(fraction, now):
+        return []
+    context = {
+        "fraction_number": fraction.number,
+        "starts_at": fraction.starts_at.isoformat(),
+        "linac_name": fraction.linac_name,
+        "awaiting_readiness": awaiting_readiness(course, fraction),
+    }
+    planned = []
+    for kind in (Kind.PREP, Kind.SAME_DAY):
+        due = _reminder_due(course, fraction, kind, now)
+        if due is None:
+            continue
+        for channel in allowed_channels(course.patient):
+            planned.append(
+                PlannedReminder(
+                    kind=kind,
+                    channel=channel,
+                    due_at=due,
+                    course_id=course.id,
+                    fraction_id=fraction.id,
+                    fraction_version=fraction.version,
+                    dedupe_key=f"fraction:{fraction.id}:{kind}:v{fraction.version}:{channel}",
+                    context=dict(context),
+                )
+            )
+    return _sorted(planned)
+
+
+def plan_for_booking(
+    course: CourseSnapshot, *, now: datetime, event_id: int
+) -> list[PlannedReminder]:
+    """A confirmation for the booking event plus every upcoming fraction's reminders."""
+    upcoming = sorted((f for f in course.fractions if _upcoming(f, now)), key=lambda f: f.starts_at)
+    if not upcoming:
+        return []
+    first = upcoming[0]
+    due = _notice_due(course, now, first.starts_at)
+    context = {
+        "event_id": event_id,
+        "awaiting_readiness": not course.ready_to_treat,
+        "fraction_ids": [f.id for f in upcoming],
+    }
+    planned = [
+        PlannedReminder(
+            kind=Kind.CONFIRMATION,
+            channel=channel,
+            due_at=due,
+            course_id=course.id,
+            fraction_id=None,
+            fraction_version=None,
+            dedupe_key=f"course:{course.id}:{Kind.CONFIRMATION}:{event_id}:{channel}",
+            context=dict(context),
+        )
+        for channel in allowed_channels(course.patient)
+    ]
+    for fraction in upcoming:
+        planned.extend(plan_for_fraction(course, fraction, now=now))
+    return _sorted(planned)
+
+
+def plan_change_notice(
+    course: CourseSnapshot,
+    fraction_id: int,
+    *,
+    before: Mapping[str, object] | None,
+    after: Mapping[str, object] | None,
+    version: int,
+    now: datetime,
+    cancelled: bool = False,
+) -> list[PlannedReminder]:
+    """A CHANGE (or CANCELLATION) notice showing ``before`` -> ``after`` for one fraction.
+
+    ``before``/``after`` hold at least ``starts_at`` (ISO string with offset) and usually
+    ``linac_name``; ``before`` None means newly placed, ``after`` None means no longer placed
+    (cancelled, or waiting for a human to re-plan); with ``cancelled`` the notice is a
+    CANCELLATION and ``after`` is ignored. Nothing is planned when neither side is still
+    ahead: a change to an appointment already over tells the patient nothing.
+    """
+    if before is None and after is None:
+        raise ValueError("a change notice needs a before or an after")
+    before_n = _normalise_side(before)
+    after_n = None if cancelled else _normalise_side(after)
+    ahead = [t for t in (_starts(before_n), _starts(after_n)) if t is not None and t > now]
+    if not ahead:
+        return []
+    # The patient must hear before the earlier of the two appointments they might turn up for.
+    due = _notice_due(course, now, min(ahead))
+    kind = Kind.CANCELLATION if cancelled else Kind.CHANGE
+    context: dict[str, object] = {"before": before_n, "after": after_n}
+    number = next((f.number for f in course.fractions if f.id == fraction_id), None)
+    if number is None and before_n is not None:
+        number = before_n.get("number")
+    if number is not None:
+        context["fraction_number"] = number
+    return _sorted(
+        PlannedReminder(
+            kind=kind,
+            channel=channel,
+            due_at=due,
+            course_id=course.id,
+            fraction_id=fraction_id,
+            fraction_version=version,
+            dedupe_key=f"fraction:{fraction_id}:{kind}:v{version}:{channel}",
+            context=dict(context),
+        )
+        for channel in allowed_channels(course.patient)
+    )
+
+
+def plan_course_cancellation(
+    course: CourseSnapshot, *, now: datetime, event_id: int
+) -> list[PlannedReminder]:
+    """One CANCELLATION notice for a whole course, listing the appointments no longer happening.
+
+    Pass the snapshot taken before the fractions were cancelled (or with them marked
+    cancelled): every fraction still ahead is listed whatever its status says now.
+    """
+    ahead = sorted((f for f in course.fractions if f.starts_at > now), key=lambda f: f.starts_at)
+    if not ahead:
+        return []
+    due = _notice_due(course, now, ahead[0].starts_at)
+    context = {"event_id": event_id, "cancelled": [fraction_facts(f) for f in ahead]}
+    return _sorted(
+        PlannedReminder(
+            kind=Kind.CANCELLATION,
+            channel=channel,
+            due_at=due,
+            course_id=course.id,
+            fraction_id=None,
+            fraction_version=None,
+            dedupe_key=f"course:{course.id}:{Kind.CANCELLATION}:{event_id}:{channel}",
+            context=dict(context),
+        )
+        for channel in allowed_channels(course.patient)
+    )
