@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -27,8 +28,9 @@ from notifications.channels.base import (
     SmsChannel,
     SmsMessage,
 )
+from notifications.ics import IcsEvent, schedule_ics
 from notifications.models import Reminder, ReminderStatus
-from notifications.types import Channel, Kind, PlannedReminder
+from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind, PlannedReminder
 from scheduler.models import ACTIVE_FRACTION_STATUSES, Course, CourseStatus, Fraction, Patient
 
 log = logging.getLogger(__name__)
@@ -163,8 +165,51 @@ def prepare(
     return Prepared(
         row.id,
         Channel.EMAIL,
-        email=EmailMessage(patient.email, message.subject or "", message.text, html=message.html),
+        email=EmailMessage(
+            patient.email,
+            message.subject or "",
+            message.text,
+            html=message.html,
+            ics=_schedule_attachment(session, snapshot, row, public_base_url),
+        ),
     )
+
+
+def _schedule_attachment(
+    session: Session, snapshot: CourseSnapshot, row: Reminder, public_base_url: str
+) -> bytes | None:
+    """The course's appointments as an iCalendar file for the messages that change them.
+
+    UIDs are stable per fraction and SEQUENCE is its version, so a calendar that imported the
+    confirmation updates the same entries when a change or cancellation arrives.
+    """
+    if row.kind not in (Kind.CONFIRMATION, Kind.CHANGE, Kind.CANCELLATION):
+        return None
+    host = urlsplit(public_base_url).hostname or "localhost"
+    summary = f"Appointment - {rendering.sms_clinic_name(snapshot.clinic_name)}"
+
+    def event(f: Fraction | FractionSnapshot, status: str) -> IcsEvent:
+        return IcsEvent(
+            uid=f"fraction-{f.id}@{host}",
+            sequence=f.version,
+            start=f.starts_at,
+            end=f.ends_at,
+            summary=summary,
+            location=snapshot.clinic_name,
+            status=status,
+        )
+
+    events = [
+        event(f, "TENTATIVE" if f.status == "tentative" else "CONFIRMED")
+        for f in snapshot.fractions
+    ]
+    cancelled = session.scalars(
+        sa.select(Fraction).where(Fraction.course_id == snapshot.id, Fraction.status == "cancelled")
+    )
+    events += [event(f, "CANCELLED") for f in cancelled]
+    if not events:
+        return None
+    return schedule_ics(events, tz=snapshot.patient.timezone, calendar_name=summary)
 
 
 def _stale_reason(

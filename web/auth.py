@@ -101,13 +101,14 @@ LOGOUT_FORM = """<form method="post" action="{{ url_for('auth.logout') }}">
 INDEX = """{% if user %}<p>Signed in as {{ user.name }} ({{ user.role }}).</p>{{ logout }}
 {% else %}<p><a href="{{ url_for('auth.login') }}">Sign in</a></p>{% endif %}
 <ul>
+{% if user %}<li><a href="{{ url_for('messages.messages') }}">Patient messages</a></li>{% endif %}
 <li><a href="/api/docs">API documentation</a></li>
 <li><a href="/api/openapi.json">OpenAPI document</a></li>
 <li><a href="/healthz">Health check</a></li>
 </ul>"""
 
 
-def _page(title: str, body: str, *, error: str | None = None, status: int = 200, **ctx: Any):
+def render_page(title: str, body: str, *, error: str | None = None, status: int = 200, **ctx: Any):
     # The inner template was rendered with autoescaping on, so its output is safe markup.
     inner = Markup(render_template_string(body, **ctx))
     return render_template_string(PAGE, title=title, body=inner, error=error), status
@@ -117,17 +118,17 @@ def _page(title: str, body: str, *, error: str | None = None, status: int = 200,
 def index():
     user = session_user()
     logout = Markup(render_template_string(LOGOUT_FORM)) if user else ""
-    return _page("SBRT scheduler", INDEX, user=user, logout=logout)
+    return render_page("SBRT scheduler", INDEX, user=user, logout=logout)
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        return _page("Sign in", LOGIN_FORM, next_url=next_url, email="")
+        return render_page("Sign in", LOGIN_FORM, next_url=next_url, email="")
     email = request.form.get("email", "")
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return _page(
+        return render_page(
             "Sign in",
             LOGIN_FORM,
             error="The form expired; please try again.",
@@ -137,7 +138,7 @@ def login():
         )
     user = accounts.authenticate(get_session(), email, request.form.get("password", ""))
     if user is None:
-        return _page(
+        return render_page(
             "Sign in",
             LOGIN_FORM,
             error="Email or password is wrong.",
@@ -155,9 +156,11 @@ def login():
 def logout():
     if request.method == "GET":
         # Signing out is a state change, so it is a POST with a CSRF token, not a link.
-        return _page("Sign out", LOGOUT_FORM)
+        return render_page("Sign out", LOGOUT_FORM)
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return _page("Sign out", LOGOUT_FORM, error="The form expired; try again.", status=400)
+        return render_page(
+            "Sign out", LOGOUT_FORM, error="The form expired; try again.", status=400
+        )
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))

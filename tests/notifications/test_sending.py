@@ -6,6 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
 
+import icalendar
 import pytest
 import sqlalchemy as sa
 
@@ -209,6 +210,14 @@ def test_email_goes_through_smtp_with_text_html_and_headers(session, session_fac
     parsed = message_from_bytes(mail.content, policy=policy.default)
     assert parsed["To"] == "ana@example.org" and parsed["Message-ID"] and parsed["Date"]
     assert parsed.get_body(("plain",)) is not None and parsed.get_body(("html",)) is not None
+    (attachment,) = [
+        p for p in parsed.iter_attachments() if p.get_content_type() == "text/calendar"
+    ]
+    events = list(icalendar.Calendar.from_ical(attachment.get_content()).walk("VEVENT"))
+    fractions = services.list_fractions(session, start=NOW, end=NOW + timedelta(days=40))
+    assert {str(e["UID"]) for e in events} == {
+        f"fraction-{x.id}@clinic.example.org" for x in fractions
+    }
 
 
 @pytest.mark.parametrize("local_start", [time(14, 0), time(7, 0)])
