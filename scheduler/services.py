@@ -151,16 +151,16 @@ def _planned(fraction: Fraction) -> PlannedFraction:
     return PlannedFraction(fraction.number, fraction.linac_id, fraction.starts_at, fraction.ends_at)
 
 
-def _get_course(session: Session, course_id: int) -> Course:
-    course = session.get(
-        Course,
-        course_id,
-        options=[
-            joinedload(Course.protocol),
-            joinedload(Course.patient),
-            selectinload(Course.fractions),
-        ],
-    )
+def _get_course(session: Session, course_id: int, *, fractions: bool = True) -> Course:
+    """The course with what every use case reads: one round trip for course, protocol,
+    patient, department and linacs (plus one for the fractions when wanted)."""
+    options = [
+        joinedload(Course.protocol),
+        joinedload(Course.patient).joinedload(Patient.department).joinedload(Department.linacs),
+    ]
+    if fractions:
+        options.append(selectinload(Course.fractions))
+    course = session.get(Course, course_id, options=options)
     if course is None:
         raise NotFound(f"course {course_id} does not exist")
     return course
@@ -174,11 +174,8 @@ def _get_fraction(session: Session, fraction_id: int) -> Fraction:
 
 
 def _department_of(session: Session, course: Course) -> Department:
-    department = session.get(
-        Department, course.patient.department_id, options=[joinedload(Department.linacs)]
-    )
-    assert department is not None  # enforced by the foreign key
-    return department
+    # Loaded with the course (see _get_course); no further query.
+    return course.patient.department
 
 
 def _scheduled(course: Course) -> dict[int, Fraction]:
@@ -255,7 +252,7 @@ def propose_schedules(
 ) -> ProposalResult:
     """Complete valid schedules for a course, best first, or why there are none."""
     now = _now(now)
-    course = _get_course(session, course_id)
+    course = _get_course(session, course_id, fractions=False)
     department = _department_of(session, course)
     rules = rules_from_protocol(course.protocol)
     today = local_date(now, department.timezone)
