@@ -102,3 +102,21 @@ class ProviderEvent(Base):
     provider_id: Mapped[str] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(20))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageTemplate(Base):
+    """An admin's edited version of one shipped template file (kind, channel part, language).
+
+    Absent means the shipped file applies; deleting the row restores it.
+    """
+
+    __tablename__ = "message_templates"
+    __table_args__ = (sa.UniqueConstraint("kind", "part", "language"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    part: Mapped[str] = mapped_column(sa.String(20))  # sms | email_subject | email_body | ...
+    language: Mapped[str] = mapped_column(sa.String(8))
+    source: Mapped[str] = mapped_column(sa.Text)
+    updated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

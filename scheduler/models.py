@@ -365,3 +365,50 @@ class WorkerHeartbeat(Base):
 
     name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     last_seen_at: Mapped[datetime]
+
+
+class PatientLink(Base):
+    """A patient's secure link to their schedule: a random token, stored only as a digest.
+
+    The token carries no personal data and means nothing by itself; it expires, is bound to
+    one purpose and can be revoked.
+    """
+
+    __tablename__ = "patient_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(sa.String(20), default="schedule")
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    course_id: Mapped[int | None] = mapped_column(sa.ForeignKey("courses.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]  # single-use purposes are spent once used
+    revoked_at: Mapped[datetime | None]
+
+
+class CalendarFeed(Base):
+    """A secret-URL iCalendar feed of one linac's bookings for staff calendar apps."""
+
+    __tablename__ = "calendar_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    linac_id: Mapped[int] = mapped_column(sa.ForeignKey("linacs.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100), default="")
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginAttempt(Base):
+    """Sign-in attempts, for throttling guessing; the email is kept only as a digest."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (sa.Index("ix_login_attempts_email_at", "email_digest", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_digest: Mapped[str] = mapped_column(sa.String(64))
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    succeeded: Mapped[bool] = mapped_column(default=False)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
