@@ -18,7 +18,7 @@ SETTINGS_KEY = "sbrt.settings"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from web import api, auth, cli, db, errors, messages, webhooks
+    from web import api, auth, cli, db, errors, messages, security, ui, webhooks
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app, bootstrap.session_factory(settings))
     errors.init_app(app)
     auth.init_app(app)
+    ui.init_app(app)
+    security.init_app(app)
     api.init_app(app)
     webhooks.init_app(app)
     messages.init_app(app)

@@ -12,13 +12,23 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, redirect, render_template_string, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    redirect,
+    render_template,
+    render_template_string,
+    request,
+    session,
+    url_for,
+)
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 
 from scheduler import accounts
 from scheduler.errors import Forbidden
 from scheduler.models import User
+from web import security
 from web.db import get_session
 
 CSRF_SESSION_KEY = "csrf_token"
@@ -75,77 +85,38 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · SBRT scheduler</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
-label{display:block;margin:.5rem 0}input{display:block;width:100%;padding:.3rem}
-.error{color:#a00}</style></head><body>
-<h1>{{ title }}</h1>
-{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
-{{ body }}
-</body></html>"""
-
-LOGIN_FORM = """<form method="post" action="{{ url_for('auth.login') }}">
-<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-<input type="hidden" name="next" value="{{ next_url }}">
-<label>Email <input type="email" name="email" value="{{ email }}" autocomplete="username"
- required></label>
-<label>Password <input type="password" name="password" autocomplete="current-password"
- required></label>
-<button type="submit">Sign in</button></form>"""
-
-LOGOUT_FORM = """<form method="post" action="{{ url_for('auth.logout') }}">
-<input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-<button type="submit">Sign out</button></form>"""
-
-INDEX = """{% if user %}<p>Signed in as {{ user.name }} ({{ user.role }}).</p>{{ logout }}
-{% else %}<p><a href="{{ url_for('auth.login') }}">Sign in</a></p>{% endif %}
-<ul>
-{% if user %}<li><a href="{{ url_for('messages.messages') }}">Patient messages</a></li>{% endif %}
-<li><a href="/api/docs">API documentation</a></li>
-<li><a href="/api/openapi.json">OpenAPI document</a></li>
-<li><a href="/healthz">Health check</a></li>
-</ul>"""
-
-
 def render_page(title: str, body: str, *, error: str | None = None, status: int = 200, **ctx: Any):
+    """A page from an inline body template inside the shared layout (for small pages)."""
     # The inner template was rendered with autoescaping on, so its output is safe markup.
     inner = Markup(render_template_string(body, **ctx))
-    return render_template_string(PAGE, title=title, body=inner, error=error), status
+    return render_template("simple.html", title=title, body=inner, error=error), status
 
 
 @bp.get("/")
 def index():
-    user = session_user()
-    logout = Markup(render_template_string(LOGOUT_FORM)) if user else ""
-    return render_page("SBRT scheduler", INDEX, user=user, logout=logout)
+    return render_template("index.html", title="SBRT scheduler")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     next_url = _safe_next(request.values.get("next"))
+
+    def form(error: str | None = None, status: int = 200, email: str = ""):
+        page = render_template("login.html", next_url=next_url, email=email, error=error)
+        return page, status
+
     if request.method == "GET":
-        return render_page("Sign in", LOGIN_FORM, next_url=next_url, email="")
+        return form()
     email = request.form.get("email", "")
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return render_page(
-            "Sign in",
-            LOGIN_FORM,
-            error="The form expired; please try again.",
-            status=400,
-            next_url=next_url,
-            email=email,
-        )
-    user = accounts.authenticate(get_session(), email, request.form.get("password", ""))
+        return form("The form expired; please try again.", 400, email)
+    db = get_session()
+    if security.sign_in_throttled(db, email, request.remote_addr):
+        return form("Too many failed attempts; wait a few minutes and try again.", 429, email)
+    user = accounts.authenticate(db, email, request.form.get("password", ""))
+    security.record_sign_in(db, email, request.remote_addr, user is not None)
     if user is None:
-        return render_page(
-            "Sign in",
-            LOGIN_FORM,
-            error="Email or password is wrong.",
-            status=401,
-            next_url=next_url,
-            email=email,
-        )
+        return form("Email or password is wrong.", 401, email)
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
     login_user(SessionUser(user))
@@ -156,11 +127,9 @@ def login():
 def logout():
     if request.method == "GET":
         # Signing out is a state change, so it is a POST with a CSRF token, not a link.
-        return render_page("Sign out", LOGOUT_FORM)
+        return render_template("signout.html")
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return render_page(
-            "Sign out", LOGOUT_FORM, error="The form expired; try again.", status=400
-        )
+        return render_template("signout.html", error="The form expired; try again."), 400
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
