@@ -1,0 +1,12 @@
+"""Staff pages, one blueprint per area."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from web.views import admin, calendar, downtime, patients
+
+
+def init_app(app: Flask) -> None:
+    for module in (patients, calendar, downtime, admin):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,7 @@
+"""Staff pages: downtime."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("downtime", __name__)
