@@ -1,0 +1,103 @@
+"""Browser tests: the real app served on loopback, driven by Playwright in Debian's Chromium.
+
+Playwright's own browser download is never used (this must work offline): the tests launch
+/usr/bin/chromium. When it is missing, the setup installs Debian's `chromium` package if it
+can (root with apt-get); otherwise the tests are skipped, or fail under REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from config import Settings
+from tests.conftest import REPO_ROOT, unavailable
+from web import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "screenshots"
+# Without these Chromium keeps trying to reach Google's services, which this machine refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _ensure_chromium() -> str | None:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=300)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, timeout=600
+        )
+    return CHROMIUM if Path(CHROMIUM).exists() else None
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    executable = _ensure_chromium()
+    if executable is None:
+        unavailable("Debian's chromium is not installed and could not be installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+class LiveServer:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(settings: Settings, engine) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    # `engine` empties the tables; the server builds its own engine for the same database.
+    server = LiveServer(settings)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Save a full-page screenshot as a test artifact: shot(page, "name")."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    backend = (
+        request.node.callspec.params.get("database_url", "db")
+        if hasattr(request.node, "callspec")
+        else "db"
+    )
+
+    def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+        path = ARTIFACTS / f"{name}-{backend}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return shot
