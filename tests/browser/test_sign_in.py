@@ -1,0 +1,34 @@
+"""Signing in and reading the patient messages in a real browser, keyboard only."""
+
+from __future__ import annotations
+
+from scheduler.demo import seed_demo
+
+
+def _credentials(session, settings) -> tuple[str, str]:
+    shown = seed_demo(session, settings)
+    email, password = shown["login (scheduler)"].split(" / ")
+    return email, password
+
+
+def test_sign_in_with_the_keyboard_and_read_messages(
+    browser, live_server, session, settings, screenshot
+) -> None:
+    email, password = _credentials(session, settings)
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/login")
+    screenshot(page, "sign-in")
+    # Every control is reachable by its label and usable from the keyboard.
+    page.get_by_label("Email").focus()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.get_by_text("Signed in as Demo Scheduler").is_visible()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Messages").first.click()
+    assert page.get_by_role("heading", name="Patient messages").is_visible()
+    assert "confirmation" in page.content()
+    screenshot(page, "messages")
+    page.close()
