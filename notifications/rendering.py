@@ -20,7 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    DictLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from notifications.policy import ACTIVE_STATUSES, awaiting_readiness
@@ -450,6 +457,20 @@ def _default_environment() -> SandboxedEnvironment:
     return make_environment()
 
 
+@functools.lru_cache(maxsize=16)
+def _overlay(
+    base: SandboxedEnvironment, overrides: frozenset[tuple[str, str]]
+) -> SandboxedEnvironment:
+    """``base`` with admin-edited sources in front of its loader (shipped files fill the rest).
+
+    Cached by content: a sender renders many messages with the same overrides, and an edit
+    changes the key, so a stale compiled template is never used.
+    """
+    assert base.loader is not None
+    loader = ChoiceLoader([DictLoader(dict(overrides)), base.loader])
+    return base.overlay(loader=loader)  # type: ignore[return-value]
+
+
 def _template(env: SandboxedEnvironment, kind: str, name: str, language: str, ext: str):
     try:
         return env.get_template(f"{kind}/{name}.{language}.{ext}")
@@ -472,9 +493,17 @@ def render(
     context: Mapping[str, Any],
     *,
     environment: SandboxedEnvironment | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> RenderedMessage:
-    """Render one message; a language without its own template falls back to English."""
+    """Render one message; a language without its own template falls back to English.
+
+    ``overrides`` maps template names such as ``"confirmation/sms.en.txt"`` to admin-edited
+    sources (see ``notifications.template_store.load_overrides``); names it lacks come from
+    the shipped files.
+    """
     env = environment or _default_environment()
+    if overrides:
+        env = _overlay(env, frozenset(overrides.items()))
     kind_name = str(Kind(str(kind)))
     lang = _language(language)
     if Channel(str(channel)) is Channel.SMS:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from notifications import outbox, rendering, replies
+from notifications import outbox, rendering, replies, template_store
 from notifications.channels.base import (
     EmailChannel,
     EmailMessage,
@@ -31,6 +31,7 @@ from notifications.channels.base import (
 from notifications.ics import IcsEvent, schedule_ics
 from notifications.models import Reminder, ReminderStatus
 from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind, PlannedReminder
+from scheduler import links
 from scheduler.models import ACTIVE_FRACTION_STATUSES, Course, CourseStatus, Fraction, Patient
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,12 @@ def _finish(row: Reminder, status: ReminderStatus, reason: str | None, now: date
 
 
 def prepare(
-    session: Session, reminder_id: int, *, link: str, public_base_url: str, now: datetime
+    session: Session,
+    reminder_id: int,
+    *,
+    public_base_url: str,
+    now: datetime,
+    link: str | None = None,
 ) -> Prepared | None:
     """Check a claimed reminder is still wanted, render it and mark the send as started.
 
@@ -127,8 +133,21 @@ def prepare(
         dedupe_key=row.dedupe_key,
         context=row.context or {},
     )
+    if link is None:
+        # Each message carries its own patient link (only its digest is stored); it is
+        # committed with the rendered text below, so a link exists iff the message can go.
+        token = links.issue_patient_link(
+            session, patient_id=row.patient_id, course_id=row.course_id, now=now
+        )
+        link = links.patient_link_url(public_base_url, token)
     context = rendering.message_context(snapshot, planned, link=link)
-    message = rendering.render(row.kind, row.channel, patient.language, context)
+    message = rendering.render(
+        row.kind,
+        row.channel,
+        patient.language,
+        context,
+        overrides=template_store.load_overrides(session),
+    )
     row.rendered_subject, row.rendered_body = message.subject, message.text
     # Compare-and-set: of two tasks holding the same claim, only one gets past this line.
     started = session.execute(
@@ -304,8 +323,8 @@ def send_reminder(
     reminder_id: int,
     channels: Channels,
     *,
-    link: str,
     public_base_url: str,
+    link: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str | None:
     """The whole send of one claimed reminder; safe to run twice for the same id."""

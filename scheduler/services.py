@@ -283,7 +283,7 @@ def propose_schedules(
     if not schedules:
         # The explanation looks for the earliest feasible start beyond the horizon too.
         wide = replace(request, horizon_days=horizon_days + search.EXPLAIN_HORIZON_DAYS)
-        explanation = search.explain(request, context_for(wide))
+        explanation = search.explain(request, context_for(wide), horizon_days=wide.horizon_days)
     session.rollback()  # read-only: release the SQLite write lock promptly
     return ProposalResult(schedules, explanation, department.timezone)
 

@@ -18,7 +18,7 @@ SETTINGS_KEY = "sbrt.settings"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from web import api, auth, cli, db, errors, messages, security, ui, views, webhooks
+    from web import api, auth, cli, db, errors, messages, patient, security, ui, views, webhooks
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     webhooks.init_app(app)
     messages.init_app(app)
     views.init_app(app)
+    patient.init_app(app)  # patient link pages and calendar feeds
     cli.init_app(app)
     app.add_url_rule("/healthz", "healthz", _healthz)
     return app

@@ -1,45 +1,71 @@
-"""The messages page: every patient message as the patient sees it, with its status.
+"""Message pages: every patient message with its status, the problem queue and the inbox.
 
-With no Twilio or SMTP settings this is where `make run` delivers (the local outbox); with
-them it is the delivery log. Staff only.
+- ``/messages``: the latest messages of every patient (with no Twilio or SMTP settings this is
+  where `make run` delivers: the local outbox).
+- ``/patients/<id>/messages`` and ``/courses/<id>/messages``: one patient's or one course's
+  timeline, each message with its status, reason, times and the text the patient got.
+- ``/messages/problems`` (admin): failed and unknown messages, with retry and suppress.
+- ``/messages/inbox`` (scheduler): patient replies no keyword handled.
+
+Patients are shown by initials and MRN only: these pages sit on shared ward screens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, current_app
-from flask_login import login_required
-from sqlalchemy.orm import selectinload
+from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, url_for
+from flask import request as flask_request
+from sqlalchemy.orm import Session, selectinload
 
-from notifications import outbox, rendering
-from notifications.models import Reminder
+from notifications import outbox, rendering, template_store
+from notifications.models import InboundMessage, Reminder, ReminderStatus
 from notifications.types import Channel, Kind, PlannedReminder
-from scheduler.models import Course, Department
+from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
-from web.auth import render_page
+from web import audit
+from web.auth import session_user
 from web.db import get_session
+from web.ui import done, role_required
 
 bp = Blueprint("messages", __name__)
 PAGE_SIZE = 200
-
-MESSAGES = """<p>The latest {{ rows|length }} patient messages, newest first. Times are
-{{ timezone }}. Messages not yet sent show what the patient would receive now.</p>
-{% for m in rows %}
-<article style="border-top:1px solid #ccc;padding:.5rem 0">
-<p><strong>{{ m.kind }}</strong> by {{ m.channel }} to {{ m.patient }} ·
-due {{ m.due }} · <span>{{ m.status }}</span>{% if m.reason %} ({{ m.reason }}){% endif %}</p>
-{% if m.subject %}<p><em>{{ m.subject }}</em></p>{% endif %}
-<pre style="white-space:pre-wrap;font-family:inherit;background:#f6f6f6;padding:.5rem">
-{{- m.body }}</pre>
-</article>
-{% else %}<p>No messages yet.</p>{% endfor %}"""
+# What the problem queue lists: messages a person has to decide about.
+PROBLEM_STATUSES = (ReminderStatus.FAILED, ReminderStatus.UNKNOWN)
+MAX_REASON_LENGTH = 300
 
 
-def _preview(session: Any, row: Reminder, link: str) -> tuple[str | None, str]:
+def _initials(patient: Patient) -> str:
+    # Initials and MRN only: enough to recognise, no full name on a shared screen.
+    return f"{patient.given_name[:1]}{patient.family_name[:1]} ({patient.mrn})"
+
+
+def mask_phone(number: str | None) -> str:
+    """ "+12125550177" -> "+1•••••••0177": enough to tell two numbers apart, not to dial."""
+    if not number:
+        return "unknown number"
+    if len(number) <= 6:
+        return "•" * len(number)
+    return number[:2] + "•" * (len(number) - 6) + number[-4:]
+
+
+def _zones(session: Session) -> dict[int, str]:
+    return dict(session.execute(sa.select(Department.id, Department.timezone)).tuples().all())
+
+
+def _default_zone(zones: dict[int, str]) -> str:
+    return zones[min(zones)] if zones else "UTC"
+
+
+def _preview(
+    session: Session, row: Reminder, link: str, overrides: dict[str, str]
+) -> tuple[str | None, str]:
     """What the patient would receive if this message went out now."""
     course = session.get(Course, row.course_id)
+    assert course is not None  # foreign key
     planned = PlannedReminder(
         kind=Kind(row.kind),
         channel=Channel(row.channel),
@@ -53,47 +79,273 @@ def _preview(session: Any, row: Reminder, link: str) -> tuple[str | None, str]:
     snapshot = outbox.course_snapshot(session, course)
     try:
         context = rendering.message_context(snapshot, planned, link=link)
-        message = rendering.render(row.kind, row.channel, snapshot.patient.language, context)
-    except Exception:  # a message about appointments that no longer exist has no preview
+        message = rendering.render(
+            row.kind, row.channel, snapshot.patient.language, context, overrides=overrides
+        )
+    except Exception:  # noqa: BLE001 - a message about appointments that no longer exist
         return None, "(no preview: the appointments it refers to have changed)"
     return message.subject, message.text
 
 
+def _shown(session: Session, rows: Iterable[Reminder]) -> list[dict[str, Any]]:
+    """Reminder rows as the timeline templates show them, times in the department zone."""
+    settings = current_app.extensions["sbrt.settings"]
+    zones = _zones(session)
+    overrides: dict[str, str] | None = None
+    shown = []
+    for row in rows:
+        patient = row.patient
+        tz = zones.get(patient.department_id, "UTC")
+        subject, body, preview = row.rendered_subject, row.rendered_body, False
+        if body is None and row.status in (ReminderStatus.PENDING, ReminderStatus.CLAIMED):
+            if overrides is None:
+                overrides = template_store.load_overrides(session)
+            subject, body = _preview(session, row, settings.public_base_url, overrides)
+            preview = True
+
+        def local(moment: datetime | None, tz: str = tz) -> str | None:
+            return format_local(moment, tz) if moment is not None else None
+
+        shown.append(
+            {
+                "id": row.id,
+                "kind": row.kind.replace("_", " "),
+                "channel": "SMS" if row.channel == Channel.SMS else "email",
+                "patient": _initials(patient),
+                "patient_id": patient.id,
+                "course_id": row.course_id,
+                "fraction": row.fraction.number if row.fraction is not None else None,
+                "due": local(row.due_at),
+                "sent": local(row.sent_at),
+                "delivered": local(row.delivered_at),
+                "updated": local(row.updated_at),
+                "status": row.status,
+                "reason": row.status_reason,
+                "attempts": row.attempts,
+                "subject": subject,
+                "body": body,
+                "preview": preview,
+            }
+        )
+    return shown
+
+
+def _reminders(where: Any = None, *, newest_first: bool = True) -> sa.Select[tuple[Reminder]]:
+    query = sa.select(Reminder).options(
+        selectinload(Reminder.patient), selectinload(Reminder.fraction)
+    )
+    if where is not None:
+        query = query.where(where)
+    if newest_first:
+        return query.order_by(Reminder.due_at.desc(), Reminder.id.desc())
+    return query.order_by(Reminder.due_at, Reminder.id)
+
+
+def _actor_id() -> int | None:
+    user = session_user()
+    return user.id if user is not None else None
+
+
 @bp.get("/messages")
-@login_required
+@role_required(Role.VIEWER)
 def messages():
     session = get_session()
-    settings = current_app.extensions["sbrt.settings"]
+    rows = list(session.scalars(_reminders().limit(PAGE_SIZE)))
+    return render_template(
+        "messages/log.html", title="Patient messages", rows=_shown(session, rows)
+    )
+
+
+@bp.get("/patients/<int:patient_id>/messages")
+@role_required(Role.VIEWER)
+def patient_timeline(patient_id: int):
+    session = get_session()
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        abort(404)
+    rows = list(session.scalars(_reminders(Reminder.patient_id == patient.id, newest_first=False)))
+    audit.record("view", "patient", patient.id, actor_id=_actor_id(), page="messages")
+    return render_template(
+        "messages/timeline.html",
+        title=f"Messages for {_initials(patient)}",
+        rows=_shown(session, rows),
+        timezone=_zones(session).get(patient.department_id, "UTC"),
+        patient_id=patient.id,
+        course_id=None,
+    )
+
+
+@bp.get("/courses/<int:course_id>/messages")
+@role_required(Role.VIEWER)
+def course_timeline(course_id: int):
+    session = get_session()
+    course = session.get(Course, course_id)
+    if course is None:
+        abort(404)
+    rows = list(session.scalars(_reminders(Reminder.course_id == course.id, newest_first=False)))
+    audit.record("view", "course", course.id, actor_id=_actor_id(), page="messages")
+    patient = course.patient
+    return render_template(
+        "messages/timeline.html",
+        title=f"Messages for course {course.id} of {_initials(patient)}",
+        rows=_shown(session, rows),
+        timezone=_zones(session).get(patient.department_id, "UTC"),
+        patient_id=patient.id,
+        course_id=course.id,
+    )
+
+
+@bp.get("/messages/problems")
+@role_required(Role.ADMIN)
+def problems():
+    session = get_session()
     rows = list(
         session.scalars(
             sa.select(Reminder)
-            .options(selectinload(Reminder.patient))
-            .order_by(Reminder.due_at.desc(), Reminder.id.desc())
+            .options(selectinload(Reminder.patient), selectinload(Reminder.fraction))
+            .where(Reminder.status.in_(PROBLEM_STATUSES))
+            .order_by(Reminder.updated_at.desc(), Reminder.id.desc())
             .limit(PAGE_SIZE)
         )
     )
-    department = session.scalars(sa.select(Department).order_by(Department.id)).first()
-    tz = department.timezone if department else "UTC"
+    return render_template(
+        "messages/problems.html", title="Failed and unknown messages", rows=_shown(session, rows)
+    )
+
+
+def _change_status(reminder_id: int, allowed: tuple[str, ...], **values: Any) -> bool:
+    """Compare-and-set: change the row only if it still has one of the ``allowed`` statuses.
+
+    The worker may have settled it meanwhile (reconcile finds an unknown SMS at the provider);
+    then the person's decision was made on stale information and is not applied.
+    """
+    session = get_session()
+    if session.get(Reminder, reminder_id) is None:
+        abort(404)
+    changed = session.execute(
+        sa.update(Reminder)
+        .where(Reminder.id == reminder_id, Reminder.status.in_(allowed))
+        .values(**values, lease_until=None, updated_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return changed == 1
+
+
+@bp.post("/messages/<int:reminder_id>/retry")
+@role_required(Role.ADMIN)
+def retry(reminder_id: int):
+    session = get_session()
+    row = session.get(Reminder, reminder_id)
+    if row is None:
+        abort(404)
+    if row.status == ReminderStatus.UNKNOWN and flask_request.form.get("confirm") != "yes":
+        # The provider may already have it: a resend could reach the patient twice.
+        flash(
+            "This message may already have reached the patient. Tick the confirmation box to "
+            "send it again anyway.",
+            "error",
+        )
+        return redirect(url_for("messages.problems"))
+    now = datetime.now(UTC)
+    if not _change_status(
+        reminder_id,
+        tuple(PROBLEM_STATUSES),
+        status=ReminderStatus.PENDING,
+        status_reason="retry requested by staff",
+        next_attempt_at=now,
+        send_started_at=None,
+    ):
+        session.rollback()
+        flash("That message changed meanwhile; nothing was done. Check its status.", "error")
+        return redirect(url_for("messages.problems"))
+    audit.record(
+        "retry", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=row.status
+    )
+    session.commit()
+    return done(f"Message {reminder_id} queued to be sent again.", "messages.problems")
+
+
+@bp.post("/messages/<int:reminder_id>/suppress")
+@role_required(Role.ADMIN)
+def suppress(reminder_id: int):
+    session = get_session()
+    row = session.get(Reminder, reminder_id)
+    if row is None:
+        abort(404)
+    reason = " ".join(flask_request.form.get("reason", "").split())
+    if not reason or len(reason) > MAX_REASON_LENGTH:
+        flash(f"Give a reason (1 to {MAX_REASON_LENGTH} characters) to suppress.", "error")
+        return redirect(url_for("messages.problems"))
+    was = row.status
+    if not _change_status(
+        reminder_id,
+        (*PROBLEM_STATUSES, ReminderStatus.PENDING),
+        status=ReminderStatus.SUPPRESSED,
+        status_reason=f"suppressed by staff: {reason}",
+        next_attempt_at=None,
+        send_started_at=None,
+    ):
+        session.rollback()
+        flash("That message changed meanwhile; nothing was done. Check its status.", "error")
+        return redirect(url_for("messages.problems"))
+    # The reason is free text that may name the patient: it stays on the row, not the log.
+    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=was)
+    session.commit()
+    return done(f"Message {reminder_id} suppressed; it will not be sent.", "messages.problems")
+
+
+@bp.get("/messages/inbox")
+@role_required(Role.SCHEDULER)
+def inbox():
+    session = get_session()
+    rows = list(
+        session.scalars(
+            sa.select(InboundMessage)
+            .where(InboundMessage.needs_attention.is_(True), InboundMessage.handled_at.is_(None))
+            .order_by(InboundMessage.received_at, InboundMessage.id)
+            .limit(PAGE_SIZE)
+        )
+    )
+    patient_ids = {r.patient_id for r in rows if r.patient_id is not None}
+    patients = (
+        {p.id: p for p in session.scalars(sa.select(Patient).where(Patient.id.in_(patient_ids)))}
+        if patient_ids
+        else {}
+    )
+    zones = _zones(session)
+    fallback = _default_zone(zones)
     shown = []
     for row in rows:
-        subject, body = row.rendered_subject, row.rendered_body
-        if body is None:
-            subject, body = _preview(session, row, settings.public_base_url)
-        patient = row.patient
+        patient = patients.get(row.patient_id) if row.patient_id is not None else None
+        tz = zones.get(patient.department_id, fallback) if patient else fallback
         shown.append(
             {
-                "kind": row.kind.replace("_", " "),
-                "channel": row.channel.upper() if row.channel == "sms" else row.channel,
-                # Initials and MRN only: enough to recognise, no full name on a shared screen.
-                "patient": f"{patient.given_name[:1]}{patient.family_name[:1]} ({patient.mrn})",
-                "due": format_local(row.due_at, tz),
-                "status": row.status,
-                "reason": row.status_reason,
-                "subject": subject,
-                "body": body,
+                "id": row.id,
+                "phone": mask_phone(row.from_number),
+                "patient": _initials(patient) if patient else None,
+                "patient_id": patient.id if patient else None,
+                "body": row.body,
+                "received": format_local(row.received_at, tz),
+                "action": row.action.replace("_", " "),
             }
         )
-    return render_page("Patient messages", MESSAGES, rows=shown, timezone=tz)
+    return render_template("messages/inbox.html", title="Inbox: replies to read", rows=shown)
+
+
+@bp.post("/messages/inbox/<int:message_id>/handled")
+@role_required(Role.SCHEDULER)
+def mark_handled(message_id: int):
+    session = get_session()
+    row = session.get(InboundMessage, message_id)
+    if row is None:
+        abort(404)
+    if row.handled_at is None:
+        row.handled_at = datetime.now(UTC)
+        row.handled_by_id = _actor_id()
+    row.needs_attention = False
+    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id(), commit=False)
+    session.commit()
+    return done("Reply marked as handled.", "messages.inbox")
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from flask.testing import FlaskClient
 
@@ -33,7 +33,12 @@ def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
 def _propose(client: FlaskClient, seed: Seed, course_id: int) -> list[dict]:
     response = client.post(
         f"/api/v1/courses/{course_id}/proposals",
-        json={"count": 2, "preferred_window": {"start": "08:00", "end": "12:00"}},
+        # A week ahead: today's remaining hours would make the result depend on the clock.
+        json={
+            "count": 2,
+            "earliest": (date.today() + timedelta(days=7)).isoformat(),
+            "preferred_window": {"start": "08:00", "end": "12:00"},
+        },
         headers=seed.auth("scheduler"),
     )
     assert response.status_code == 200, response.json

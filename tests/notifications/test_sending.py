@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.smtp_email import SmtpEmailChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import Reminder, ReminderStatus
-from scheduler import services
+from scheduler import links, services
 from scheduler.models import Patient
 from scheduler.services import Placement
 from tests import factories as f
@@ -250,3 +251,22 @@ def test_a_retry_outside_the_message_window_waits_for_the_morning_or_is_dropped(
     else:  # the window opens only after the fraction: never send after it
         assert row.status == ReminderStatus.SUPPRESSED
     assert fake_twilio.create_requests == []
+
+
+def test_each_message_carries_a_patient_link_that_opens_the_schedule(
+    session, session_factory, fake_twilio
+):
+    _book(session)
+    channels = sending.Channels(sms=_twilio(fake_twilio), email=LocalOutboxChannel())
+    reminder_id = outbox.claim_due(session, now=AT)[0]
+    session.rollback()
+    status = sending.send_reminder(
+        session_factory, reminder_id, channels, public_base_url=PUBLIC, now=lambda: AT
+    )
+    assert status == ReminderStatus.SENT
+    (request,) = fake_twilio.create_requests
+    match = re.search(rf"{re.escape(PUBLIC)}/p/([A-Za-z0-9]{{16}})\b", request.form["Body"][0])
+    assert match, request.form["Body"]
+    link = links.resolve_patient_link(session, match.group(1), purpose="schedule", now=AT)
+    assert link is not None and link.course_id is not None
+    assert len(request.form["Body"][0]) <= 160

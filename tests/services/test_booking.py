@@ -158,3 +158,21 @@ def test_booking_a_booked_course_again_is_refused(session):
     booked = _book_first_proposal(session, course.id)
     with pytest.raises(StateConflict):
         services.book_course(session, booked.id, [Placement(1, w["linacs"]["A"].id, NOW)], now=NOW)
+
+
+def test_an_impossible_request_names_the_earliest_possible_start(session):
+    w = f.world(session)
+    course = f.course(session, f.patient(session, w["department"]), w["liver"])
+    session.commit()
+    # Every SBRT linac is down for the next five weeks.
+    for key in ("A", "B", "C"):
+        services.add_downtime(
+            session, w["linacs"][key].id, starts_at=NOW, ends_at=NOW + timedelta(days=35),
+            kind="planned", reason="replacement", now=NOW,
+        )  # fmt: skip
+    result = services.propose_schedules(session, course.id, horizon_days=14, now=NOW)
+    assert result.schedules == []
+    explanation = result.explanation
+    assert explanation is not None and explanation.earliest_feasible is not None
+    assert explanation.earliest_feasible >= (NOW + timedelta(days=35)).date()
+    assert explanation.earliest_feasible.isoformat()[:7] in ("2026-04",)

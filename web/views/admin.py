@@ -1,7 +1,875 @@
-"""Staff pages: admin."""
+"""Staff pages: admin (linacs, department hours and closures, protocols, users and tokens,
+message templates, audit log). Admin role only.
+
+Forms post back to the page that shows them. A rejected form is shown again with every value
+as typed and the error next to each field (nothing is lost); validation is the use cases' own
+(scheduler.records, scheduler.accounts), so the pages and the API accept the same records.
+Every change writes an audit entry.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, make_response, render_template, request
+from werkzeug.datastructures import MultiDict
+
+from notifications import template_store
+from scheduler import accounts, records
+from scheduler.errors import InvalidInput, ServiceError
+from scheduler.models import ApiToken, AuditEntry, Closure, Department, Linac, Protocol, Role, User
+from scheduler.timeutil import format_local
+from web import audit
+from web.auth import session_user
+from web.db import get_session
+from web.ui import done, role_required
 
 bp = Blueprint("admin", __name__)
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+AUDIT_PAGE_SIZE = 50
+Errors = dict[str, list[str]]
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def _actor_id() -> int | None:
+    user = session_user()
+    return user.id if user is not None else None
+
+
+def _get_or_404(model: type[Any], record_id: int) -> Any:
+    row = get_session().get(model, record_id)
+    if row is None:
+        abort(404)
+    return row
+
+
+def _add(errors: Errors, field: str, message: str) -> None:
+    errors.setdefault(field, []).append(message)
+
+
+def _field_errors(exc: InvalidInput) -> Errors:
+    errors: Errors = {}
+    for e in exc.errors:
+        _add(errors, e.field, e.message)
+    if not errors:
+        _add(errors, "_form", exc.detail)
+    return errors
+
+
+def _page(template: str, *, status: int = 200, **context: Any) -> Any:
+    return render_template(template, **context), status
+
+
+def _zone() -> str:
+    """The zone admin pages show times in: the (first) department's."""
+    tz = get_session().scalar(sa.select(Department.timezone).order_by(Department.id).limit(1))
+    return tz or "UTC"
+
+
+def _parse_int(
+    form: Mapping[str, str], errors: Errors, name: str, *, required: bool = True
+) -> int | None:
+    raw = (form.get(name) or "").strip()
+    if not raw:
+        if required:
+            _add(errors, name, "is required")
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        _add(errors, name, "must be a whole number")
+        return None
+
+
+def _weekday_list(form: MultiDict[str, str], name: str) -> list[int]:
+    return sorted({int(d) for d in form.getlist(name) if d.isdigit() and int(d) < 7})
+
+
+# Opening hours are entered as one opening and one closing time per weekday; both blank means
+# closed that day. The shape records.py validates is {"0": ["07:00", "19:00"], ...}.
+
+
+def _hours_values(hours: Mapping[str, Any] | None) -> dict[str, str]:
+    values = {}
+    for day in range(7):
+        window = (hours or {}).get(str(day))
+        values[f"open_{day}"] = window[0] if window else ""
+        values[f"close_{day}"] = window[1] if window else ""
+    return values
+
+
+def _hours_form_values(form: Mapping[str, str]) -> dict[str, str]:
+    # <input type="time"> may send seconds ("07:00:00"); the records keep HH:MM.
+    return {
+        f"{edge}_{day}": (form.get(f"{edge}_{day}") or "").strip()[:5]
+        for day in range(7)
+        for edge in ("open", "close")
+    }
+
+
+def _hours_from_values(values: Mapping[str, str], errors: Errors) -> dict[str, list[str]]:
+    hours = {}
+    for day in range(7):
+        opens, closes = values[f"open_{day}"], values[f"close_{day}"]
+        if not opens and not closes:
+            continue
+        if not opens or not closes:
+            _add(errors, f"opening_hours.{day}", "give both times, or neither for closed")
+            continue
+        hours[str(day)] = [opens, closes]
+    return hours
+
+
+def _capability_choices(*current: list[str]) -> list[str]:
+    extra = {c for values in current for c in values or []}
+    return sorted(records.KNOWN_CAPABILITIES | extra)
+
+
+# --- overview -------------------------------------------------------------------------------
+
+
+@bp.get("/admin")
+@role_required(Role.ADMIN)
+def index():
+    session = get_session()
+    departments = records.list_departments(session)
+    counts = {
+        "linacs": session.scalar(sa.select(sa.func.count(Linac.id))),
+        "protocols": session.scalar(sa.select(sa.func.count(Protocol.id))),
+        "users": session.scalar(sa.select(sa.func.count(User.id))),
+        "templates": len(template_store.list_overrides(session)),
+    }
+    return render_template(
+        "admin/index.html", title="Admin", departments=departments, counts=counts
+    )
+
+
+# --- linacs --------------------------------------------------------------------------------------
+
+
+@bp.get("/admin/linacs")
+@role_required(Role.ADMIN)
+def linacs():
+    session = get_session()
+    rows = records.list_linacs(session)
+    departments = {d.id: d for d in records.list_departments(session)}
+    return render_template(
+        "admin/linacs.html",
+        title="Linacs",
+        linacs=rows,
+        departments=departments,
+        weekdays=WEEKDAYS,
+    )
+
+
+def _linac_values(linac: Linac | None, department_id: int | None) -> dict[str, Any]:
+    if linac is None:
+        return {
+            "department_id": str(department_id or ""),
+            "name": "",
+            "beam_group": "",
+            "capabilities": ["sbrt", "cbct"],
+            "active": True,
+            "department_hours": True,
+            **_hours_values(None),
+        }
+    return {
+        "department_id": str(linac.department_id),
+        "name": linac.name,
+        "beam_group": linac.beam_group or "",
+        "capabilities": list(linac.capabilities or []),
+        "active": linac.active,
+        "department_hours": linac.opening_hours is None,
+        **_hours_values(linac.opening_hours),
+    }
+
+
+def _linac_form_values(form: MultiDict[str, str]) -> dict[str, Any]:
+    return {
+        "department_id": (form.get("department_id") or "").strip(),
+        "name": (form.get("name") or "").strip(),
+        "beam_group": (form.get("beam_group") or "").strip(),
+        "capabilities": form.getlist("capabilities"),
+        "active": form.get("active") == "on",
+        "department_hours": form.get("department_hours") == "on",
+        **_hours_form_values(form),
+    }
+
+
+def _linac_page(linac: Linac | None, values: dict[str, Any], errors: Errors, status: int = 200):
+    return _page(
+        "admin/linac_form.html",
+        status=status,
+        title=f"Linac {linac.name}" if linac else "New linac",
+        linac=linac,
+        values=values,
+        errors=errors,
+        weekdays=WEEKDAYS,
+        departments=records.list_departments(get_session()),
+        capability_choices=_capability_choices(values["capabilities"]),
+    )
+
+
+@bp.route("/admin/linacs/new", methods=["GET", "POST"])
+@bp.route("/admin/linacs/<int:linac_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def linac_form(linac_id: int | None = None):
+    session = get_session()
+    linac = _get_or_404(Linac, linac_id) if linac_id is not None else None
+    if request.method == "GET":
+        first = session.scalar(sa.select(Department.id).order_by(Department.id).limit(1))
+        return _linac_page(linac, _linac_values(linac, first), {})
+    values = _linac_form_values(request.form)
+    errors: Errors = {}
+    hours = _hours_from_values(values, errors)
+    payload: dict[str, Any] = {
+        "name": values["name"],
+        "beam_group": values["beam_group"] or None,
+        "capabilities": values["capabilities"],
+        "active": values["active"],
+        "opening_hours": None if values["department_hours"] else hours,
+    }
+    if linac is None:
+        payload["department_id"] = _parse_int(values, errors, "department_id")
+    if values["department_hours"]:
+        errors = {k: v for k, v in errors.items() if not k.startswith("opening_hours")}
+    if not values["department_hours"] and not hours and not errors:
+        _add(errors, "opening_hours", "open on at least one day, or use the department's hours")
+    if errors:
+        return _linac_page(linac, values, errors, 422)
+    try:
+        if linac is None:
+            linac = records.create_linac(session, payload)
+            action = "create"
+        else:
+            linac = records.update_linac(session, linac.id, payload)
+            action = "update"
+    except InvalidInput as exc:
+        session.rollback()
+        return _linac_page(linac, values, _field_errors(exc), 422)
+    audit.record(action, "linac", linac.id, actor_id=_actor_id())
+    return done(f"Linac {linac.name} saved.", "admin.linacs")
+
+
+# --- departments and closures -------------------------------------------------------------------
+
+
+def _department_values(department: Department) -> dict[str, Any]:
+    return {
+        "name": department.name,
+        "phone": department.phone or "",
+        "holiday_country": department.holiday_country or "",
+        "holiday_subdivision": department.holiday_subdivision or "",
+        "message_window_start": department.message_window_start,
+        "message_window_end": department.message_window_end,
+        **_hours_values(department.opening_hours),
+    }
+
+
+def _department_page(
+    department: Department,
+    values: dict[str, Any],
+    errors: Errors,
+    status: int = 200,
+    closure_values: Mapping[str, str] | None = None,
+    closure_errors: Errors | None = None,
+):
+    return _page(
+        "admin/department.html",
+        status=status,
+        title=f"Department {department.name}",
+        department=department,
+        values=values,
+        errors=errors,
+        weekdays=WEEKDAYS,
+        closures=records.list_closures(get_session(), department.id, start=date.today()),
+        closure_values=closure_values or {"day": "", "reason": ""},
+        closure_errors=closure_errors or {},
+    )
+
+
+@bp.route("/admin/departments/<int:department_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def department(department_id: int):
+    session = get_session()
+    row = _get_or_404(Department, department_id)
+    if request.method == "GET":
+        return _department_page(row, _department_values(row), {})
+    form = request.form
+    values: dict[str, Any] = {
+        name: (form.get(name) or "").strip()
+        for name in (
+            "name",
+            "phone",
+            "holiday_country",
+            "holiday_subdivision",
+            "message_window_start",
+            "message_window_end",
+        )
+    }
+    values["message_window_start"] = values["message_window_start"][:5]
+    values["message_window_end"] = values["message_window_end"][:5]
+    values.update(_hours_form_values(form))
+    errors: Errors = {}
+    hours = _hours_from_values(values, errors)
+    # The message window is not part of records.update_department; it is checked here with
+    # the same HH:MM rule, before anything is saved, so a bad window saves nothing.
+    start, end = values["message_window_start"], values["message_window_end"]
+    for name in ("message_window_start", "message_window_end"):
+        if not records.HHMM_RE.match(values[name]):
+            _add(errors, name, "must be a time HH:MM (24-hour)")
+    if (
+        "message_window_start" not in errors
+        and "message_window_end" not in errors
+        and (start >= end)
+    ):
+        _add(errors, "message_window_end", "must be after the start")
+    if errors:
+        return _department_page(row, values, errors, 422)
+    changes = {
+        "name": values["name"],
+        "phone": values["phone"] or None,
+        "holiday_country": values["holiday_country"] or None,
+        "holiday_subdivision": values["holiday_subdivision"] or None,
+        "opening_hours": hours,
+    }
+    try:
+        row = records.update_department(session, row.id, changes)
+    except InvalidInput as exc:
+        session.rollback()
+        return _department_page(
+            _get_or_404(Department, department_id), values, _field_errors(exc), 422
+        )
+    row.message_window_start, row.message_window_end = start, end
+    audit.record("update", "department", row.id, actor_id=_actor_id(), commit=False)
+    session.commit()
+    return done("Department settings saved.", "admin.department", department_id=row.id)
+
+
+@bp.post("/admin/departments/<int:department_id>/closures")
+@role_required(Role.ADMIN)
+def add_closure(department_id: int):
+    session = get_session()
+    row = _get_or_404(Department, department_id)
+    values = {
+        "day": (request.form.get("day") or "").strip(),
+        "reason": (request.form.get("reason") or "").strip(),
+    }
+    errors: Errors = {}
+    try:
+        day = date.fromisoformat(values["day"])
+    except ValueError:
+        _add(errors, "day", "must be a date (YYYY-MM-DD)")
+    if not errors:
+        try:
+            closure = records.add_closure(session, row.id, day=day, reason=values["reason"])
+        except InvalidInput as exc:
+            session.rollback()
+            errors = _field_errors(exc)
+    if errors:
+        row = _get_or_404(Department, department_id)
+        return _department_page(
+            row, _department_values(row), {}, 422, closure_values=values, closure_errors=errors
+        )
+    audit.record("create", "closure", closure.id, actor_id=_actor_id(), department=row.id)
+    return done(f"Closure on {day.isoformat()} added.", "admin.department", department_id=row.id)
+
+
+@bp.post("/admin/closures/<int:closure_id>/delete")
+@role_required(Role.ADMIN)
+def remove_closure(closure_id: int):
+    session = get_session()
+    closure = _get_or_404(Closure, closure_id)
+    department_id, day = closure.department_id, closure.day
+    audit.record(
+        "delete",
+        "closure",
+        closure.id,
+        actor_id=_actor_id(),
+        commit=False,
+        department=department_id,
+    )
+    records.remove_closure(session, closure.id)  # commits the audit entry with it
+    return done(
+        f"Closure on {day.isoformat()} removed.", "admin.department", department_id=department_id
+    )
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+PROTOCOL_INT_FIELDS = {
+    # name: required
+    "fractions": True,
+    "min_interval_days": True,
+    "max_interval_days": False,
+    "min_overall_days": False,
+    "max_overall_days": False,
+    "first_session_minutes": True,
+    "session_minutes": True,
+}
+# Reminder offsets live on the protocol but outside records.PROTOCOL_FIELDS; checked here.
+REMINDER_FIELDS = {
+    "prep_reminder_minutes": (60, 7 * 24 * 60),
+    "same_day_reminder_minutes": (15, 12 * 60),
+}
+
+
+def _protocol_values(protocol: Protocol | None) -> dict[str, Any]:
+    source: Mapping[str, Any] = (
+        {name: getattr(protocol, name) for name in records.PROTOCOL_FIELDS | set(REMINDER_FIELDS)}
+        if protocol is not None
+        else {
+            **records.PROTOCOL_DEFAULTS,
+            "code": "",
+            "name": "",
+            "fractions": 5,
+            "prep_reminder_minutes": 24 * 60,
+            "same_day_reminder_minutes": 120,
+        }
+    )
+    values: dict[str, Any] = {}
+    for name, value in source.items():
+        if name in ("weekdays", "start_weekdays", "capabilities"):
+            values[name] = list(value or [])
+        elif name == "active":
+            values[name] = bool(value)
+        elif name == "min_hours_between":
+            values[name] = f"{float(value):g}"
+        else:
+            values[name] = "" if value is None else str(value)
+    return values
+
+
+def _protocol_form_values(form: MultiDict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        name: (form.get(name) or "").strip()
+        for name in (
+            "code",
+            "name",
+            "site",
+            "min_hours_between",
+            *PROTOCOL_INT_FIELDS,
+            *REMINDER_FIELDS,
+        )
+    }
+    values["prep_instructions"] = (form.get("prep_instructions") or "").replace("\r\n", "\n")
+    values["weekdays"] = _weekday_list(form, "weekdays")
+    values["start_weekdays"] = _weekday_list(form, "start_weekdays")
+    values["capabilities"] = form.getlist("capabilities")
+    values["active"] = form.get("active") == "on"
+    return values
+
+
+def _protocol_payload(values: Mapping[str, Any], errors: Errors) -> tuple[dict, dict]:
+    payload: dict[str, Any] = {
+        "code": values["code"],
+        "name": values["name"],
+        "site": values["site"],
+        "prep_instructions": values["prep_instructions"],
+        "weekdays": values["weekdays"],
+        # None of the start days ticked means the first fraction may fall on any treatment day.
+        "start_weekdays": values["start_weekdays"] or None,
+        "capabilities": values["capabilities"],
+        "active": values["active"],
+    }
+    for name, required in PROTOCOL_INT_FIELDS.items():
+        payload[name] = _parse_int(values, errors, name, required=required)
+    try:
+        payload["min_hours_between"] = float(values["min_hours_between"] or 0)
+    except ValueError:
+        _add(errors, "min_hours_between", "must be a number of hours")
+    reminders: dict[str, Any] = {}
+    for name, (lo, hi) in REMINDER_FIELDS.items():
+        minutes = _parse_int(values, errors, name)
+        if minutes is not None and not lo <= minutes <= hi:
+            _add(errors, name, f"must be {lo} to {hi} minutes")
+        reminders[name] = minutes
+    return payload, reminders
+
+
+def _protocol_page(
+    protocol: Protocol | None, values: dict[str, Any], errors: Errors, status: int = 200
+):
+    return _page(
+        "admin/protocol_form.html",
+        status=status,
+        title=f"Protocol {protocol.code}" if protocol else "New protocol",
+        protocol=protocol,
+        values=values,
+        errors=errors,
+        weekdays=WEEKDAYS,
+        capability_choices=_capability_choices(values["capabilities"]),
+    )
+
+
+@bp.get("/admin/protocols")
+@role_required(Role.ADMIN)
+def protocols():
+    rows = list(get_session().scalars(sa.select(Protocol).order_by(Protocol.code)))
+    return render_template(
+        "admin/protocols.html", title="Protocols", protocols=rows, weekdays=WEEKDAYS
+    )
+
+
+@bp.route("/admin/protocols/new", methods=["GET", "POST"])
+@bp.route("/admin/protocols/<int:protocol_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def protocol_form(protocol_id: int | None = None):
+    session = get_session()
+    protocol = _get_or_404(Protocol, protocol_id) if protocol_id is not None else None
+    if request.method == "GET":
+        return _protocol_page(protocol, _protocol_values(protocol), {})
+    values = _protocol_form_values(request.form)
+    errors: Errors = {}
+    payload, reminders = _protocol_payload(values, errors)
+    if errors:
+        return _protocol_page(protocol, values, errors, 422)
+    try:
+        if protocol is None:
+            protocol = records.create_protocol(session, payload)
+            action = "create"
+        else:
+            protocol = records.update_protocol(session, protocol.id, payload)
+            action = "update"
+    except InvalidInput as exc:
+        session.rollback()
+        return _protocol_page(protocol, values, _field_errors(exc), 422)
+    for name, minutes in reminders.items():
+        setattr(protocol, name, minutes)
+    audit.record(action, "protocol", protocol.id, actor_id=_actor_id(), commit=False)
+    session.commit()
+    return done(f"Protocol {protocol.code} saved.", "admin.protocols")
+
+
+# --- users and API tokens ---------------------------------------------------------------------
+
+
+def _users_page(
+    values: Mapping[str, str] | None = None, errors: Errors | None = None, status: int = 200
+):
+    return _page(
+        "admin/users.html",
+        status=status,
+        title="Users and roles",
+        users=accounts.list_users(get_session()),
+        roles=[r.value for r in Role],
+        values=values or {"email": "", "name": "", "role": Role.VIEWER.value},
+        errors=errors or {},
+    )
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def users():
+    if request.method == "GET":
+        return _users_page()
+    session = get_session()
+    values = {name: (request.form.get(name) or "").strip() for name in ("email", "name", "role")}
+    try:
+        user = accounts.create_user(
+            session,
+            email=values["email"],
+            name=values["name"],
+            role=values["role"],
+            password=request.form.get("password") or "",
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _users_page(values, _field_errors(exc), 422)
+    audit.record("create", "user", user.id, actor_id=_actor_id(), role=user.role)
+    return done(f"User {user.name} created.", "admin.users")
+
+
+def _user_page(
+    user: User,
+    *,
+    errors: Errors | None = None,
+    status: int = 200,
+    new_token: str | None = None,
+    values: Mapping[str, Any] | None = None,
+):
+    tokens = accounts.list_api_tokens(get_session(), user_id=user.id)
+    response = make_response(
+        render_template(
+            "admin/user.html",
+            title=f"User {user.name}",
+            user=user,
+            tokens=tokens,
+            roles=[r.value for r in Role],
+            values=values or {"name": user.name, "role": user.role, "active": user.active},
+            errors=errors or {},
+            new_token=new_token,
+            timezone=_zone(),
+            format_local=format_local,
+        ),
+        status,
+    )
+    if new_token:
+        # The only copy of the token: keep it out of every cache.
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/admin/users/<int:user_id>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def user(user_id: int):
+    session = get_session()
+    row = _get_or_404(User, user_id)
+    if request.method == "GET":
+        return _user_page(row)
+    values = {
+        "name": (request.form.get("name") or "").strip(),
+        "role": request.form.get("role") or "",
+        "active": request.form.get("active") == "on",
+    }
+    password = request.form.get("password") or None
+    before = (row.role, row.active)
+    try:
+        accounts.update_user(
+            session,
+            row.id,
+            name=values["name"],
+            role=values["role"],
+            active=values["active"],
+            password=password,
+            actor_id=_actor_id(),
+        )
+    except InvalidInput as exc:
+        session.rollback()
+        return _user_page(
+            _get_or_404(User, user_id), errors=_field_errors(exc), status=422, values=values
+        )
+    detail: dict[str, Any] = {}
+    if before[0] != row.role:
+        detail["role"] = f"{before[0]} -> {row.role}"
+    if before[1] != row.active:
+        detail["active"] = row.active
+    if password:
+        detail["password"] = "changed"
+    audit.record("update", "user", row.id, actor_id=_actor_id(), **detail)
+    return done(f"User {row.name} saved.", "admin.user", user_id=row.id)
+
+
+@bp.post("/admin/users/<int:user_id>/tokens")
+@role_required(Role.ADMIN)
+def create_token(user_id: int):
+    session = get_session()
+    row = _get_or_404(User, user_id)
+    try:
+        issued = accounts.issue_api_token(session, row.id, request.form.get("token_name") or "")
+    except InvalidInput as exc:
+        session.rollback()
+        errors = {"token_name": [e.message for e in exc.errors] or [exc.detail]}
+        return _user_page(row, errors=errors, status=422)
+    except ServiceError as exc:  # a deactivated user gets no new tokens
+        session.rollback()
+        return _user_page(row, errors={"token_name": [exc.detail]}, status=409)
+    audit.record("create", "api_token", issued.token.id, actor_id=_actor_id(), user=row.id)
+    # Shown in this response only (not flashed: flashes travel in the session cookie).
+    return _user_page(row, new_token=issued.plaintext, status=201)
+
+
+@bp.post("/admin/tokens/<int:token_id>/revoke")
+@role_required(Role.ADMIN)
+def revoke_token(token_id: int):
+    session = get_session()
+    token = _get_or_404(ApiToken, token_id)
+    user_id = token.user_id
+    accounts.revoke_api_token(session, token.id)
+    audit.record("revoke", "api_token", token.id, actor_id=_actor_id(), user=user_id)
+    return done(f"Token {token.name} revoked.", "admin.user", user_id=user_id)
+
+
+# --- message templates --------------------------------------------------------------------------
+
+
+@bp.get("/admin/templates")
+@role_required(Role.ADMIN)
+def templates():
+    session = get_session()
+    overrides = template_store.list_overrides(session)
+    names = dict(session.execute(sa.select(User.id, User.name)).tuples().all())
+    return render_template(
+        "admin/templates.html",
+        title="Message templates",
+        kinds=template_store.KINDS,
+        parts=template_store.PART_LABELS,
+        languages=template_store.LANGUAGES,
+        overrides=overrides,
+        names=names,
+        timezone=_zone(),
+        format_local=format_local,
+    )
+
+
+def _template_page(
+    kind: str,
+    part: str,
+    sources: Mapping[str, str],
+    *,
+    status: int = 200,
+    checks: Mapping[str, Any] | None = None,
+):
+    session = get_session()
+    edited = {
+        lang: template_store.get_override(session, kind, part, lang) is not None
+        for lang in template_store.LANGUAGES
+    }
+    if checks is None:
+        checks = {
+            lang: template_store.check_source(kind, part, lang, sources[lang])
+            for lang in template_store.LANGUAGES
+        }
+    return _page(
+        "admin/template_form.html",
+        status=status,
+        title=f"Template: {kind.replace('_', ' ')} · {template_store.PART_LABELS[part]}",
+        kind=kind,
+        part=part,
+        sources=sources,
+        checks=checks,
+        edited=edited,
+        languages=template_store.LANGUAGES,
+        sms_max=template_store.SMS_MAX_CHARACTERS,
+    )
+
+
+def _known_template(kind: str, part: str, language: str = "en") -> None:
+    if not template_store.is_known(kind, part, language):
+        abort(404)
+
+
+@bp.route("/admin/templates/<kind>/<part>", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def template_form(kind: str, part: str):
+    _known_template(kind, part)
+    session = get_session()
+    if request.method == "GET":
+        sources = {
+            lang: template_store.current_source(session, kind, part, lang)
+            for lang in template_store.LANGUAGES
+        }
+        return _template_page(kind, part, sources)
+    sources = {
+        lang: template_store.normalise_source(request.form.get(f"source_{lang}") or "")
+        for lang in template_store.LANGUAGES
+    }
+    checks = {
+        lang: template_store.check_source(kind, part, lang, sources[lang])
+        for lang in template_store.LANGUAGES
+    }
+    if request.form.get("action") != "save":
+        return _template_page(kind, part, sources, checks=checks)
+    if not all(check.ok for check in checks.values()):
+        return _template_page(kind, part, sources, checks=checks, status=422)
+    changed = []
+    for lang, source in sources.items():
+        if source == template_store.current_source(session, kind, part, lang):
+            continue
+        row = template_store.save_override(session, kind, part, lang, source, user_id=_actor_id())
+        changed.append(lang)
+        audit.record(
+            "update" if row is not None else "reset",
+            "message_template",
+            row.id if row is not None else None,
+            actor_id=_actor_id(),
+            commit=False,
+            kind=kind,
+            part=part,
+            language=lang,
+        )
+    session.commit()
+    message = f"Saved ({', '.join(changed)})." if changed else "No changes to save."
+    return done(message, "admin.template_form", kind=kind, part=part)
+
+
+@bp.post("/admin/templates/<kind>/<part>/<language>/reset")
+@role_required(Role.ADMIN)
+def template_reset(kind: str, part: str, language: str):
+    _known_template(kind, part, language)
+    session = get_session()
+    row = template_store.get_override(session, kind, part, language)
+    if row is None:
+        return done("Already the shipped template.", "admin.template_form", kind=kind, part=part)
+    audit.record(
+        "reset",
+        "message_template",
+        row.id,
+        actor_id=_actor_id(),
+        commit=False,
+        kind=kind,
+        part=part,
+        language=language,
+    )
+    template_store.reset_override(session, kind, part, language)
+    session.commit()
+    return done(
+        f"The shipped {language} template applies again.",
+        "admin.template_form",
+        kind=kind,
+        part=part,
+    )
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+@bp.get("/admin/audit")
+@role_required(Role.ADMIN)
+def audit_log():
+    session = get_session()
+    page = request.args.get("page", "1")
+    number = int(page) if page.isdigit() and int(page) > 0 else 1
+    rows = session.execute(
+        sa.select(AuditEntry, User.name)
+        .outerjoin(User, User.id == AuditEntry.actor_id)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        .limit(AUDIT_PAGE_SIZE + 1)
+        .offset((number - 1) * AUDIT_PAGE_SIZE)
+    ).all()
+    tz = _zone()
+    entries = [
+        {
+            "at": format_local(entry.at, tz),
+            "who": name or ("system" if entry.actor_id is None else f"user {entry.actor_id}"),
+            "action": entry.action,
+            "subject_type": entry.subject_type,
+            "subject_id": entry.subject_id,
+            # The page (path) and method are shown as such; the rest is what the action noted.
+            "path": (entry.detail or {}).get("path"),
+            "detail": {
+                k: v for k, v in (entry.detail or {}).items() if k not in ("path", "method")
+            },
+        }
+        for entry, name in rows[:AUDIT_PAGE_SIZE]
+    ]
+    return render_template(
+        "admin/audit.html",
+        title="Audit log",
+        entries=entries,
+        page=number,
+        has_more=len(rows) > AUDIT_PAGE_SIZE,
+        timezone=tz,
+    )
+
+
+@bp.app_template_filter("weekday_names")
+def _weekday_names(days: list[int] | None) -> str:
+    if not days:
+        return "any"
+    return ", ".join(WEEKDAYS[d][:3] for d in days if 0 <= d < 7)
+
+
+@bp.app_template_filter("admin_hours")
+def _hours_text(hours: Mapping[str, Any] | None) -> str:
+    if not hours:
+        return "department hours"
+    return "; ".join(
+        f"{WEEKDAYS[int(d)][:3]} {w[0]}–{w[1]}" for d, w in sorted(hours.items()) if d.isdigit()
+    )

@@ -1,7 +1,416 @@
-"""Staff pages: downtime."""
+"""Staff pages: linac downtime (create -> preview the re-plan -> apply) and the work queue of
+courses a re-plan could not place.
+
+The preview runs the real re-plan with ``preview=True`` (the service rolls it back), so what
+the scheduler approves is exactly what "Apply" does, unless bookings changed in between; the
+flash after applying reports what actually happened. Times are typed in the department's
+zone: a time that does not exist (spring forward) is refused, an ambiguous one (fall back)
+must be chosen.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session, selectinload
+
+from notifications.models import Reminder
+from notifications.types import Kind
+from scheduler import services
+from scheduler.errors import InvalidInput, NotFound, ServiceError
+from scheduler.models import (
+    ACTIVE_FRACTION_STATUSES,
+    Course,
+    CourseStatus,
+    Department,
+    Downtime,
+    Fraction,
+    Linac,
+    Patient,
+    Role,
+)
+from scheduler.timeutil import AmbiguousLocalTime, NonexistentLocalTime, format_local, localize
+from web import audit
+from web.auth import session_user
+from web.db import get_session
+from web.ui import done, role_required
 
 bp = Blueprint("downtime", __name__)
+
+KINDS = ("planned", "unplanned")
+MAX_REASON = 300  # Downtime.reason's column length
+UPCOMING_LIMIT = 200
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _actor_id() -> int | None:
+    user = session_user()
+    return user.id if user else None
+
+
+def _initials(patient: Patient) -> str:
+    return "".join(f"{n.strip()[:1].upper()}." for n in (patient.given_name, patient.family_name))
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+# --- the work queue ---------------------------------------------------------------------------
+
+
+def overlapping_downtime(session: Session, *, course_id: int | None = None, since: datetime):
+    """(fraction, downtime) pairs: active fractions still overlapping a downtime of their linac,
+    ending after ``since``, with course, patient and protocol loaded (one query)."""
+    query = (
+        sa.select(Fraction, Downtime)
+        .join(
+            Downtime,
+            sa.and_(
+                Downtime.linac_id == Fraction.linac_id,
+                Downtime.starts_at < Fraction.ends_at,
+                Downtime.ends_at > Fraction.starts_at,
+            ),
+        )
+        .where(Fraction.status.in_(ACTIVE_FRACTION_STATUSES), Fraction.ends_at > since)
+        .options(
+            selectinload(Fraction.course).selectinload(Course.patient),
+            selectinload(Fraction.course).selectinload(Course.protocol),
+            selectinload(Fraction.linac),
+        )
+        .order_by(Fraction.starts_at)
+    )
+    if course_id is not None:
+        query = query.where(Fraction.course_id == course_id)
+    return session.execute(query).all()
+
+
+def mark_reviewed(session: Session, course_id: int, *, now: datetime) -> Course:
+    """A scheduler has handled a course the re-plan could not place: back to booked, provided
+    it has active fractions and none of them still overlaps a downtime."""
+    course = session.get(Course, course_id)
+    if course is None:
+        raise NotFound(f"course {course_id} does not exist")
+    if course.status != CourseStatus.NEEDS_REVIEW:
+        raise InvalidInput(f"course {course_id} is {course.status}, not waiting for review")
+    active = [f for f in course.fractions if f.status in ACTIVE_FRACTION_STATUSES]
+    if not active:
+        raise InvalidInput(
+            "the course has no active fractions: rebook or cancel it from the course page"
+        )
+    clashes = overlapping_downtime(session, course_id=course_id, since=EPOCH)
+    if clashes:
+        numbers = ", ".join(str(f.number) for f, _ in clashes)
+        raise InvalidInput(
+            f"fraction {numbers} still overlaps a downtime: move it from the course page first"
+        )
+    course.status = CourseStatus.BOOKED
+    course.review_reason = None
+    course.updated_at = now
+    session.commit()
+    return course
+
+
+@bp.get("/downtime")
+@role_required(Role.SCHEDULER)
+def index():
+    session = get_session()
+    now = datetime.now(UTC)
+    tz = _timezone(session)
+    upcoming = list(
+        session.scalars(
+            sa.select(Downtime)
+            .where(Downtime.ends_at > now)
+            .options(selectinload(Downtime.linac))
+            .order_by(Downtime.starts_at)
+            .limit(UPCOMING_LIMIT)
+        )
+    )
+    review = list(
+        session.scalars(
+            sa.select(Course)
+            .where(Course.status == CourseStatus.NEEDS_REVIEW)
+            .options(selectinload(Course.patient), selectinload(Course.protocol))
+            .order_by(Course.priority, Course.updated_at)
+        )
+    )
+    unplaceable = overlapping_downtime(session, since=now)
+    audit.record(
+        "view",
+        "downtime_queue",
+        None,
+        actor_id=_actor_id(),
+        courses=[c.id for c in review],
+        fractions=[f.id for f, _ in unplaceable],
+    )
+    return render_template(
+        "downtime/index.html",
+        title="Downtime",
+        upcoming=upcoming,
+        review=review,
+        unplaceable=unplaceable,
+        local=lambda t: format_local(t, tz),
+        initials=_initials,
+        timezone=tz,
+    )
+
+
+@bp.post("/downtime/courses/<int:course_id>/reviewed")
+@role_required(Role.SCHEDULER)
+def reviewed(course_id: int):
+    session = get_session()
+    try:
+        course = mark_reviewed(session, course_id, now=datetime.now(UTC))
+    except NotFound:
+        abort(404)
+    except InvalidInput as exc:
+        session.rollback()
+        return done_error(str(exc.args[0]) if exc.args else "cannot mark reviewed")
+    audit.record(
+        "update", "course", course.id, actor_id=_actor_id(), status="booked", reviewed=True
+    )
+    return done(f"Course {course.id} marked reviewed; it is booked again.", "downtime.index")
+
+
+def done_error(message: str) -> Any:
+    """Say why nothing changed, back on the queue page."""
+    flash(message, "error")
+    return redirect(url_for("downtime.index"))
+
+
+# --- create, preview, apply -------------------------------------------------------------------
+
+
+@dataclass
+class DowntimeForm:
+    """The form's values as typed, and what they mean once checked."""
+
+    linac_id: str = ""
+    starts_local: str = ""
+    ends_local: str = ""
+    starts_fold: str = ""
+    ends_fold: str = ""
+    kind: str = "planned"
+    reason: str = ""
+
+    @classmethod
+    def from_request(cls) -> DowntimeForm:
+        form = request.form
+        return cls(**{name: form.get(name, "").strip() for name in cls.__dataclass_fields__})
+
+    def hidden(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class Checked:
+    linac: Linac
+    starts_at: datetime
+    ends_at: datetime
+
+
+def _linacs(session: Session) -> list[Linac]:
+    return list(
+        session.scalars(
+            sa.select(Linac)
+            .where(Linac.active.is_(True))
+            .options(selectinload(Linac.department))
+            .order_by(Linac.department_id, Linac.id)
+        )
+    )
+
+
+def _timezone(session: Session) -> str:
+    department = session.scalars(sa.select(Department).order_by(Department.id).limit(1)).first()
+    return department.timezone if department else "UTC"
+
+
+def _local_instant(
+    value: str, fold: str, tz: str, field: str, errors: dict[str, str], ambiguous: set[str]
+) -> datetime | None:
+    if not value:
+        errors[field] = "Enter a date and time."
+        return None
+    try:
+        naive = datetime.fromisoformat(value)
+    except ValueError:
+        errors[field] = "Enter a date and time such as 2026-03-09 07:30."
+        return None
+    if naive.tzinfo is not None:
+        errors[field] = "Enter the local time without a zone."
+        return None
+    try:
+        return localize(naive, tz, fold=int(fold) if fold in ("0", "1") else None)
+    except NonexistentLocalTime as exc:
+        errors[field] = f"{exc}. Choose a time outside the gap."
+    except AmbiguousLocalTime as exc:
+        errors[field] = f"{exc}: pick which one below."
+        ambiguous.add(field.replace("_local", "_fold"))
+    return None
+
+
+def _check(
+    session: Session, form: DowntimeForm, linacs: list[Linac]
+) -> tuple[Checked | None, dict[str, str], set[str]]:
+    errors: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    linac = next((x for x in linacs if str(x.id) == form.linac_id), None)
+    if linac is None:
+        errors["linac_id"] = "Choose a linac."
+    if form.kind not in KINDS:
+        errors["kind"] = "Choose planned or unplanned."
+    if len(form.reason) > MAX_REASON:
+        errors["reason"] = f"At most {MAX_REASON} characters."
+    tz = linac.department.timezone if linac is not None else _timezone(session)
+    starts = _local_instant(
+        form.starts_local, form.starts_fold, tz, "starts_local", errors, ambiguous
+    )
+    ends = _local_instant(form.ends_local, form.ends_fold, tz, "ends_local", errors, ambiguous)
+    if starts and ends and ends <= starts:
+        errors["ends_local"] = "The end must be after the start."
+    if errors or linac is None or starts is None or ends is None:
+        return None, errors, ambiguous
+    return Checked(linac, starts, ends), errors, ambiguous
+
+
+def _form_page(form: DowntimeForm, linacs, errors=None, ambiguous=(), status=200, error=None):
+    page = render_template(
+        "downtime/new.html",
+        title="New downtime",
+        form=form,
+        linacs=linacs,
+        kinds=KINDS,
+        errors=errors or {},
+        ambiguous=set(ambiguous),
+        error=error,
+    )
+    return page, status
+
+
+def _report_rows(session: Session, report: services.DowntimeReport, tz: str) -> dict[str, list]:
+    """The report's fractions with the names the page shows (two small queries)."""
+    course_ids = {m.course_id for m in report.moved} | {u.course_id for u in report.unplaceable}
+    courses = {
+        c.id: c
+        for c in session.scalars(
+            sa.select(Course)
+            .where(Course.id.in_(course_ids))
+            .options(selectinload(Course.patient), selectinload(Course.protocol))
+        )
+    }
+    names = dict(session.execute(sa.select(Linac.id, Linac.name)).tuples().all())
+
+    def who(course_id: int) -> str:
+        course = courses.get(course_id)
+        if course is None:
+            return f"course {course_id}"
+        return f"{_initials(course.patient)} {course.patient.mrn} · {course.protocol.code}"
+
+    moved = [
+        {
+            "course_id": m.course_id,
+            "who": who(m.course_id),
+            "number": m.number,
+            "before": f"{names.get(m.before.linac_id)} {format_local(m.before.start, tz)}",
+            "after": f"{names.get(m.after.linac_id)} {format_local(m.after.start, tz)}",
+        }
+        for m in report.moved
+    ]
+    unplaceable = [
+        {
+            "course_id": u.course_id,
+            "who": who(u.course_id),
+            "number": u.number,
+            "when": format_local(u.starts_at, tz),
+            "reason": u.reason,
+        }
+        for u in report.unplaceable
+    ]
+    return {"moved": moved, "unplaceable": unplaceable}
+
+
+@bp.route("/downtime/new", methods=["GET", "POST"])
+@role_required(Role.SCHEDULER)
+def new():
+    session = get_session()
+    linacs = _linacs(session)
+    if request.method == "GET":
+        wanted = request.args.get("linac", "")
+        return _form_page(DowntimeForm(linac_id=wanted), linacs)
+    form = DowntimeForm.from_request()
+    if request.form.get("action") == "edit":
+        return _form_page(form, linacs)
+    checked, errors, ambiguous = _check(session, form, linacs)
+    if checked is None:
+        return _form_page(form, linacs, errors, ambiguous, 400, "Check the highlighted fields.")
+    apply = request.form.get("action") == "apply"
+    tz = checked.linac.department.timezone
+    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    try:
+        report = services.add_downtime(
+            session,
+            checked.linac.id,
+            starts_at=checked.starts_at,
+            ends_at=checked.ends_at,
+            kind=form.kind,
+            reason=form.reason,
+            preview=not apply,
+            actor_id=_actor_id(),
+        )
+    except ServiceError as exc:
+        session.rollback()
+        return _form_page(form, linacs, status=409 if apply else 400, error=str(exc))
+    if not apply:
+        rows = _report_rows(session, report, tz)
+        # The preview names patients: one audit entry for the page, like the calendar.
+        audit.record(
+            "view",
+            "downtime_preview",
+            None,
+            actor_id=_actor_id(),
+            linac_id=checked.linac.id,
+            courses=sorted({r["course_id"] for r in rows["moved"] + rows["unplaceable"]}),
+        )
+        return render_template(
+            "downtime/preview.html",
+            title="Preview re-plan",
+            form=form,
+            linac=checked.linac,
+            starts=format_local(checked.starts_at, tz),
+            ends=format_local(checked.ends_at, tz),
+            **rows,
+        )
+    moved_ids = [m.fraction_id for m in report.moved]
+    notices = 0
+    if moved_ids:
+        notices = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Reminder)
+            .where(
+                Reminder.id > before_max,
+                Reminder.kind == Kind.CHANGE.value,
+                Reminder.fraction_id.in_(moved_ids),
+            )
+        )
+    audit.record(
+        "create",
+        "downtime",
+        report.downtime_id,
+        actor_id=_actor_id(),
+        linac_id=checked.linac.id,
+        moved=len(report.moved),
+        unplaceable=len(report.unplaceable),
+    )
+    message = (
+        f"{_plural(len(report.moved), 'fraction', 'fractions')} moved, "
+        f"{len(report.unplaceable)} need a human; "
+        f"{_plural(notices, 'change notice', 'change notices')} queued."
+    )
+    return done(message, "downtime.index")
+
+
+__all__ = ["bp", "mark_reviewed", "overlapping_downtime"]

@@ -1,0 +1,497 @@
+"""The scheduler's pages: patients, courses, proposals, booking, moves, cancels, roles.
+
+Driven through the Flask test client the way a browser uses them: sign in through /login,
+read each form's hidden fields from the page, post them back with the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
+
+from scheduler import services
+from scheduler.models import AuditEntry, Course, Downtime, Fraction, Patient
+from tests.api.conftest import Seed
+from tests.pages.conftest import SignIn
+
+
+class _Forms(HTMLParser):
+    """Every form on a page: its action and its named fields, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append((a.get("action", ""), []))
+        elif tag in ("input", "textarea", "select") and self.forms and a.get("name"):
+            self.forms[-1][1].append((a["name"], a.get("value", "")))
+
+
+def _forms(html: str, action: str) -> list[MultiDict[str, str]]:
+    """The fields of each form posting to ``action``, ready to post back."""
+    parser = _Forms()
+    parser.feed(html)
+    return [MultiDict(fields) for act, fields in parser.forms if act == action]
+
+
+def _html(response) -> str:  # noqa: ANN001 - a test response
+    return response.get_data(as_text=True)
+
+
+def _id_from(location: str, prefix: str) -> int:
+    match = re.search(rf"{prefix}/(\d+)$", location)
+    assert match, location
+    return int(match.group(1))
+
+
+def _patient(client: FlaskClient, csrf: str, mrn: str, **fields: str) -> int:
+    data = {
+        "csrf_token": csrf,
+        "mrn": mrn,
+        "given_name": "Ana",
+        "family_name": "Lopez",
+        "phone": "(415) 555-0100",
+        "phone_country": "US",
+        "email": "ana@example.org",
+        "language": "es",
+        "timezone": "",
+        "sms_consent": "yes",
+        **fields,
+    }
+    response = client.post("/patients/new", data=data)
+    assert response.status_code == 302, _html(response)
+    return _id_from(response.headers["Location"], "/patients")
+
+
+def _course(client: FlaskClient, csrf: str, patient_id: int, seed: Seed) -> int:
+    response = client.post(
+        f"/patients/{patient_id}/courses/new",
+        data={"csrf_token": csrf, "protocol_id": str(seed.protocol_id), "priority": "2"},
+    )
+    assert response.status_code == 302, _html(response)
+    return _id_from(response.headers["Location"], "/courses")
+
+
+def _next_week() -> str:
+    # A week ahead: every reminder of the booking is still due, so the counts are exact.
+    return (date.today() + timedelta(days=7)).isoformat()
+
+
+def _proposals(client: FlaskClient, course_id: int) -> list[MultiDict[str, str]]:
+    page = client.get(
+        f"/courses/{course_id}/propose",
+        query_string={"earliest": _next_week(), "window_start": "08:00", "window_end": "10:00"},
+    )
+    assert page.status_code == 200, _html(page)
+    return _forms(_html(page), f"/courses/{course_id}/book")
+
+
+def _booked(client: FlaskClient, csrf: str, seed: Seed, mrn: str = "PG-1") -> int:
+    course_id = _course(client, csrf, _patient(client, csrf, mrn), seed)
+    option = _proposals(client, course_id)[0]
+    response = client.post(f"/courses/{course_id}/book", data=option)
+    assert response.status_code == 302, _html(response)
+    return course_id
+
+
+def _fractions(db: Session, course_id: int) -> list[Fraction]:
+    """The course's fractions as they are now (detached, so the read ends its transaction:
+    on SQLite an open one holds the write lock the app's next request needs)."""
+    db.expire_all()
+    found = list(
+        db.scalars(
+            sa.select(Fraction).where(Fraction.course_id == course_id).order_by(Fraction.number)
+        )
+    )
+    db.expunge_all()
+    db.rollback()
+    return found
+
+
+# --- patients ----------------------------------------------------------------------------
+
+
+def test_create_patient_shows_phone_in_e164_and_audits(
+    client: FlaskClient, signed_in: SignIn, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    form = client.get("/patients/new")
+    assert form.status_code == 200
+    # Every visible control is labelled.
+    html = _html(form)
+    for control in re.findall(r'<(?:input|select|textarea)[^>]*\bid="([^"]+)"', html):
+        assert f'for="{control}"' in html, control
+
+    patient_id = _patient(client, csrf, "E164-1")
+    page = client.get(f"/patients/{patient_id}")
+    assert page.status_code == 200
+    text = _html(page)
+    assert "+14155550100" in text
+    assert "Patient created" in text
+    assert "consented" in text
+
+    # A number typed in another country's national form, with that country chosen.
+    other = _patient(client, csrf, "E164-2", phone="07400 123456", phone_country="GB")
+    assert "+447400123456" in _html(client.get(f"/patients/{other}"))
+
+    db.expire_all()
+    patient = db.get(Patient, patient_id)
+    assert patient is not None and patient.sms_consent_at is not None
+    actions = set(
+        db.execute(
+            sa.select(AuditEntry.action, AuditEntry.subject_type).where(
+                AuditEntry.subject_id == patient_id
+            )
+        ).tuples()
+    )
+    assert {("create", "patient"), ("view", "patient")} <= actions
+
+
+def test_bad_phone_is_a_field_error_and_keeps_the_other_fields(
+    client: FlaskClient, signed_in: SignIn, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    response = client.post(
+        "/patients/new",
+        data={"csrf_token": csrf, "mrn": "BAD-1", "given_name": "Bea", "family_name": "Stone",
+              "phone": "12", "phone_country": "US", "email": "bea@example.org",
+              "language": "es", "sms_consent": "yes"},
+    )  # fmt: skip
+    assert response.status_code == 422
+    html = _html(response)
+    assert re.search(r'id="phone-error">Phone is not', html)
+    assert 'aria-describedby="phone-error"' in html
+    for kept in ('value="BAD-1"', 'value="Bea"', 'value="Stone"', 'value="bea@example.org"'):
+        assert kept in html
+    assert re.search(r'id="sms_consent"[^>]*checked', html)
+    assert re.search(r'<option value="es" selected>', html)
+    assert db.scalar(sa.select(sa.func.count()).select_from(Patient)) == 0
+
+
+def test_search_is_posted_and_lists_matches(client: FlaskClient, signed_in: SignIn) -> None:
+    csrf = signed_in(client, "scheduler")
+    patient_id = _patient(client, csrf, "FIND-77")
+    viewer = client.application.test_client()
+    viewer_csrf = signed_in(viewer, "viewer")
+    page = viewer.post("/patients", data={"csrf_token": viewer_csrf, "q": "find-7"})
+    assert page.status_code == 200
+    assert f'href="/patients/{patient_id}"' in _html(page)
+    assert "FIND-77" in _html(page)
+    missing = viewer.post("/patients", data={"csrf_token": viewer_csrf, "q": "nobody"})
+    assert "No patient matches" in _html(missing)
+
+
+# --- courses, proposals, booking ---------------------------------------------------------
+
+
+def test_create_course_and_book_a_proposal(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    patient_id = _patient(client, csrf, "BOOK-1")
+    form = client.get(f"/patients/{patient_id}/courses/new")
+    assert form.status_code == 200 and "Liver 5 fx" in _html(form)
+    course_id = _course(client, csrf, patient_id, seed)
+    draft = _html(client.get(f"/courses/{course_id}"))
+    assert "Course created" in draft and "CT simulation" in draft and "draft" in draft
+
+    options = _proposals(client, course_id)
+    assert len(options) == 3
+    assert all(len(o.getlist("number")) == 5 for o in options)
+
+    booked = client.post(f"/courses/{course_id}/book", data=options[1])
+    assert booked.status_code == 302
+    page = _html(client.get(booked.headers["Location"]))
+    assert "Booked 5 fractions" in page
+    assert "Queued messages: 1 confirmation (SMS), 10 reminders (SMS)." in page
+    assert "awaiting readiness" in page
+    rows = re.findall(r'<tr class="status-(\w+)">\s*<th scope="row">(\d)/5', page)
+    assert [n for _, n in rows] == ["1", "2", "3", "4", "5"]
+    assert rows[0][0] == "tentative"
+    assert len(_fractions(db, course_id)) == 5
+
+    # A booked course offers no more proposals.
+    again = client.get(f"/courses/{course_id}/propose")
+    assert again.status_code == 200 and "Book option" not in _html(again)
+
+    # Readiness: plan approval and physics QA make fraction 1 booked.
+    for step in ("plan_approved", "physics_qa"):
+        recorded = client.post(
+            f"/courses/{course_id}/readiness",
+            data={"csrf_token": csrf, "step": step, "action": "record", "done_at": ""},
+        )
+        assert recorded.status_code == 302
+    page = _html(client.get(f"/courses/{course_id}"))
+    assert "ready to treat" in page
+    assert _fractions(db, course_id)[0].status == "booked"
+
+
+def test_lost_race_names_the_taken_time(client: FlaskClient, signed_in: SignIn, seed: Seed) -> None:
+    csrf = signed_in(client, "scheduler")
+    first = _course(client, csrf, _patient(client, csrf, "RACE-1"), seed)
+    second = _course(client, csrf, _patient(client, csrf, "RACE-2"), seed)
+    # Both schedulers look at the same free week, then the first one books.
+    mine, theirs = _proposals(client, first)[0], _proposals(client, second)[0]
+    assert client.post(f"/courses/{first}/book", data=mine).status_code == 302
+    lost = client.post(f"/courses/{second}/book", data=theirs)
+    assert lost.status_code == 409
+    html = _html(lost)
+    assert "taken a moment ago" in html and "TrueBeam" in html
+    assert "Book option" in html  # fresh proposals to choose from
+
+
+def test_no_proposal_explains_and_offers_the_earliest_start(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _course(client, csrf, _patient(client, csrf, "NONE-1"), seed)
+    # Both machines are down for the whole proposal horizon (eight weeks) from next week.
+    earliest = date.today() + timedelta(days=7)
+    down_from = datetime.combine(earliest, datetime.min.time(), tzinfo=UTC)
+    for linac_id in seed.linac_ids:
+        db.add(
+            Downtime(
+                linac_id=linac_id,
+                starts_at=down_from,
+                ends_at=down_from + timedelta(days=60),
+                kind="planned",
+                reason="replacement",
+            )
+        )
+    db.commit()
+    page = client.get(f"/courses/{course_id}/propose", query_string={"earliest": str(earliest)})
+    assert page.status_code == 200
+    html = _html(page)
+    assert "Book option" not in html
+    assert "No schedule fits" in html
+    # The engine's sentence, with its capitals kept (the month is not lower-cased).
+    assert re.search(f"No SBRT-capable linac free for 5 fractions .*{earliest:%B}", html)
+    # When the engine knows a later feasible start, the page links to proposals from it.
+    link = re.search(r'href="(/courses/\d+/propose\?earliest=[^"]+)"', html)
+    if "earliest possible start" in html:
+        assert link
+        later = client.get(link.group(1).replace("&amp;", "&"))
+        assert len(_forms(_html(later), f"/courses/{course_id}/book")) == 3
+
+    bad = client.get(f"/courses/{course_id}/propose", query_string={"window_start": "10:00"})
+    assert bad.status_code == 422 and "give both times or neither" in _html(bad)
+
+
+# --- moving ------------------------------------------------------------------------------
+
+
+def test_move_via_an_alternative(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _booked(client, csrf, seed)
+    last = _fractions(db, course_id)[-1]
+    page = client.get(f"/fractions/{last.id}/move")
+    assert page.status_code == 200
+    # The one-click forms carry an exact instant; the typed form has a date and time instead.
+    forms = _forms(_html(page), f"/fractions/{last.id}/move")
+    alternatives = [f for f in forms if "starts_at" in f]
+    assert alternatives, "the last fraction should have somewhere else to go"
+    moved = client.post(f"/fractions/{last.id}/move", data=alternatives[0])
+    assert moved.status_code == 302, _html(moved)
+    html = _html(client.get(moved.headers["Location"]))
+    assert "Moved fraction 5 to" in html
+    assert "change notice" in html and "Withdrawn:" in html
+    target = alternatives[0]["starts_at"]
+    after = _fractions(db, course_id)[-1]
+    assert after.starts_at == datetime.fromisoformat(target.replace("Z", "+00:00"))
+    assert after.version == 2
+
+
+def test_typed_move_shows_broken_rules_then_overrides(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _booked(client, csrf, seed)
+    first, second = _fractions(db, course_id)[:2]
+    # Fraction 2 three hours after fraction 1, the same day, on the other machine: it keeps
+    # every hard rule (hours, no overlap) but breaks the protocol's day spacing.
+    other = next(i for i in seed.linac_ids if i != first.linac_id)
+    local = first.starts_at.astimezone(ZoneInfo("America/New_York"))
+    typed = {
+        "csrf_token": csrf,
+        "date": local.date().isoformat(),
+        "time": (local + timedelta(hours=3)).strftime("%H:%M"),
+        "linac_id": str(other),
+    }
+    refused = client.post(f"/fractions/{second.id}/move", data=typed)
+    assert refused.status_code == 422
+    html = _html(refused)
+    assert "Rules this time breaks" in html
+    assert "fraction 2" in html
+    assert 'id="override_reason"' in html and "Move anyway" in html
+    assert _fractions(db, course_id)[1].starts_at == second.starts_at
+
+    blank = client.post(f"/fractions/{second.id}/move", data={**typed, "override_reason": " "})
+    assert blank.status_code == 422
+
+    reason = "Clinician approved: patient travels far"
+    moved = client.post(f"/fractions/{second.id}/move", data={**typed, "override_reason": reason})
+    assert moved.status_code == 302, _html(moved)
+    page = _html(client.get(moved.headers["Location"]))
+    assert "Moved fraction 2" in page and "override" in page
+    assert reason in page
+    assert _fractions(db, course_id)[1].override_reason == reason
+
+
+def test_typed_time_in_a_dst_gap_or_overlap(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _booked(client, csrf, seed)
+    fraction = _fractions(db, course_id)[2]
+    base = {"csrf_token": csrf, "linac_id": str(fraction.linac_id)}
+    # New York springs forward at 02:00 on 10 March 2030: 02:30 never happens.
+    gap = client.post(
+        f"/fractions/{fraction.id}/move", data={**base, "date": "2030-03-10", "time": "02:30"}
+    )
+    assert gap.status_code == 422
+    assert re.search(r'id="move-time-error">Time: 2030-03-10 02:30 does not exist', _html(gap))
+    assert 'value="2030-03-10"' in _html(gap)  # what was typed stays
+    # ... and falls back at 02:00 on 3 November 2030: 01:30 happens twice.
+    overlap = client.post(
+        f"/fractions/{fraction.id}/move", data={**base, "date": "2030-11-03", "time": "01:30"}
+    )
+    assert overlap.status_code == 422
+    html = _html(overlap)
+    assert "occurs twice" in html
+    assert "first (EDT)" in html and "second (EST)" in html
+    # Choosing the occurrence settles the time; the rules then judge it (01:30 is closed).
+    chosen = client.post(
+        f"/fractions/{fraction.id}/move",
+        data={**base, "date": "2030-11-03", "time": "01:30", "fold": "1"},
+    )
+    assert chosen.status_code == 422
+    assert "occurs twice" not in _html(chosen) and "cannot be overridden" in _html(chosen)
+    assert _fractions(db, course_id)[2].version == 1
+
+
+# --- cancelling, missed ------------------------------------------------------------------
+
+
+def test_cancel_a_fraction_after_confirming(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _booked(client, csrf, seed)
+    fraction = _fractions(db, course_id)[3]
+    confirm = client.get(f"/fractions/{fraction.id}/cancel")
+    assert confirm.status_code == 200 and 'for="reason"' in _html(confirm)
+    no_reason = client.post(f"/fractions/{fraction.id}/cancel", data={"csrf_token": csrf})
+    assert no_reason.status_code == 422 and "give a reason" in _html(no_reason)
+    cancelled = client.post(
+        f"/fractions/{fraction.id}/cancel", data={"csrf_token": csrf, "reason": "patient unwell"}
+    )
+    assert cancelled.status_code == 302
+    page = _html(client.get(cancelled.headers["Location"]))
+    assert "Cancelled fraction 4" in page and "cancellation notice" in page
+    assert _fractions(db, course_id)[3].status == "cancelled"
+
+
+def test_cancel_a_course(client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _booked(client, csrf, seed)
+    assert client.get(f"/courses/{course_id}/cancel").status_code == 200
+    done = client.post(
+        f"/courses/{course_id}/cancel", data={"csrf_token": csrf, "reason": "plan changed"}
+    )
+    assert done.status_code == 302
+    page = _html(client.get(done.headers["Location"]))
+    assert "Course cancelled (5 fractions cancelled)" in page
+    db.expire_all()
+    assert db.get(Course, course_id).status == "cancelled"
+
+
+def test_record_missed_fraction(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _course(client, csrf, _patient(client, csrf, "MISS-1"), seed)
+    # Booked as if two days ago, so fraction 1 has started (the pages always use "now").
+    then = datetime.now(UTC) - timedelta(days=2)
+    proposal = services.propose_schedules(db, course_id, earliest=then.date(), now=then)
+    placements = [
+        services.Placement(f.number, f.linac_id, f.start) for f in proposal.schedules[0].fractions
+    ]
+    services.book_course(db, course_id, placements, now=then)
+    started = [f for f in _fractions(db, course_id) if f.starts_at <= datetime.now(UTC)]
+    assert started
+    course_page = _html(client.get(f"/courses/{course_id}"))
+    assert f"/fractions/{started[0].id}/missed" in course_page
+    response = client.post(f"/fractions/{started[0].id}/missed", data={"csrf_token": csrf})
+    assert response.status_code == 302
+    page = _html(client.get(response.headers["Location"]))
+    assert f"Fraction {started[0].number} recorded as missed." in page
+    assert "Rebooked for" in page or "needs review" in page
+
+
+# --- roles, CSRF, unknown ids ------------------------------------------------------------
+
+
+def test_viewer_reads_but_cannot_change(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _course(client, csrf, _patient(client, csrf, "VIEW-1"), seed)
+    option = _proposals(client, course_id)[0]
+
+    viewer = client.application.test_client()
+    viewer_csrf = signed_in(viewer, "viewer")
+    patient_id = db.scalar(sa.select(Course.patient_id).where(Course.id == course_id))
+    db.rollback()
+    assert viewer.get(f"/patients/{patient_id}").status_code == 200
+    course_page = viewer.get(f"/courses/{course_id}")
+    assert course_page.status_code == 200
+    assert "Propose schedules" not in _html(course_page)  # no actions offered
+    # With the scheduler's form as it was, and with the viewer's own valid token.
+    assert viewer.post(f"/courses/{course_id}/book", data=option).status_code == 403
+    option["csrf_token"] = viewer_csrf
+    assert viewer.post(f"/courses/{course_id}/book", data=option).status_code == 403
+    assert viewer.get("/patients/new").status_code == 403
+    assert viewer.get(f"/courses/{course_id}/propose").status_code == 403
+    assert _fractions(db, course_id) == []
+
+
+def test_post_without_csrf_is_400(client: FlaskClient, signed_in: SignIn, seed: Seed) -> None:
+    csrf = signed_in(client, "scheduler")
+    course_id = _course(client, csrf, _patient(client, csrf, "CSRF-1"), seed)
+    option = _proposals(client, course_id)[0]
+    del option["csrf_token"]
+    assert client.post(f"/courses/{course_id}/book", data=option).status_code == 400
+    option["csrf_token"] = "not-the-token"
+    assert client.post(f"/courses/{course_id}/book", data=option).status_code == 400
+    assert client.post("/patients/new", data={"mrn": "X"}).status_code == 400
+
+
+def test_unknown_ids_are_404_and_signed_out_goes_to_login(
+    client: FlaskClient, signed_in: SignIn, seed: Seed
+) -> None:
+    anonymous = client.application.test_client()
+    response = anonymous.get("/courses/1")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    signed_in(client, "admin")
+    for url in (
+        "/patients/999999",
+        "/patients/999999/courses/new",
+        "/courses/999999",
+        "/courses/999999/propose",
+        "/courses/999999/cancel",
+        "/fractions/999999/move",
+        "/fractions/999999/cancel",
+    ):
+        assert client.get(url).status_code == 404, url

@@ -1,0 +1,187 @@
+"""iCalendar files: a patient's course (behind their link) and per-linac feeds for staff.
+
+Both use the UIDs the emailed attachments use ("fraction-<id>@<host>") with SEQUENCE = the
+fraction's version, so a calendar that imported a confirmation email and then the download
+updates one entry per session instead of showing two; every change to a fraction bumps its
+version, so clients take the newer one.
+
+Staff feeds are subscribed to by calendar apps that often sync to personal phones and cloud
+accounts outside the hospital. They therefore carry the least that lets staff act on an entry:
+the fraction number and the MRN (to look the patient up in this app). No name, initials,
+diagnosis, protocol or treatment words: an MRN alone means nothing outside the hospital's
+systems, while initials plus a time narrow down a person.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, Response, abort, current_app
+from sqlalchemy.orm import Session
+
+from notifications import rendering
+from notifications.ics import EventStatus, IcsEvent, schedule_ics
+from scheduler import links
+from scheduler.models import (
+    Course,
+    Department,
+    Fraction,
+    FractionStatus,
+    Linac,
+    Patient,
+    Protocol,
+)
+from web.db import get_session
+from web.patient.ratelimit import WINDOW_SECONDS, over_limit
+from web.patient.text import PAGE_TEXT, page_language
+
+bp = Blueprint("feeds", __name__, url_prefix="/feeds")
+
+ICS_MIMETYPE = "text/calendar; charset=utf-8"
+# What a staff feed covers: yesterday (a late-running day is still visible) to eight weeks on.
+FEED_PAST = timedelta(days=1)
+FEED_AHEAD = timedelta(weeks=8)
+FEED_RATE_LIMIT = 60  # requests per minute per address
+FEED_STATUSES = (
+    FractionStatus.TENTATIVE,
+    FractionStatus.BOOKED,
+    FractionStatus.CONFIRMED,
+    FractionStatus.COMPLETED,
+    FractionStatus.MISSED,
+    FractionStatus.CANCELLED,
+)
+
+
+def event_status(status: str) -> EventStatus:
+    """A fraction status as RFC 5545 sees it: gone ones are CANCELLED, held ones not."""
+    if status == FractionStatus.TENTATIVE:
+        return "TENTATIVE"
+    if status in (FractionStatus.CANCELLED, FractionStatus.MISSED):
+        return "CANCELLED"
+    return "CONFIRMED"
+
+
+def uid_host(public_base_url: str) -> str:
+    return urlsplit(public_base_url).hostname or "localhost"
+
+
+def fraction_uid(fraction_id: int, host: str) -> str:
+    return f"fraction-{fraction_id}@{host}"
+
+
+def course_ics(
+    session: Session,
+    course: Course,
+    *,
+    host: str,
+    tz: str,
+    language: str,
+    clinic_name: str,
+    now: datetime,
+) -> bytes:
+    """Every fraction of a course, cancelled and missed ones as STATUS:CANCELLED.
+
+    Cancelled sessions stay in the file so a calendar that imported them earlier marks them
+    cancelled instead of keeping a stale appointment.
+    """
+    # The summary reaches lock screens and shared calendars: clinic name without diagnosis
+    # words, as in the emailed attachment.
+    safe_clinic = rendering.sms_clinic_name(clinic_name, language)
+    summary = PAGE_TEXT[page_language(language)]["ics_summary"].format(clinic=safe_clinic)
+    fractions = session.scalars(
+        sa.select(Fraction)
+        .where(Fraction.course_id == course.id)
+        .order_by(Fraction.starts_at, Fraction.id)
+    ).all()
+    events = [
+        IcsEvent(
+            uid=fraction_uid(f.id, host),
+            sequence=f.version,
+            start=f.starts_at,
+            end=f.ends_at,
+            summary=summary,
+            location=safe_clinic,
+            status=event_status(f.status),
+        )
+        for f in fractions
+    ]
+    return schedule_ics(events, tz=tz, calendar_name=summary, stamp=now)
+
+
+def linac_feed_ics(session: Session, linac: Linac, *, host: str, now: datetime) -> bytes:
+    """One linac's fractions from yesterday to eight weeks ahead, in its department's zone."""
+    department = session.get(Department, linac.department_id)
+    assert department is not None  # foreign key
+    rows = session.execute(
+        sa.select(Fraction, Patient.mrn, Protocol.fractions)
+        .join(Course, Course.id == Fraction.course_id)
+        .join(Protocol, Protocol.id == Course.protocol_id)
+        .join(Patient, Patient.id == Fraction.patient_id)
+        .where(
+            Fraction.linac_id == linac.id,
+            Fraction.status.in_(FEED_STATUSES),
+            Fraction.starts_at >= now - FEED_PAST,
+            Fraction.starts_at < now + FEED_AHEAD,
+        )
+        .order_by(Fraction.starts_at, Fraction.id)
+    ).all()
+    events = [
+        IcsEvent(
+            uid=fraction_uid(fraction.id, host),
+            sequence=fraction.version,
+            start=fraction.starts_at,
+            end=fraction.ends_at,
+            summary=f"Fraction {fraction.number}/{total} - {mrn}",
+            location=linac.name,
+            status=event_status(fraction.status),
+        )
+        for fraction, mrn, total in rows
+    ]
+    return schedule_ics(events, tz=department.timezone, calendar_name=linac.name, stamp=now)
+
+
+def ics_response(body: bytes, *, filename: str | None = None) -> Response:
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Content-Type"] = ICS_MIMETYPE
+    if filename:
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    # Secret-URL documents: never index them.
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@bp.get("/linac/<token>.ics")
+def linac_feed(token: str) -> Response:
+    """A staff calendar subscription: the secret token is the only credential."""
+    from web import SETTINGS_KEY
+
+    session = get_session()
+    feed = links.resolve_feed_token(session, token)
+    if feed is None:
+        abort(404)
+    linac = session.get(Linac, feed.linac_id)
+    if linac is None:
+        abort(404)
+    host = uid_host(current_app.extensions[SETTINGS_KEY].public_base_url)
+    return ics_response(linac_feed_ics(session, linac, host=host, now=_now()))
+
+
+@bp.before_request
+def _limit() -> Response | None:
+    # Feed URLs are long secrets; the limit only keeps one client from flooding the lookup.
+    # Calendar apps refresh every few minutes at most, far below it.
+    if over_limit("feeds", config_key="FEED_RATE_LIMIT", default=FEED_RATE_LIMIT):
+        response = Response("Too many requests.\n", status=429, mimetype="text/plain")
+        response.headers["Retry-After"] = str(int(WINDOW_SECONDS))
+        return response
+    return None
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
