@@ -12,11 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from icalendar import Calendar, Event, Timezone
+from sqlalchemy.orm import Session
 
-PRODID = "-//SBRT Scheduler//Patient schedule//EN"
+from notifications import rendering
+from scheduler.models import Course, Fraction, FractionStatus
+
+# Calendar apps rarely show PRODID, but the file is the patient's: name no treatment in it.
+PRODID = "-//Clinic scheduler//Appointments//EN"
 EventStatus = Literal["CONFIRMED", "TENTATIVE", "CANCELLED"]
 
 
@@ -85,3 +92,66 @@ def _vtimezone(
     first = min(e.start for e in events).astimezone(zone).date() - timedelta(days=1)
     last = max(e.end for e in events).astimezone(zone).date() + timedelta(days=366)
     return Timezone.from_tzid(tz, first_date=first, last_date=last)
+
+
+# Course files: the same event for a fraction wherever it is published (email attachment,
+# patient download, staff feed), so calendars update one entry instead of adding another.
+
+# Titles reach lock screens and shared calendars: no diagnosis or treatment words.
+SUMMARY = {"en": "Appointment - {clinic}", "es": "Cita - {clinic}"}
+
+
+def event_status(status: str) -> EventStatus:
+    """A fraction status as RFC 5545 sees it: gone ones are CANCELLED, held ones not."""
+    if status == FractionStatus.TENTATIVE:
+        return "TENTATIVE"
+    if status in (FractionStatus.CANCELLED, FractionStatus.MISSED):
+        return "CANCELLED"
+    return "CONFIRMED"
+
+
+def uid_host(public_base_url: str) -> str:
+    return urlsplit(public_base_url).hostname or "localhost"
+
+
+def fraction_uid(fraction_id: int, host: str) -> str:
+    return f"fraction-{fraction_id}@{host}"
+
+
+def course_ics(
+    session: Session,
+    course: Course,
+    *,
+    host: str,
+    tz: str,
+    language: str,
+    clinic_name: str,
+    now: datetime,
+) -> bytes:
+    """Every fraction of a course, cancelled and missed ones as STATUS:CANCELLED.
+
+    Cancelled sessions stay in the file so a calendar that imported them earlier marks them
+    cancelled instead of keeping a stale appointment.
+    """
+    # The summary reaches lock screens and shared calendars: clinic name without diagnosis
+    # words, as in the emailed attachment.
+    safe_clinic = rendering.sms_clinic_name(clinic_name, language)
+    summary = SUMMARY.get(language[:2], SUMMARY["en"]).format(clinic=safe_clinic)
+    fractions = session.scalars(
+        sa.select(Fraction)
+        .where(Fraction.course_id == course.id)
+        .order_by(Fraction.starts_at, Fraction.id)
+    ).all()
+    events = [
+        IcsEvent(
+            uid=fraction_uid(f.id, host),
+            sequence=f.version,
+            start=f.starts_at,
+            end=f.ends_at,
+            summary=summary,
+            location=safe_clinic,
+            status=event_status(f.status),
+        )
+        for f in fractions
+    ]
+    return schedule_ics(events, tz=tz, calendar_name=summary, stamp=now)

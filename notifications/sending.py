@@ -13,7 +13,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -28,9 +27,9 @@ from notifications.channels.base import (
     SmsChannel,
     SmsMessage,
 )
-from notifications.ics import IcsEvent, schedule_ics
+from notifications.ics import course_ics, uid_host
 from notifications.models import Reminder, ReminderStatus
-from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind, PlannedReminder
+from notifications.types import Channel, CourseSnapshot, Kind, PlannedReminder
 from scheduler import links
 from scheduler.models import ACTIVE_FRACTION_STATUSES, Course, CourseStatus, Fraction, Patient
 
@@ -189,46 +188,33 @@ def prepare(
             message.subject or "",
             message.text,
             html=message.html,
-            ics=_schedule_attachment(session, snapshot, row, public_base_url),
+            ics=_schedule_attachment(session, snapshot, row, public_base_url, now),
         ),
     )
 
 
 def _schedule_attachment(
-    session: Session, snapshot: CourseSnapshot, row: Reminder, public_base_url: str
+    session: Session, snapshot: CourseSnapshot, row: Reminder, public_base_url: str, now: datetime
 ) -> bytes | None:
     """The course's appointments as an iCalendar file for the messages that change them.
 
-    UIDs are stable per fraction and SEQUENCE is its version, so a calendar that imported the
-    confirmation updates the same entries when a change or cancellation arrives.
+    The same events as the patient's download and the staff feeds (stable UIDs, SEQUENCE =
+    version), so a calendar that imported the confirmation updates those entries when a
+    change or cancellation arrives.
     """
     if row.kind not in (Kind.CONFIRMATION, Kind.CHANGE, Kind.CANCELLATION):
         return None
-    host = urlsplit(public_base_url).hostname or "localhost"
-    summary = f"Appointment - {rendering.sms_clinic_name(snapshot.clinic_name)}"
-
-    def event(f: Fraction | FractionSnapshot, status: str) -> IcsEvent:
-        return IcsEvent(
-            uid=f"fraction-{f.id}@{host}",
-            sequence=f.version,
-            start=f.starts_at,
-            end=f.ends_at,
-            summary=summary,
-            location=snapshot.clinic_name,
-            status=status,
-        )
-
-    events = [
-        event(f, "TENTATIVE" if f.status == "tentative" else "CONFIRMED")
-        for f in snapshot.fractions
-    ]
-    cancelled = session.scalars(
-        sa.select(Fraction).where(Fraction.course_id == snapshot.id, Fraction.status == "cancelled")
+    course = session.get(Course, snapshot.id)
+    assert course is not None
+    return course_ics(
+        session,
+        course,
+        host=uid_host(public_base_url),
+        tz=snapshot.patient.timezone,
+        language=snapshot.patient.language,
+        clinic_name=snapshot.clinic_name,
+        now=now,
     )
-    events += [event(f, "CANCELLED") for f in cancelled]
-    if not events:
-        return None
-    return schedule_ics(events, tz=snapshot.patient.timezone, calendar_name=summary)
 
 
 def _stale_reason(

@@ -15,14 +15,18 @@ systems, while initials plus a time narrow down a person.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, abort, current_app
 from sqlalchemy.orm import Session
 
-from notifications import rendering
-from notifications.ics import EventStatus, IcsEvent, schedule_ics
+from notifications.ics import (
+    IcsEvent,
+    event_status,
+    fraction_uid,
+    schedule_ics,
+    uid_host,
+)
 from scheduler import links
 from scheduler.models import (
     Course,
@@ -35,7 +39,6 @@ from scheduler.models import (
 )
 from web.db import get_session
 from web.patient.ratelimit import WINDOW_SECONDS, over_limit
-from web.patient.text import PAGE_TEXT, page_language
 
 bp = Blueprint("feeds", __name__, url_prefix="/feeds")
 
@@ -52,62 +55,6 @@ FEED_STATUSES = (
     FractionStatus.MISSED,
     FractionStatus.CANCELLED,
 )
-
-
-def event_status(status: str) -> EventStatus:
-    """A fraction status as RFC 5545 sees it: gone ones are CANCELLED, held ones not."""
-    if status == FractionStatus.TENTATIVE:
-        return "TENTATIVE"
-    if status in (FractionStatus.CANCELLED, FractionStatus.MISSED):
-        return "CANCELLED"
-    return "CONFIRMED"
-
-
-def uid_host(public_base_url: str) -> str:
-    return urlsplit(public_base_url).hostname or "localhost"
-
-
-def fraction_uid(fraction_id: int, host: str) -> str:
-    return f"fraction-{fraction_id}@{host}"
-
-
-def course_ics(
-    session: Session,
-    course: Course,
-    *,
-    host: str,
-    tz: str,
-    language: str,
-    clinic_name: str,
-    now: datetime,
-) -> bytes:
-    """Every fraction of a course, cancelled and missed ones as STATUS:CANCELLED.
-
-    Cancelled sessions stay in the file so a calendar that imported them earlier marks them
-    cancelled instead of keeping a stale appointment.
-    """
-    # The summary reaches lock screens and shared calendars: clinic name without diagnosis
-    # words, as in the emailed attachment.
-    safe_clinic = rendering.sms_clinic_name(clinic_name, language)
-    summary = PAGE_TEXT[page_language(language)]["ics_summary"].format(clinic=safe_clinic)
-    fractions = session.scalars(
-        sa.select(Fraction)
-        .where(Fraction.course_id == course.id)
-        .order_by(Fraction.starts_at, Fraction.id)
-    ).all()
-    events = [
-        IcsEvent(
-            uid=fraction_uid(f.id, host),
-            sequence=f.version,
-            start=f.starts_at,
-            end=f.ends_at,
-            summary=summary,
-            location=safe_clinic,
-            status=event_status(f.status),
-        )
-        for f in fractions
-    ]
-    return schedule_ics(events, tz=tz, calendar_name=summary, stamp=now)
 
 
 def linac_feed_ics(session: Session, linac: Linac, *, host: str, now: datetime) -> bytes:

@@ -33,6 +33,7 @@ from flask import (
 from sqlalchemy.orm import Session
 
 from notifications import outbox, rendering
+from notifications.ics import course_ics, uid_host
 from notifications.policy import awaiting_readiness
 from scheduler import links, services
 from scheduler.models import (
@@ -277,10 +278,10 @@ def schedule_ics_download(token: str) -> Response:
     department = session.get(Department, patient.department_id)
     assert department is not None  # foreign key
     language = page_language(patient.language)
-    body = feeds.course_ics(
+    body = course_ics(
         session,
         course,
-        host=feeds.uid_host(current_app.extensions[SETTINGS_KEY].public_base_url),
+        host=uid_host(current_app.extensions[SETTINGS_KEY].public_base_url),
         tz=patient.timezone or department.timezone,
         language=language,
         clinic_name=department.name,
