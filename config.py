@@ -30,6 +30,8 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:5000"
     instance_dir: Path = DEFAULT_INSTANCE_DIR
     dispatch_interval_seconds: float = 30.0
+    reminder_lease_seconds: float = 300.0
+    reconcile_interval_seconds: float = 60.0
     sql_echo: bool = False
     session_cookie_secure: bool = False
     twilio_account_sid: str | None = None
@@ -83,6 +85,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         instance_dir=instance_dir,
         dispatch_interval_seconds=float(env.get("DISPATCH_INTERVAL_SECONDS") or 30),
+        reminder_lease_seconds=float(env.get("REMINDER_LEASE_SECONDS") or 300),
+        reconcile_interval_seconds=float(env.get("RECONCILE_INTERVAL_SECONDS") or 60),
         sql_echo=_bool(env.get("SQL_ECHO")),
         session_cookie_secure=_bool(env.get("SESSION_COOKIE_SECURE")),
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,

@@ -35,6 +35,9 @@ def make_celery(settings: Settings) -> Celery:
     # was down work through a backlog of identical ticks. Not shorter than a few seconds: the
     # embedded broker polls, and a tick must survive its trip through the queue.
     tick_expiry = max(2 * settings.dispatch_interval_seconds, 10.0)
+    # How often sends left `unknown` (a worker died or the provider's answer was lost) are
+    # settled with the provider; tests that kill workers shorten it.
+    reconcile_interval = settings.reconcile_interval_seconds
     app.conf.update(
         # No task result is ever read (the database holds every outcome), so keep no backend.
         task_ignore_result=True,
@@ -61,8 +64,8 @@ def make_celery(settings: Settings) -> Celery:
             },
             "reconcile-unknown-sends": {
                 "task": "notifications.reconcile_unknown",
-                "schedule": 60.0,
-                "options": {"expires": 60.0},
+                "schedule": reconcile_interval,
+                "options": {"expires": max(reconcile_interval, 10.0)},
             },
             "record-heartbeat": {
                 "task": "scheduler.tasks.record_heartbeat",

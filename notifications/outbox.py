@@ -146,7 +146,11 @@ def supersede(
     kinds: Iterable[Kind] | None = None,
 ) -> list[Reminder]:
     """Take back every open reminder of a fraction (or a course): a newer plan replaces it."""
-    query = sa.select(Reminder).where(Reminder.status.in_(OPEN_STATUSES))
+    # A claim whose provider call has started is left alone: it may already be on its way,
+    # and its sender records what really happened.
+    query = sa.select(Reminder).where(
+        Reminder.status.in_(OPEN_STATUSES), Reminder.send_started_at.is_(None)
+    )
     if fraction_id is not None:
         query = query.where(Reminder.fraction_id == fraction_id)
     if course_id is not None:

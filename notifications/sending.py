@@ -16,6 +16,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from notifications import outbox, rendering, replies, template_store
@@ -147,7 +148,6 @@ def prepare(
         context,
         overrides=template_store.load_overrides(session),
     )
-    row.rendered_subject, row.rendered_body = message.subject, message.text
     # Compare-and-set: of two tasks holding the same claim, only one gets past this line.
     started = session.execute(
         sa.update(Reminder)
@@ -358,10 +358,14 @@ def reconcile_unknown(
     for reminder_id, provider_id, body, started, phone in rows:
         started = started if started.tzinfo else started.replace(tzinfo=UTC)
         found = None
-        if provider_id:
-            found = provider_id if channels.sms.fetch_status(provider_id) else None
-        elif phone and body:
-            found = channels.sms.find_sent(phone, body, since=started)
+        try:
+            if provider_id:
+                found = provider_id if channels.sms.fetch_status(provider_id) else None
+            elif phone and body:
+                found = channels.sms.find_sent(phone, body, since=started)
+        except Exception:  # one unreachable answer must not hold up the others
+            log.warning("could not reconcile reminder %s with the provider", reminder_id)
+            continue
         with session_factory() as session:
             current = session.get(Reminder, reminder_id)
             if current is None or current.status != ReminderStatus.UNKNOWN:
@@ -377,6 +381,11 @@ def reconcile_unknown(
             else:
                 session.rollback()
                 continue
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:  # that provider id is already another reminder's
+                session.rollback()
+                log.warning("provider id found for reminder %s belongs to another", reminder_id)
+                continue
             settled += 1
     return settled

@@ -7,7 +7,6 @@ outbox and enqueues one short `send_reminder` per id. Nothing waits in the broke
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -36,16 +35,6 @@ def _channels() -> sending.Channels:
     )
 
 
-@cache
-def _lease() -> timedelta:
-    """How long a claim holds a reminder: REMINDER_LEASE_SECONDS, else the outbox default.
-
-    Tests that kill workers or the broker shorten it so lost claims come back within seconds.
-    """
-    seconds = os.environ.get("REMINDER_LEASE_SECONDS")
-    return timedelta(seconds=float(seconds)) if seconds else outbox.DEFAULT_LEASE
-
-
 def _sessions():  # type: ignore[no-untyped-def]
     return bootstrap.session_factory(_settings())
 
@@ -57,7 +46,10 @@ def dispatch_due_reminders() -> int:
     while True:
         with _sessions()() as session:
             ids = outbox.claim_due(
-                session, now=datetime.now(UTC), limit=DISPATCH_BATCH, lease=_lease()
+                session,
+                now=datetime.now(UTC),
+                limit=DISPATCH_BATCH,
+                lease=timedelta(seconds=_settings().reminder_lease_seconds),
             )
         # Enqueued only after the claim committed: a task never sees an unclaimed row.
         for reminder_id in ids:
