@@ -1,8 +1,14 @@
-"""`make bench`: seed a busy year, time proposals in-process (a), book over HTTP (b), then print
-the figures and rewrite bench/RESULTS.md with them.
+"""`make bench`: every benchmark, then print the figures and rewrite bench/RESULTS.md with them.
 
-Every database is created for the run and dropped at the end, whatever happens in between.
-Options (for development; `make bench` passes none): --no-sqlite, --courses N.
+Parts (`python -m bench [PART ...]`, all of them by default):
+- scheduling (issue 2): seed a busy year, time proposals in-process (a), book over HTTP (b);
+- reminders (issue 3, bench/reminders.py and bench/memory.py): dispatch 10,000 due reminders
+  end to end (a), worker memory with 100,000 scheduled reminders next to a naive design (b).
+
+A run rewrites the sections of the parts it ran and keeps the others' sections, and the
+hand-written notes, as they were. Every database is created for the run and dropped at the end,
+whatever happens in between. Options (for development; `make bench` passes none):
+--no-sqlite, --courses N, --no-profile.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench import booking, db, propose, seed
+from bench import booking, db, propose, reminders, seed
 from bench.booking import BookingResult
 from bench.propose import ProposeResult
 from bench.seed import SeedResult
@@ -26,12 +32,13 @@ from bench.stats import percentile
 from bootstrap import make_engine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-COMMAND = "make bench"
+PARTS = ("scheduling", "reminders")
 # Targets from the brief; the ratios are what holds on a noisy machine.
 PROPOSE_P95_TARGET_MS = 25.0
 PROPOSE_RATIO_TARGET = 3.0
 BOOKING_RATIO_TARGET = 0.4
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
+TITLE = "# Benchmark results"
 
 
 def _met(ok: bool) -> str:
@@ -118,6 +125,45 @@ def _old_notes() -> str:
     return match.group(1) if match else ""
 
 
+def _part_markers(part: str) -> tuple[str, str]:
+    return f"<!-- part:{part}:start -->", f"<!-- part:{part}:end -->"
+
+
+def _old_sections() -> dict[str, str]:
+    """Each part's section of the previous RESULTS.md, to keep for the parts not run now."""
+    if not RESULTS.exists():
+        return {}
+    text = RESULTS.read_text()
+    found = {}
+    for part in PARTS:
+        start, end = _part_markers(part)
+        match = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.S)
+        if match:
+            found[part] = match.group(1)
+    if "scheduling" not in found and text.startswith(TITLE) and "\n## Notes\n" in text:
+        # A file from before the parts existed: everything above the notes was scheduling's.
+        found["scheduling"] = text[len(TITLE) : text.index("\n## Notes\n")].strip("\n")
+    return found
+
+
+def _document(sections: dict[str, str]) -> str:
+    out = [
+        TITLE,
+        "",
+        "Each part's section is rewritten when that part runs (`make bench` runs all; "
+        "`python -m bench PART` one: " + ", ".join(PARTS) + "); the other sections and the "
+        "hand-written notes are kept as they were.",
+        "",
+    ]
+    for part in PARTS:
+        if part in sections:
+            start, end = _part_markers(part)
+            out += [start, sections[part], end, ""]
+    notes = _old_notes() or "(none yet)\n"
+    out += ["## Notes", "", NOTES_START, notes + NOTES_END, ""]
+    return "\n".join(out)
+
+
 def _report(
     machine: dict[str, str],
     seeds: list[tuple[str, SeedResult, dict[str, int]]],
@@ -125,14 +171,12 @@ def _report(
     b: BookingResult | None,
     booking_error: str | None,
     runtime: float,
+    command: str,
 ) -> str:
+    """The scheduling part's section (issue 2)."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
-        "# Benchmark results",
-        "",
-        f"Measured {when} with `{COMMAND}` (`.venv/bin/python -m bench`), total run "
-        f"{runtime:.0f} s. This file is rewritten by every run; only the notes section at the "
-        "end is kept.",
+        f"Scheduling benchmarks measured {when} with `{command}`, run {runtime:.0f} s.",
         "",
         "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".",
         "",
@@ -241,16 +285,50 @@ def _report(
             "|---|---|---|---|---|---|",
             *_calls_rows(b),
         ]
-    notes = _old_notes() or "(none yet)\n"
-    out += ["", "## Notes", "", NOTES_START, notes + NOTES_END, ""]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument(
+        "parts", nargs="*", metavar="PART", help=f"{', '.join(PARTS)} (default: all)"
+    )
     parser.add_argument("--no-sqlite", action="store_true", help="skip (a) on SQLite")
     parser.add_argument("--courses", type=int, default=booking.COURSES)
+    parser.add_argument(
+        "--no-profile", action="store_true", help="reminders: no py-spy profile of the worker"
+    )
     args = parser.parse_args(argv)
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    parts = [p for p in PARTS if p in args.parts] if args.parts else list(PARTS)
+    command = "make bench" if argv is None and not sys.argv[1:] else _command(argv)
+    sections = _old_sections()
+    consoles = []
+    if "scheduling" in parts:
+        text, console = _run_scheduling(args, command)
+        sections["scheduling"] = text
+        consoles.append(console)
+    if "reminders" in parts:
+        text, console = _run_reminders(args, command)
+        sections["reminders"] = text
+        consoles.append(console)
+    RESULTS.write_text(_document(sections))
+    for console in consoles:
+        print()
+        print(console)
+    print(f"\nwritten {RESULTS}")
+    return 0
+
+
+def _command(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([".venv/bin/python -m bench", *args])
+
+
+def _run_scheduling(args: argparse.Namespace, command: str) -> tuple[str, str]:
+    """Issue 2: seed, proposals (a), booking over HTTP (b); the section and the console table."""
     started = clock.perf_counter()
     seeds: list[tuple[str, SeedResult, dict[str, int]]] = []
     proposals: list[ProposeResult] = []
@@ -290,12 +368,22 @@ def main(argv: list[str] | None = None) -> int:
         db.drop_postgres_database(pg_url)
     runtime = clock.perf_counter() - started
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = _report(machine, seeds, proposals, b, booking_error, runtime)
-    RESULTS.write_text(text)
-    print()
-    print(_console_table(seeds, proposals, b, booking_error))
-    print(f"\nwritten {RESULTS}")
-    return 0
+    text = _report(machine, seeds, proposals, b, booking_error, runtime, command)
+    return text, _console_table(seeds, proposals, b, booking_error)
+
+
+def _run_reminders(args: argparse.Namespace, command: str) -> tuple[str, str]:
+    """Issue 3: dispatch (a) and worker memory (b); the section and the console table."""
+    print("reminders: creating and migrating a PostgreSQL database ...", flush=True)
+    pg_url = db.create_postgres_database()
+    try:
+        machine = _machine(pg_url)
+        run = reminders.run(pg_url, profile=not args.no_profile)
+    finally:
+        db.drop_postgres_database(pg_url)
+    machine["redis"] = run.redis_version
+    machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return reminders.report(run, machine, command), reminders.console_table(run)
 
 
 def _overlaps(url: str) -> dict[str, int]:
