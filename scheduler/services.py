@@ -556,28 +556,19 @@ def move_fraction(
     )
     window = new.interval
     _check_violations(session, violations, override_reason, {linac_id}, course.patient_id, window)
-    before = _planned(fraction)
-    fraction.linac_id, fraction.starts_at, fraction.ends_at = linac_id, new.start, new.end
-    fraction.version += 1
-    fraction.updated_at = now
-    if fraction.status == FractionStatus.CONFIRMED:
-        fraction.status = FractionStatus.BOOKED  # the patient confirmed the old time
     if violations:
         fraction.override_reason = override_reason.strip() if override_reason else None
-    _flush_or_conflict(session, {linac_id}, course.patient_id, window)
-    _event(
+    _apply_move(
         session,
-        "fraction_moved",
         course,
-        fraction=fraction,
+        fraction,
+        new,
         actor_id=actor_id,
         now=now,
-        before=_fraction_payload(before),
-        after=_fraction_payload(fraction),
-        version=fraction.version,
+        cause="manual",
         override_reason=override_reason if violations else None,
         violations=[v.code for v in violations],
-        cause="manual",
+        flush=lambda: _flush_or_conflict(session, {linac_id}, course.patient_id, window),
     )
     session.commit()
     return fraction
@@ -894,7 +885,13 @@ def _apply_move(
     actor_id: int | None,
     now: datetime,
     cause: str,
+    flush: Callable[[], None] | None = None,
+    **extra: object,
 ) -> None:
+    """Put a fraction at ``target`` (new version) and record the move and its notices.
+
+    ``flush`` runs after the change and before the event, where a lost race must surface.
+    """
     before = _planned(fraction)
     fraction.linac_id, fraction.starts_at, fraction.ends_at = (
         target.linac_id,
@@ -904,7 +901,9 @@ def _apply_move(
     fraction.version += 1
     fraction.updated_at = now
     if fraction.status == FractionStatus.CONFIRMED:
-        fraction.status = FractionStatus.BOOKED
+        fraction.status = FractionStatus.BOOKED  # the patient confirmed the old time
+    if flush is not None:
+        flush()
     _event(
         session,
         "fraction_moved",
@@ -916,6 +915,7 @@ def _apply_move(
         after=_fraction_payload(target),
         version=fraction.version,
         cause=cause,
+        **extra,
     )
 
 
