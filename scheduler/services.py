@@ -173,6 +173,16 @@ def _get_fraction(session: Session, fraction_id: int) -> Fraction:
     return fraction
 
 
+def _active_fraction(session: Session, fraction_id: int, *, action: str | None = None) -> Fraction:
+    """The fraction, if it still holds its slot (tentative, booked or confirmed)."""
+    fraction = _get_fraction(session, fraction_id)
+    if fraction.status not in ACTIVE_FRACTION_STATUSES:
+        session.rollback()
+        suffix = f" and cannot {action}" if action else ""
+        raise StateConflict(f"fraction {fraction_id} is {fraction.status}{suffix}")
+    return fraction
+
+
 def _department_of(session: Session, course: Course) -> Department:
     # Loaded with the course (see _get_course); no further query.
     return course.patient.department
@@ -525,10 +535,7 @@ def move_fraction(
 ) -> Fraction:
     """Move one fraction; its neighbours' rules must hold unless overridden with a reason."""
     now = _now(now)
-    fraction = _get_fraction(session, fraction_id)
-    if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
-        raise StateConflict(f"fraction {fraction_id} is {fraction.status} and cannot be moved")
+    fraction = _active_fraction(session, fraction_id, action="be moved")
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
     if linac_id not in {linac.id for linac in department.linacs}:
@@ -643,10 +650,7 @@ def fraction_alternatives(
 ) -> list[PlannedFraction]:
     """Valid new placements for one fraction, keeping every rule with its neighbours."""
     now = _now(now)
-    fraction = _get_fraction(session, fraction_id)
-    if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
-        raise StateConflict(f"fraction {fraction_id} is {fraction.status} and cannot be moved")
+    fraction = _active_fraction(session, fraction_id, action="be moved")
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
     group = _group_order(department, fraction.linac_id)
@@ -690,10 +694,7 @@ def cancel_fraction(
     now: datetime | None = None,
 ) -> Fraction:
     now = _now(now)
-    fraction = _get_fraction(session, fraction_id)
-    if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
-        raise StateConflict(f"fraction {fraction_id} is {fraction.status} and cannot be cancelled")
+    fraction = _active_fraction(session, fraction_id, action="be cancelled")
     course = fraction.course
     _set_status(fraction, FractionStatus.CANCELLED, reason, now)
     _event(
@@ -755,10 +756,7 @@ def record_completed(
     session: Session, fraction_id: int, *, actor_id: int | None = None, now: datetime | None = None
 ) -> Fraction:
     now = _now(now)
-    fraction = _get_fraction(session, fraction_id)
-    if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
-        raise StateConflict(f"fraction {fraction_id} is {fraction.status}")
+    fraction = _active_fraction(session, fraction_id)
     if fraction.starts_at > now:
         session.rollback()
         raise StateConflict("a fraction cannot be completed before it starts")
@@ -787,10 +785,7 @@ def record_missed(
     fractions are re-placed with it. If neither works the course is flagged for review.
     """
     now = _now(now)
-    fraction = _get_fraction(session, fraction_id)
-    if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
-        raise StateConflict(f"fraction {fraction_id} is {fraction.status}")
+    fraction = _active_fraction(session, fraction_id)
     if fraction.starts_at > now:
         session.rollback()
         raise StateConflict("a fraction cannot be missed before its start time")
