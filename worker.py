@@ -8,6 +8,7 @@ never import each other in a circle.
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from config import Settings, load_settings
 
@@ -19,6 +20,16 @@ from config import Settings, load_settings
 # within minutes instead of an hour.
 REDIS_VISIBILITY_TIMEOUT_SECONDS = 600
 REDIS_SCHEMES = {"redis", "rediss", "redis+socket", "sentinel"}
+# The periodic ticks (dispatch, reconcile, heartbeat) travel on a queue of their own. A worker
+# takes from its queues in turn, so a tick waits for at most one running task, never behind the
+# thousands of sends a busy minute enqueues on the default queue.
+DEFAULT_QUEUE = "celery"
+TICK_QUEUE = "ticks"
+TICK_TASKS = (
+    "notifications.dispatch_due_reminders",
+    "notifications.reconcile_unknown",
+    "scheduler.tasks.record_heartbeat",
+)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -54,6 +65,10 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport_options,
         # JSON only: a pickle payload from whoever can write to the broker would run code.
         task_serializer="json",
+        # Declared here, so a worker started without -Q consumes both queues.
+        task_queues=(Queue(DEFAULT_QUEUE), Queue(TICK_QUEUE)),
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={name: {"queue": TICK_QUEUE} for name in TICK_TASKS},
         result_serializer="json",
         accept_content=["json"],
         beat_schedule={

@@ -9,7 +9,7 @@ of the same id harmless.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -58,19 +58,31 @@ def patient_snapshot(patient: Patient, department: Department) -> PatientSnapsho
     )
 
 
+def linac_names(session: Session) -> dict[int, str]:
+    return dict(session.execute(sa.select(Linac.id, Linac.name)).tuples().all())
+
+
 def course_snapshot(
-    session: Session, course: Course, *, fraction_ids: Iterable[int] | None = None
+    session: Session,
+    course: Course,
+    *,
+    fraction_ids: Iterable[int] | None = None,
+    department: Department | None = None,
+    linacs: Mapping[int, str] | None = None,
 ) -> CourseSnapshot:
     """The policy's view of a course as it stands in this transaction.
 
     Normally the active fractions; ``fraction_ids`` picks fractions whatever their status
-    (a cancellation notice lists the ones just cancelled).
+    (a cancellation notice lists the ones just cancelled). A caller building many snapshots
+    passes the patient's ``department`` and the ``linacs`` names it has already loaded, so
+    that no query is made here.
     """
     wanted = set(fraction_ids) if fraction_ids is not None else None
     patient = course.patient
-    department = session.get(Department, patient.department_id)
+    if department is None:
+        department = session.get(Department, patient.department_id)
     assert department is not None  # foreign key
-    linac_names = dict(session.execute(sa.select(Linac.id, Linac.name)).tuples().all())
+    linac_names_by_id = linacs if linacs is not None else linac_names(session)
     fractions = tuple(
         FractionSnapshot(
             id=f.id,
@@ -79,7 +91,7 @@ def course_snapshot(
             status=f.status,
             starts_at=f.starts_at,
             ends_at=f.ends_at,
-            linac_name=linac_names.get(f.linac_id, ""),
+            linac_name=linac_names_by_id.get(f.linac_id, ""),
         )
         for f in sorted(course.fractions, key=lambda f: (f.number, f.starts_at))
         if (f.status in ACTIVE_FRACTION_STATUSES if wanted is None else f.id in wanted)

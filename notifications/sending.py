@@ -1,7 +1,10 @@
-"""Sending one claimed reminder: re-read, drop what went stale, send, record the outcome.
+"""Sending claimed reminders in batches: re-read, drop what went stale, send, record outcomes.
 
-The database session is never held across the provider call: the row is prepared and
-committed first, the provider is called, then the outcome is written in a new transaction.
+A batch costs a few queries whatever its size: the rows and everything their messages need
+are loaded together, one compare-and-set marks the sends as started, one transaction writes
+the answers. The database session is never held across a provider call: the batch is
+prepared and committed first, the providers are called, then the outcomes are written in a
+new transaction.
 Retrying is only done for what is known not to have been sent; anything that may have
 reached the provider becomes ``unknown`` and is reconciled instead of re-posted.
 """
@@ -10,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
 from notifications import outbox, rendering, replies, template_store
 from notifications.channels.base import (
@@ -32,7 +36,15 @@ from notifications.ics import course_ics, uid_host
 from notifications.models import Reminder, ReminderStatus
 from notifications.types import Channel, CourseSnapshot, Kind, PlannedReminder
 from scheduler import links
-from scheduler.models import ACTIVE_FRACTION_STATUSES, Course, CourseStatus, Fraction, Patient
+from scheduler.models import (
+    ACTIVE_FRACTION_STATUSES,
+    Course,
+    CourseStatus,
+    Department,
+    Fraction,
+    Patient,
+    PatientLink,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,9 @@ class Prepared:
     channel: Channel
     sms: SmsMessage | None = None
     email: EmailMessage | None = None
+    # The text as the patient will see it, stored on the row when its send starts.
+    subject: str | None = None
+    body: str = ""
 
 
 def backoff(attempt: int, rng: Callable[[], float] = random.random) -> timedelta:
@@ -78,41 +93,154 @@ def _finish(row: Reminder, status: ReminderStatus, reason: str | None, now: date
     row.updated_at = now
 
 
+@dataclass
+class _Batch:
+    """What one batch's checks share, loaded in a handful of queries instead of per message."""
+
+    courses: dict[int, Course]
+    departments: dict[int, Department]
+    linacs: dict[int, str]
+    overrides: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    prepared: Prepared
+    link_row: dict[str, object] | None  # the patient link it carries, inserted if it goes
+
+
+def _load_batch(session: Session, rows: list[Reminder]) -> _Batch:
+    course_ids = {row.course_id for row in rows}
+    courses = {
+        course.id: course
+        for course in session.scalars(
+            sa.select(Course)
+            .where(Course.id.in_(course_ids))
+            .options(
+                joinedload(Course.patient),
+                joinedload(Course.protocol),
+                selectinload(Course.fractions),
+            )
+        ).unique()
+    }
+    department_ids = {course.patient.department_id for course in courses.values()}
+    departments = {
+        d.id: d
+        for d in session.scalars(sa.select(Department).where(Department.id.in_(department_ids)))
+    }
+    return _Batch(
+        courses=courses,
+        departments=departments,
+        linacs=outbox.linac_names(session),
+        overrides=template_store.load_overrides(session),
+    )
+
+
 def prepare(
     session: Session,
-    reminder_id: int,
+    reminder_ids: Sequence[int],
     *,
     public_base_url: str,
     now: datetime,
     link: str | None = None,
-) -> Prepared | None:
-    """Check a claimed reminder is still wanted, render it and mark the send as started.
+) -> list[Prepared]:
+    """Check claimed reminders are still wanted, render them and mark their sends as started.
 
-    Returns None when there is nothing to send (already handled by another task, stale,
-    cancelled, no consent, too late); the row then says why. Commits.
+    Returns what is to be sent, in due order. A reminder left out has nothing to send (already
+    handled by another task, stale, cancelled, no consent, outside the window, too late); its
+    row then says why. One transaction for the whole batch; commits.
     """
-    row = session.get(Reminder, reminder_id)
-    if row is None or row.status != ReminderStatus.CLAIMED or row.send_started_at is not None:
+    rows = list(
+        session.scalars(
+            sa.select(Reminder)
+            .where(
+                Reminder.id.in_(list(reminder_ids)),
+                # The status guard: a redelivered or duplicated id finds nothing to do.
+                Reminder.status == ReminderStatus.CLAIMED,
+                Reminder.send_started_at.is_(None),
+            )
+            .order_by(Reminder.due_at, Reminder.id)
+        )
+    )
+    if not rows:
         session.rollback()
-        return None  # another task has it, or it is already done: the status guard
-    course = session.get(Course, row.course_id)
-    assert course is not None
-    fraction = session.get(Fraction, row.fraction_id) if row.fraction_id else None
+        return []
+    batch = _load_batch(session, rows)
+    rendered: dict[int, _Rendered] = {}
+    for row in rows:
+        try:
+            message = _check_and_render(session, row, batch, public_base_url, now, link)
+        except Exception:  # one broken template or row must not hold up the rest of the batch
+            log.exception("could not prepare reminder %s", row.id)
+            _finish(row, ReminderStatus.FAILED, "the message could not be prepared", now)
+            continue
+        if message is not None:
+            rendered[row.id] = message
+    link_rows = [m.link_row for m in rendered.values() if m.link_row is not None]
+    if link_rows:
+        # Core insert: no ids are read back, so every dialect takes it as one executemany. A
+        # link whose message is not sent after all (another task took the row) is never shown.
+        session.execute(sa.insert(PatientLink), link_rows)
+    session.commit()
+    return [rendered[row.id].prepared for row in rows if row.id in rendered]
+
+
+def mark_started(session: Session, prepared: Prepared, *, now: datetime) -> bool:
+    """Compare-and-set just before the provider call; commits. False: another task has it.
+
+    Done per message, not per batch: a worker killed mid-batch leaves at most the message it
+    was sending in doubt (reconciled with the provider); the rest of its batch is simply
+    claimed again once the lease runs out.
+    """
+    started = session.execute(
+        sa.update(Reminder)
+        .where(
+            Reminder.id == prepared.reminder_id,
+            Reminder.status == ReminderStatus.CLAIMED,
+            Reminder.send_started_at.is_(None),
+        )
+        .values(
+            send_started_at=now,
+            attempts=Reminder.attempts + 1,
+            rendered_subject=prepared.subject,
+            rendered_body=prepared.body,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return started == 1
+
+
+def _check_and_render(
+    session: Session,
+    row: Reminder,
+    batch: _Batch,
+    public_base_url: str,
+    now: datetime,
+    link: str | None,
+) -> _Rendered | None:
+    """The message for one row, or None after recording on the row why nothing is sent."""
+    course = batch.courses[row.course_id]
+    fractions = {f.id: f for f in course.fractions}
+    fraction = fractions.get(row.fraction_id) if row.fraction_id else None
     reason = _stale_reason(row, course, fraction, now)
     if reason is not None:
         status = ReminderStatus.SUPERSEDED if "changed" in reason else ReminderStatus.SUPPRESSED
         _finish(row, status, reason, now)
-        session.commit()
         return None
-    snapshot = outbox.course_snapshot(session, course)
+    snapshot = outbox.course_snapshot(
+        session,
+        course,
+        department=batch.departments[course.patient.department_id],
+        linacs=batch.linacs,
+    )
     patient = snapshot.patient
     if row.channel == Channel.SMS and not patient.sms_allowed:
         _finish(row, ReminderStatus.SUPPRESSED, "no SMS consent, opted out or number refused", now)
-        session.commit()
         return None
     if row.channel == Channel.EMAIL and not patient.email_allowed:
         _finish(row, ReminderStatus.SUPPRESSED, "no email consent or address", now)
-        session.commit()
         return None
     window = snapshot.settings
     if row.kind in (Kind.PREP, Kind.SAME_DAY) and not _in_window(
@@ -121,7 +249,6 @@ def prepare(
         # A retry must not wake the patient: it waits for the next window if that still
         # comes before the fraction, and is dropped otherwise.
         _defer_to_window(row, fraction, patient.timezone, window.window_start, now)
-        session.commit()
         return None
     planned = PlannedReminder(
         kind=Kind(row.kind),
@@ -133,44 +260,26 @@ def prepare(
         dedupe_key=row.dedupe_key,
         context=row.context or {},
     )
+    link_row = None
     if link is None:
-        # Each message carries its own patient link (only its digest is stored); it is
-        # committed with the rendered text below, so a link exists iff the message can go.
-        token = links.issue_patient_link(
-            session, patient_id=row.patient_id, course_id=row.course_id, now=now
+        # Each message carries its own patient link (only its digest is stored).
+        last_end = max((f.ends_at for f in course.fractions), default=None)
+        token, link_row = links.new_patient_link(
+            patient_id=row.patient_id,
+            course_id=row.course_id,
+            expires_at=links.link_expiry(last_end, now),
+            now=now,
         )
-        link = links.patient_link_url(public_base_url, token)
-    context = rendering.message_context(snapshot, planned, link=link)
+        message_link = links.patient_link_url(public_base_url, token)
+    else:
+        message_link = link
+    context = rendering.message_context(snapshot, planned, link=message_link)
     message = rendering.render(
-        row.kind,
-        row.channel,
-        patient.language,
-        context,
-        overrides=template_store.load_overrides(session),
+        row.kind, row.channel, patient.language, context, overrides=batch.overrides
     )
-    # Compare-and-set: of two tasks holding the same claim, only one gets past this line.
-    started = session.execute(
-        sa.update(Reminder)
-        .where(
-            Reminder.id == row.id,
-            Reminder.status == ReminderStatus.CLAIMED,
-            Reminder.send_started_at.is_(None),
-        )
-        .values(
-            send_started_at=now,
-            attempts=Reminder.attempts + 1,
-            rendered_subject=message.subject,
-            rendered_body=message.text,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    if started != 1:
-        return None
     if row.channel == Channel.SMS:
         assert patient.phone_e164 is not None
-        return Prepared(
+        prepared = Prepared(
             row.id,
             Channel.SMS,
             sms=SmsMessage(
@@ -178,23 +287,33 @@ def prepare(
                 message.text,
                 status_callback_url=replies.status_callback_url(public_base_url),
             ),
+            body=message.text,
         )
-    assert patient.email is not None
-    return Prepared(
-        row.id,
-        Channel.EMAIL,
-        email=EmailMessage(
-            patient.email,
-            message.subject or "",
-            message.text,
-            html=message.html,
-            ics=_schedule_attachment(session, snapshot, row, public_base_url, now),
-        ),
-    )
+    else:
+        assert patient.email is not None
+        prepared = Prepared(
+            row.id,
+            Channel.EMAIL,
+            email=EmailMessage(
+                patient.email,
+                message.subject or "",
+                message.text,
+                html=message.html,
+                ics=_schedule_attachment(session, snapshot, course, row, public_base_url, now),
+            ),
+            subject=message.subject,
+            body=message.text,
+        )
+    return _Rendered(prepared, link_row)
 
 
 def _schedule_attachment(
-    session: Session, snapshot: CourseSnapshot, row: Reminder, public_base_url: str, now: datetime
+    session: Session,
+    snapshot: CourseSnapshot,
+    course: Course,
+    row: Reminder,
+    public_base_url: str,
+    now: datetime,
 ) -> bytes | None:
     """The course's appointments as an iCalendar file for the messages that change them.
 
@@ -204,8 +323,6 @@ def _schedule_attachment(
     """
     if row.kind not in (Kind.CONFIRMATION, Kind.CHANGE, Kind.CANCELLATION):
         return None
-    course = session.get(Course, snapshot.id)
-    assert course is not None
     return course_ics(
         session,
         course,
@@ -247,7 +364,18 @@ def _defer_to_window(
     row.next_attempt_at = opens
 
 
-def deliver(prepared: Prepared, channels: Channels) -> SendResult:
+@dataclass(frozen=True)
+class Held:
+    """A prepared message the batch did not send after all: known unsent, so safe to retry."""
+
+    prepared: Prepared
+    reason: str
+    # The provider's Retry-After, if it gave one; otherwise the message is due again at the
+    # next dispatcher tick, which spaces the next try on its own.
+    retry_after_seconds: float | None = None
+
+
+def deliver_one(prepared: Prepared, channels: Channels) -> SendResult:
     """The provider call itself; no database session is open here."""
     try:
         if prepared.sms is not None:
@@ -259,10 +387,107 @@ def deliver(prepared: Prepared, channels: Channels) -> SendResult:
         return SendResult(Outcome.UNKNOWN, error_message=type(exc).__name__)
 
 
-def record(session: Session, prepared: Prepared, result: SendResult, *, now: datetime) -> str:
-    """Write the provider's verdict; returns the reminder's new status. Commits."""
-    row = session.get(Reminder, prepared.reminder_id)
-    assert row is not None
+def deliver(
+    batch: Sequence[Prepared],
+    channels: Channels,
+    *,
+    start: Callable[[Prepared], bool],
+    deadline: float,
+    clock: Callable[[], float] = monotonic,
+) -> tuple[list[tuple[Prepared, SendResult]], list[Held]]:
+    """Send a prepared batch one message at a time; returns the answers and what was held back.
+
+    ``start`` marks a message's send as started (see :func:`mark_started`) and says whether
+    this batch still owns it; a message it refuses is left to whoever has it.
+
+    Two things stop a batch early, and what is left is handed back unsent rather than pushed
+    at the provider: a channel that answered "try later" (rate limited, unreachable, 5xx) gets
+    no more requests from this batch, and nothing starts after ``deadline``, so a batch slowed
+    down by timeouts never outlives its claim's lease (an expired claim that has started
+    counts as possibly sent).
+    """
+    sent: list[tuple[Prepared, SendResult]] = []
+    held: list[Held] = []
+    paused: dict[Channel, SendResult] = {}
+    for prepared in batch:
+        pause = paused.get(prepared.channel)
+        if pause is not None:
+            reason = f"held back: the provider asked to wait ({pause.error_code or 'retry'})"
+            held.append(Held(prepared, reason, retry_after_seconds=pause.retry_after_seconds))
+            continue
+        if clock() >= deadline:
+            held.append(Held(prepared, "held back: the batch ran out of time"))
+            continue
+        if not start(prepared):
+            continue
+        result = deliver_one(prepared, channels)
+        sent.append((prepared, result))
+        if result.outcome == Outcome.RETRY:
+            paused[prepared.channel] = result
+    return sent, held
+
+
+def record(
+    session: Session,
+    sent: Sequence[tuple[Prepared, SendResult]],
+    held: Sequence[Held] = (),
+    *,
+    now: datetime,
+) -> dict[int, str]:
+    """Write the providers' verdicts for a batch in one transaction; returns the new statuses.
+
+    Commits. Should the batch's commit fail on one bad row, each outcome is written on its
+    own, so one row cannot take the others' answers with it.
+    """
+    try:
+        statuses = _record(session, sent, held, now)
+        session.commit()
+        return statuses
+    except IntegrityError:
+        session.rollback()
+        if len(sent) + len(held) == 1:
+            raise
+    log.warning("writing a batch of send outcomes failed; writing them one by one")
+    statuses = {}
+    for item in [*sent, *held]:
+        one_sent = [item] if isinstance(item, tuple) else []
+        one_held = [item] if isinstance(item, Held) else []
+        try:
+            statuses |= _record(session, one_sent, one_held, now)
+            session.commit()
+        except IntegrityError:
+            # Left as it is: its claim expires with the send started, and the provider is
+            # asked what happened before anything else is done with it.
+            session.rollback()
+            log.exception("could not record the outcome of a send")
+    return statuses
+
+
+def _record(
+    session: Session,
+    sent: Sequence[tuple[Prepared, SendResult]],
+    held: Sequence[Held],
+    now: datetime,
+) -> dict[int, str]:
+    ids = [p.reminder_id for p, _ in sent] + [h.prepared.reminder_id for h in held]
+    rows = {row.id: row for row in session.scalars(sa.select(Reminder).where(Reminder.id.in_(ids)))}
+    for prepared, result in sent:
+        _apply_result(session, rows[prepared.reminder_id], result, now)
+    for item in held:
+        _hold(rows[item.prepared.reminder_id], item, now)
+    return {reminder_id: rows[reminder_id].status for reminder_id in ids}
+
+
+def _hold(row: Reminder, held: Held, now: datetime) -> None:
+    """Hand a message that was never started back to the dispatcher."""
+    if row.status != ReminderStatus.CLAIMED or row.send_started_at is not None:
+        return  # no longer this batch's to hand back
+    _finish(row, ReminderStatus.PENDING, held.reason, now)
+    if held.retry_after_seconds:
+        row.next_attempt_at = now + timedelta(seconds=held.retry_after_seconds)
+
+
+def _apply_result(session: Session, row: Reminder, result: SendResult, now: datetime) -> None:
     code = result.error_code
     if result.outcome == Outcome.ACCEPTED:
         _finish(row, ReminderStatus.SENT, None, now)
@@ -300,8 +525,41 @@ def record(session: Session, prepared: Prepared, result: SendResult, *, now: dat
                 .values(status=ReminderStatus.SUPPRESSED, status_reason=patient.sms_blocked_reason)
                 .execution_options(synchronize_session=False)
             )
-    session.commit()
-    return row.status
+
+
+def send_batch(
+    session_factory: sessionmaker[Session],
+    reminder_ids: Sequence[int],
+    channels: Channels,
+    *,
+    public_base_url: str,
+    link: str | None = None,
+    lease: timedelta = outbox.DEFAULT_LEASE,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[int, str]:
+    """Send a batch of claimed reminders; safe to run twice for the same ids.
+
+    Returns the new status of every reminder that was prepared for sending. The database
+    session is closed while the providers are called.
+    """
+    began = monotonic()
+    with session_factory() as session:
+        prepared = prepare(
+            session, reminder_ids, link=link, public_base_url=public_base_url, now=now()
+        )
+    if not prepared:
+        return {}
+
+    def start(message: Prepared) -> bool:
+        with session_factory() as session:
+            return mark_started(session, message, now=now())
+
+    # Stop starting sends well inside the lease the dispatcher gave the claims.
+    sent, held = deliver(
+        prepared, channels, start=start, deadline=began + lease.total_seconds() / 2
+    )
+    with session_factory() as session:
+        return record(session, sent, held, now=now())
 
 
 def send_reminder(
@@ -314,15 +572,15 @@ def send_reminder(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str | None:
     """The whole send of one claimed reminder; safe to run twice for the same id."""
-    with session_factory() as session:
-        prepared = prepare(
-            session, reminder_id, link=link, public_base_url=public_base_url, now=now()
-        )
-    if prepared is None:
-        return None
-    result = deliver(prepared, channels)
-    with session_factory() as session:
-        return record(session, prepared, result, now=now())
+    statuses = send_batch(
+        session_factory,
+        [reminder_id],
+        channels,
+        public_base_url=public_base_url,
+        link=link,
+        now=now,
+    )
+    return statuses.get(reminder_id)
 
 
 def reconcile_unknown(

@@ -51,16 +51,41 @@ def looks_like_patient_token(token: object) -> bool:
     )
 
 
-def _default_expiry(session: Session, course_id: int | None, now: datetime) -> datetime:
+def link_expiry(last_session_end: datetime | None, now: datetime) -> datetime:
+    """Seven days after the course's last session, and at least seven days from now."""
     floor = now + LINK_GRACE
-    if course_id is None:
+    if last_session_end is None:
         return floor
+    return max(floor, last_session_end + LINK_GRACE)
+
+
+def _default_expiry(session: Session, course_id: int | None, now: datetime) -> datetime:
+    if course_id is None:
+        return now + LINK_GRACE
     last_end = session.scalar(
         sa.select(sa.func.max(Fraction.ends_at)).where(Fraction.course_id == course_id)
     )
-    if last_end is None:
-        return floor
-    return max(floor, last_end + LINK_GRACE)
+    return link_expiry(last_end, now)
+
+
+def new_patient_link(
+    *, patient_id: int, course_id: int | None, expires_at: datetime, now: datetime
+) -> tuple[str, dict[str, object]]:
+    """A fresh schedule-link token and the column values of its row; the caller inserts it.
+
+    For callers that already checked the course is the patient's and know its last session,
+    such as the reminder sender, which inserts the links of a whole batch in one statement.
+    """
+    token = "".join(secrets.choice(PATIENT_TOKEN_ALPHABET) for _ in range(PATIENT_TOKEN_LENGTH))
+    values: dict[str, object] = {
+        "token_digest": token_digest(token),
+        "purpose": "schedule",
+        "patient_id": patient_id,
+        "course_id": course_id,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    return token, values
 
 
 def issue_patient_link(
@@ -87,18 +112,11 @@ def issue_patient_link(
         # A link for someone else's course would be an IDOR built into the token itself.
         if owner != patient_id:
             raise ValueError(f"course {course_id} does not belong to patient {patient_id}")
-    token = "".join(secrets.choice(PATIENT_TOKEN_ALPHABET) for _ in range(PATIENT_TOKEN_LENGTH))
     expires_at = now + ttl if ttl is not None else _default_expiry(session, course_id, now)
-    session.add(
-        PatientLink(
-            token_digest=token_digest(token),
-            purpose=purpose,
-            patient_id=patient_id,
-            course_id=course_id,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    token, values = new_patient_link(
+        patient_id=patient_id, course_id=course_id, expires_at=expires_at, now=now
     )
+    session.add(PatientLink(**values | {"purpose": purpose}))
     session.flush()
     return token
 

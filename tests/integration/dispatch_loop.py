@@ -1,8 +1,8 @@
 """A dispatcher for the integration tests: claims due reminders in a tight loop and enqueues them.
 
 Run as `python -m tests.integration.dispatch_loop OUT_FILE` with the worker's environment. It does
-what `notifications.dispatch_due_reminders` does (claim, commit, then enqueue one send task per
-id), but a few rows at a time and without pause, so two of these keep meeting on the same rows.
+what `notifications.dispatch_due_reminders` does (claim, commit, then enqueue a send task with the
+ids), but a few rows at a time and without pause, so two of these keep meeting on the same rows.
 Every claimed id is appended to OUT_FILE, for the test to check that no id was claimed twice.
 It stops when terminated, or by itself after MAX_SECONDS so it can never outlive a test run.
 """
@@ -34,8 +34,8 @@ def main(out_path: Path) -> None:
         while time.monotonic() < deadline:
             with sessions() as session:
                 ids = outbox.claim_due(session, now=datetime.now(UTC), limit=BATCH)
-            for reminder_id in ids:
-                tasks.send_reminder.delay(reminder_id)
+            if ids:
+                tasks.send_reminders.delay(ids)
             if ids:
                 out.write("".join(f"{i}\n" for i in ids))
                 out.flush()

@@ -8,6 +8,7 @@ the same check: every due reminder was sent exactly once and nothing was lost (e
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -19,11 +20,12 @@ import sqlalchemy as sa
 from bootstrap import make_session_factory
 from notifications import sending
 from notifications.models import Reminder, ReminderStatus
-from scheduler import services
+from scheduler import links, services
 from scheduler.models import Fraction
 from tests.fakes.twilio_server import FakeTwilio, RecordedRequest
 from tests.integration.dispatch_loop import READY as LOOP_READY
 from tests.integration.harness import (
+    PUBLIC_BASE_URL,
     REPORTS,
     Pipeline,
     RedisServer,
@@ -32,6 +34,7 @@ from tests.integration.harness import (
     book_courses,
     broker_state,
     make_due,
+    message_key,
     percentile,
     status_counts,
 )
@@ -67,7 +70,7 @@ def _host(request: RecordedRequest) -> str:
 
 
 def _sent_by_key(requests: list[RecordedRequest]) -> dict[tuple[str | None, str | None], datetime]:
-    return {(r.param("To"), r.param("Body")): r.at for r in requests}
+    return {message_key(r.param("To"), r.param("Body")): r.at for r in requests}
 
 
 def test_every_due_reminder_is_sent_once_and_the_lag_is_reported(
@@ -85,9 +88,21 @@ def test_every_due_reminder_is_sent_once_and_the_lag_is_reported(
     pipeline.stop_all()
 
     rows = assert_sent_exactly_once(engine, fake_twilio, ids)
+    # Each message carries its own patient link, and the link opens that patient's schedule.
+    link_pattern = re.compile(rf"{re.escape(PUBLIC_BASE_URL)}/p/([A-Za-z0-9]{{16}})\b")
+    with make_session_factory(engine)() as session:
+        for i in ids:
+            token = link_pattern.search(rows[i].body or "")
+            assert token, f"a message without its patient link: {rows[i].body!r}"
+            link = links.resolve_patient_link(
+                session, token.group(1), purpose="schedule", now=datetime.now(UTC)
+            )
+            assert link is not None
+            assert link.course_id == session.get(Reminder, i).course_id
     requested = _sent_by_key(_accepted(fake_twilio))
     lags = [
-        (requested[(rows[i].phone, rows[i].body)] - rows[i].due_at).total_seconds() for i in ids
+        (requested[message_key(rows[i].phone, rows[i].body)] - rows[i].due_at).total_seconds()
+        for i in ids
     ]
     assert min(lags) >= 0, "a reminder left before it was due"
     backend = sa.make_url(database_url).get_backend_name()
