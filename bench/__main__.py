@@ -3,7 +3,9 @@
 Parts (`python -m bench [PART ...]`, all of them by default):
 - scheduling (issue 2): seed a busy year, time proposals in-process (a), book over HTTP (b);
 - reminders (issue 3, bench/reminders.py and bench/memory.py): dispatch 10,000 due reminders
-  end to end (a), worker memory with 100,000 scheduled reminders next to a naive design (b).
+  end to end (a), worker memory with 100,000 scheduled reminders next to a naive design (b);
+- calendar (issue 4, bench/calendar.py): the department week view with 500 fractions on 6
+  linacs, next to a bare SELECT of the same rows, on PostgreSQL and SQLite.
 
 A run rewrites the sections of the parts it ran and keeps the others' sections, and the
 hand-written notes, as they were. Every database is created for the run and dropped at the end,
@@ -25,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench import booking, db, propose, reminders, seed
+from bench import calendar as calendar_bench
 from bench.booking import BookingResult
 from bench.propose import ProposeResult
 from bench.seed import SeedResult
@@ -32,7 +35,7 @@ from bench.stats import percentile
 from bootstrap import make_engine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-PARTS = ("scheduling", "reminders")
+PARTS = ("scheduling", "reminders", "calendar")
 # Targets from the brief; the ratios are what holds on a noisy machine.
 PROPOSE_P95_TARGET_MS = 25.0
 PROPOSE_RATIO_TARGET = 3.0
@@ -314,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         text, console = _run_reminders(args, command)
         sections["reminders"] = text
         consoles.append(console)
+    if "calendar" in parts:
+        text, console = _run_calendar(args, command)
+        sections["calendar"] = text
+        consoles.append(console)
     RESULTS.write_text(_document(sections))
     for console in consoles:
         print()
@@ -384,6 +391,48 @@ def _run_reminders(args: argparse.Namespace, command: str) -> tuple[str, str]:
     machine["redis"] = run.redis_version
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return reminders.report(run, machine, command), reminders.console_table(run)
+
+
+def _run_calendar(args: argparse.Namespace, command: str) -> tuple[str, str]:
+    """Issue 4: the week view of a busy week; the section and the console table."""
+    started = clock.monotonic()
+    results = []
+    print("calendar: creating, migrating and seeding a busy week on PostgreSQL ...", flush=True)
+    pg_url = db.create_postgres_database()
+    try:
+        machine = _machine(pg_url)
+        results.append(calendar_bench.run(pg_url, "postgresql"))
+    finally:
+        db.drop_postgres_database(pg_url)
+    if not args.no_sqlite:
+        print("calendar: the same on SQLite ...", flush=True)
+        url, path = db.create_sqlite_database()
+        try:
+            results.append(calendar_bench.run(url, "sqlite"))
+        finally:
+            db.drop_sqlite_database(path)
+    machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    table = calendar_bench.report(results)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = "\n".join(
+        [
+            "## Calendar (issue 4)",
+            "",
+            f"Calendar benchmark measured {when} with `{command}`, run "
+            f"{clock.monotonic() - started:.0f} s. Machine: "
+            + "; ".join(f"{k} {v}" for k, v in machine.items())
+            + ".",
+            "",
+            f"The department week view (`/calendar/week`) of the week of {results[0].monday}, "
+            f"6 linacs with {results[0].fractions} fractions, fetched through the Flask test "
+            "client signed in as a viewer, interleaved with the baseline (a bare SELECT of the "
+            "week's rows through the same engine), an empty week and the day view, after a "
+            "warm-up. Target: week view p95 <= 150 ms.",
+            "",
+            table,
+        ]
+    )
+    return text, table
 
 
 def _overlaps(url: str) -> dict[str, int]:
