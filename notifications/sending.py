@@ -143,12 +143,14 @@ def prepare(
     public_base_url: str,
     now: datetime,
     link: str | None = None,
+    lease: timedelta = outbox.DEFAULT_LEASE,
 ) -> list[Prepared]:
-    """Check claimed reminders are still wanted, render them and mark their sends as started.
+    """Check claimed reminders are still wanted and render them.
 
     Returns what is to be sent, in due order. A reminder left out has nothing to send (already
     handled by another task, stale, cancelled, no consent, outside the window, too late); its
-    row then says why. One transaction for the whole batch; commits.
+    row then says why. The claims of the rest are renewed for ``lease``: a batch that waited
+    long in the queue still has its whole lease to send in. One transaction; commits.
     """
     rows = list(
         session.scalars(
@@ -176,6 +178,7 @@ def prepare(
             continue
         if message is not None:
             rendered[row.id] = message
+            row.lease_until = now + lease
     link_rows = [m.link_row for m in rendered.values() if m.link_row is not None]
     if link_rows:
         # Core insert: no ids are read back, so every dialect takes it as one executemany. A
@@ -545,7 +548,12 @@ def send_batch(
     began = monotonic()
     with session_factory() as session:
         prepared = prepare(
-            session, reminder_ids, link=link, public_base_url=public_base_url, now=now()
+            session,
+            reminder_ids,
+            link=link,
+            public_base_url=public_base_url,
+            now=now(),
+            lease=lease,
         )
     if not prepared:
         return {}

@@ -233,3 +233,24 @@ def test_without_retry_after_the_held_back_messages_wait_for_the_next_tick(
     assert sorted(outbox.claim_due(session, now=AT + timedelta(seconds=1))) == sorted(
         row.id for row in held
     )
+
+
+def test_a_batch_that_waited_in_the_queue_renews_its_claims_before_sending(
+    session, session_factory
+):
+    _book_patients(session, 2)
+    ids = outbox.claim_due(session, now=AT, lease=timedelta(minutes=5))
+    later = AT + timedelta(minutes=4, seconds=50)  # ten seconds of the lease left
+    session.rollback()
+    with session_factory() as s:
+        prepared = sending.prepare(
+            s, ids, public_base_url=PUBLIC, now=later, lease=timedelta(minutes=5)
+        )
+    assert len(prepared) == 2
+    session.expire_all()
+    for reminder_id in ids:
+        row = session.get(Reminder, reminder_id)
+        assert row.status == ReminderStatus.CLAIMED and row.send_started_at is None
+        assert row.lease_until == later + timedelta(minutes=5)
+    # So the dispatcher does not take them back while the batch sends them.
+    assert outbox.claim_due(session, now=AT + timedelta(minutes=6)) == []
