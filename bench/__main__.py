@@ -396,21 +396,12 @@ def _run_reminders(args: argparse.Namespace, command: str) -> tuple[str, str]:
 def _run_calendar(args: argparse.Namespace, command: str) -> tuple[str, str]:
     """Issue 4: the week view of a busy week; the section and the console table."""
     started = clock.monotonic()
-    results = []
-    print("calendar: creating, migrating and seeding a busy week on PostgreSQL ...", flush=True)
-    pg_url = db.create_postgres_database()
-    try:
-        machine = _machine(pg_url)
-        results.append(calendar_bench.run(pg_url, "postgresql"))
-    finally:
-        db.drop_postgres_database(pg_url)
-    if not args.no_sqlite:
-        print("calendar: the same on SQLite ...", flush=True)
-        url, path = db.create_sqlite_database()
-        try:
-            results.append(calendar_bench.run(url, "sqlite"))
-        finally:
-            db.drop_sqlite_database(path)
+    machine = _machine(None)
+
+    def read_version(url: str) -> None:
+        machine.update(_machine(url))
+
+    results = calendar_bench.run_all(sqlite=not args.no_sqlite, on_postgresql=read_version)
     machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = calendar_bench.report(results)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

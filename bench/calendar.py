@@ -27,6 +27,7 @@ import re
 import secrets
 import tempfile
 import time as clock
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -339,27 +340,46 @@ def report(results: list[CalendarResult]) -> str:
     return "\n".join(lines)
 
 
+def run_all(
+    *,
+    postgresql: bool = True,
+    sqlite: bool = True,
+    iterations: int = 40,
+    on_postgresql: Callable[[str], None] = lambda url: None,
+) -> list[CalendarResult]:
+    """Each backend in a database of its own, created for the run and dropped after it.
+
+    ``on_postgresql`` is called with the PostgreSQL URL while that database exists (to read
+    the server's version, say).
+    """
+    results = []
+    if postgresql:
+        print("PostgreSQL: creating, migrating and seeding a busy week ...", flush=True)
+        url = db.create_postgres_database()
+        try:
+            on_postgresql(url)
+            results.append(run(url, "postgresql", iterations=iterations))
+        finally:
+            db.drop_postgres_database(url)
+    if sqlite:
+        print("SQLite: creating, migrating and seeding a busy week ...", flush=True)
+        url, path = db.create_sqlite_database()
+        try:
+            results.append(run(url, "sqlite", iterations=iterations))
+        finally:
+            db.drop_sqlite_database(path)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.calendar")
     parser.add_argument("--no-postgresql", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("-n", "--iterations", type=int, default=40)
     args = parser.parse_args(argv)
-    results = []
-    if not args.no_postgresql:
-        print("PostgreSQL: creating, migrating and seeding a busy week ...", flush=True)
-        url = db.create_postgres_database()
-        try:
-            results.append(run(url, "postgresql", iterations=args.iterations))
-        finally:
-            db.drop_postgres_database(url)
-    if not args.no_sqlite:
-        print("SQLite: creating, migrating and seeding a busy week ...", flush=True)
-        url, path = db.create_sqlite_database()
-        try:
-            results.append(run(url, "sqlite", iterations=args.iterations))
-        finally:
-            db.drop_sqlite_database(path)
+    results = run_all(
+        postgresql=not args.no_postgresql, sqlite=not args.no_sqlite, iterations=args.iterations
+    )
     print()
     print(report(results))
     if results:

@@ -280,33 +280,31 @@ def _check_and_render(
     message = rendering.render(
         row.kind, row.channel, patient.language, context, overrides=batch.overrides
     )
+    sms = email = None
     if row.channel == Channel.SMS:
         assert patient.phone_e164 is not None
-        prepared = Prepared(
-            row.id,
-            Channel.SMS,
-            sms=SmsMessage(
-                patient.phone_e164,
-                message.text,
-                status_callback_url=replies.status_callback_url(public_base_url),
-            ),
-            body=message.text,
+        sms = SmsMessage(
+            patient.phone_e164,
+            message.text,
+            status_callback_url=replies.status_callback_url(public_base_url),
         )
     else:
         assert patient.email is not None
-        prepared = Prepared(
-            row.id,
-            Channel.EMAIL,
-            email=EmailMessage(
-                patient.email,
-                message.subject or "",
-                message.text,
-                html=message.html,
-                ics=_schedule_attachment(session, snapshot, course, row, public_base_url, now),
-            ),
-            subject=message.subject,
-            body=message.text,
+        email = EmailMessage(
+            patient.email,
+            message.subject or "",
+            message.text,
+            html=message.html,
+            ics=_schedule_attachment(session, snapshot, course, row, public_base_url, now),
         )
+    prepared = Prepared(
+        row.id,
+        Channel(row.channel),
+        sms=sms,
+        email=email,
+        subject=message.subject if email is not None else None,
+        body=message.text,
+    )
     return _Rendered(prepared, link_row)
 
 
