@@ -172,6 +172,8 @@ def prepare(
     for row in rows:
         try:
             message = _check_and_render(session, row, batch, public_base_url, now, link)
+        except sa.exc.SQLAlchemyError:
+            raise  # the database, not this row: the claims stay and come back after the lease
         except Exception:  # one broken template or row must not hold up the rest of the batch
             log.exception("could not prepare reminder %s", row.id)
             _finish(row, ReminderStatus.FAILED, "the message could not be prepared", now)
