@@ -44,6 +44,12 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str | None = None
+    # How many reverse proxies in front of the web app add X-Forwarded-For / -Proto; their
+    # values are believed only this many hops deep.
+    trusted_proxies: int = 0
+    # Where the per-address limits of the patient link and feed URLs are counted, so that every
+    # web process shares one count; None counts in each process's memory.
+    rate_limit_redis_url: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -78,6 +84,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             database_url = "postgresql+psycopg://" + database_url[len(prefix) :]
     broker_url = env.get("BROKER_URL") or f"sqla+sqlite:///{instance_dir / 'broker.db'}"
     secret_key = env.get("SECRET_KEY") or _default_secret(instance_dir)
+    trusted_proxies = int(env.get("TRUSTED_PROXIES") or 0)
+    if trusted_proxies < 0:
+        raise ValueError("TRUSTED_PROXIES must be 0 or more")
+    # By default the limits share the broker's Redis when there is one.
+    rate_limit_url = env.get("RATE_LIMIT_REDIS_URL") or (
+        broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else None
+    )
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -99,4 +112,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_username=env.get("SMTP_USERNAME") or None,
         smtp_password=env.get("SMTP_PASSWORD") or None,
         smtp_from=env.get("SMTP_FROM") or None,
+        trusted_proxies=trusted_proxies,
+        rate_limit_redis_url=rate_limit_url,
     )

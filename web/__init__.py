@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import bootstrap
 from config import Settings, load_settings
@@ -32,6 +33,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions[SETTINGS_KEY] = settings
+    app.config["RATE_LIMIT_REDIS_URL"] = settings.rate_limit_redis_url
+    if settings.trusted_proxies:
+        # Behind a TLS-terminating proxy the connection's address is the proxy's: without this,
+        # every patient would share one rate limit and every user one sign-in throttle.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     db.init_app(app, bootstrap.session_factory(settings))
     errors.init_app(app)
     auth.init_app(app)
