@@ -215,3 +215,14 @@ def revoke_feed(session: Session, feed_id: int, *, now: datetime) -> CalendarFee
         feed.revoked_at = now
     session.commit()
     return feed
+
+
+def list_feeds(session: Session, linac_id: int) -> list[CalendarFeed]:
+    """One linac's feeds, newest first; revoked ones too, so the admin page shows when."""
+    return list(
+        session.scalars(
+            sa.select(CalendarFeed)
+            .where(CalendarFeed.linac_id == linac_id)
+            .order_by(CalendarFeed.created_at.desc(), CalendarFeed.id.desc())
+        )
+    )

@@ -1,5 +1,5 @@
-"""Staff pages: admin (linacs, department hours and closures, protocols, users and tokens,
-message templates, audit log). Admin role only.
+"""Staff pages: admin (linacs and their calendar feeds, department hours and closures,
+protocols, users and tokens, message templates, audit log). Admin role only.
 
 Forms post back to the page that shows them. A rejected form is shown again with every value
 as typed and the error next to each field (nothing is lost); validation is the use cases' own
@@ -10,19 +10,30 @@ Every change writes an audit entry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, make_response, render_template, request
+from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from config import Settings
 from notifications import template_store
-from scheduler import accounts, records
+from scheduler import accounts, links, records
 from scheduler.errors import InvalidInput, ServiceError
-from scheduler.models import ApiToken, AuditEntry, Closure, Department, Linac, Protocol, Role, User
+from scheduler.models import (
+    ApiToken,
+    AuditEntry,
+    CalendarFeed,
+    Closure,
+    Department,
+    Linac,
+    Protocol,
+    Role,
+    User,
+)
 from scheduler.timeutil import format_local
-from web import audit
+from web import SETTINGS_KEY, audit
 from web.auth import session_user
 from web.db import get_session
 from web.ui import done, role_required
@@ -31,6 +42,7 @@ bp = Blueprint("admin", __name__)
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 AUDIT_PAGE_SIZE = 50
+FEED_NAME_MAX = 100  # the column's length
 Errors = dict[str, list[str]]
 
 
@@ -202,18 +214,47 @@ def _linac_form_values(form: MultiDict[str, str]) -> dict[str, Any]:
     }
 
 
-def _linac_page(linac: Linac | None, values: dict[str, Any], errors: Errors, status: int = 200):
-    return _page(
-        "admin/linac_form.html",
-        status=status,
-        title=f"Linac {linac.name}" if linac else "New linac",
-        linac=linac,
-        values=values,
-        errors=errors,
-        weekdays=WEEKDAYS,
-        departments=records.list_departments(get_session()),
-        capability_choices=_capability_choices(values["capabilities"]),
+def _linac_page(
+    linac: Linac | None,
+    values: dict[str, Any],
+    errors: Errors,
+    status: int = 200,
+    *,
+    new_feed_url: str | None = None,
+    feed_values: Mapping[str, str] | None = None,
+    feed_errors: Errors | None = None,
+):
+    session = get_session()
+    feeds = links.list_feeds(session, linac.id) if linac is not None else []
+    # Feed times read in the linac's own department's zone, where its bookings happen.
+    timezone = (
+        session.scalar(sa.select(Department.timezone).where(Department.id == linac.department_id))
+        if linac is not None
+        else None
+    ) or _zone()
+    response = make_response(
+        render_template(
+            "admin/linac_form.html",
+            title=f"Linac {linac.name}" if linac else "New linac",
+            linac=linac,
+            values=values,
+            errors=errors,
+            weekdays=WEEKDAYS,
+            departments=records.list_departments(session),
+            capability_choices=_capability_choices(values["capabilities"]),
+            feeds=feeds,
+            new_feed_url=new_feed_url,
+            feed_values=feed_values or {"feed_name": ""},
+            feed_errors=feed_errors or {},
+            timezone=timezone,
+            format_local=format_local,
+        ),
+        status,
     )
+    if new_feed_url:
+        # The only copy of the secret URL: keep it out of every cache.
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/admin/linacs/new", methods=["GET", "POST"])
@@ -255,6 +296,63 @@ def linac_form(linac_id: int | None = None):
         return _linac_page(linac, values, _field_errors(exc), 422)
     audit.record(action, "linac", linac.id, actor_id=_actor_id())
     return done(f"Linac {linac.name} saved.", "admin.linacs")
+
+
+def _feed_url(token: str) -> str:
+    """The full feed URL on the configured public root, as patient links are built.
+
+    This request's Host may be an internal name behind the proxy; calendar apps outside the
+    hospital need the public one. The public root already includes any path the app is mounted
+    under, so that prefix is taken off the path url_for builds.
+    """
+    settings: Settings = current_app.extensions[SETTINGS_KEY]
+    path = url_for("feeds.linac_feed", token=token).removeprefix(request.script_root)
+    return settings.public_base_url.rstrip("/") + path
+
+
+@bp.post("/admin/linacs/<int:linac_id>/feeds")
+@role_required(Role.ADMIN)
+def create_feed(linac_id: int):
+    session = get_session()
+    linac = _get_or_404(Linac, linac_id)
+    name = (request.form.get("feed_name") or "").strip()
+    errors: Errors = {}
+    if not name:
+        _add(errors, "feed_name", "Enter a name, such as who or what subscribes to the feed.")
+    elif len(name) > FEED_NAME_MAX:
+        _add(errors, "feed_name", f"Use at most {FEED_NAME_MAX} characters.")
+    if errors:
+        return _linac_page(
+            linac,
+            _linac_values(linac, None),
+            {},
+            422,
+            feed_values={"feed_name": name},
+            feed_errors=errors,
+        )
+    token = links.issue_feed_token(session, linac.id, name, created_by_id=_actor_id())
+    feed_id = session.scalar(
+        sa.select(CalendarFeed.id).where(CalendarFeed.token_digest == links.token_digest(token))
+    )
+    audit.record("create", "calendar_feed", feed_id, actor_id=_actor_id(), linac=linac.id)
+    # Shown in this response only (not flashed: flashes travel in the session cookie).
+    return _linac_page(linac, _linac_values(linac, None), {}, 201, new_feed_url=_feed_url(token))
+
+
+@bp.post("/admin/feeds/<int:feed_id>/revoke")
+@role_required(Role.ADMIN)
+def revoke_feed(feed_id: int):
+    session = get_session()
+    feed = _get_or_404(CalendarFeed, feed_id)
+    linac_id, name, live = feed.linac_id, feed.name, feed.revoked_at is None
+    links.revoke_feed(session, feed.id, now=datetime.now(UTC))
+    if not live:
+        # A second click (or a stale page) changes nothing, so there is nothing to audit.
+        return done(f"Feed {name} was already revoked.", "admin.linac_form", linac_id=linac_id)
+    audit.record("revoke", "calendar_feed", feed_id, actor_id=_actor_id(), linac=linac_id)
+    return done(
+        f"Feed {name} revoked; its URL no longer works.", "admin.linac_form", linac_id=linac_id
+    )
 
 
 # --- departments and closures -------------------------------------------------------------------
