@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
@@ -495,3 +496,47 @@ def test_unknown_ids_are_404_and_signed_out_goes_to_login(
         "/fractions/999999/cancel",
     ):
         assert client.get(url).status_code == 404, url
+
+
+def test_readiness_in_the_fall_back_hour_records_the_prefilled_instant(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    # 01:30 New York time on 1 November 2026 happens twice; this is the first (EDT) one.
+    first_half_past_one = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    with time_machine.travel(first_half_past_one, tick=False):
+        csrf = signed_in(client, "scheduler")
+        course_id = _course(client, csrf, _patient(client, csrf, "FALL-1"), seed)
+        page = _html(client.get(f"/courses/{course_id}"))
+        typed = re.search(
+            r'id="done-physics_qa" name="done_at" type="datetime-local" value="([^"]+)"', page
+        )
+        prefilled = re.search(r'name="prefilled_at" value="([^"]+)"', page)
+        assert typed and typed.group(1) == "2026-11-01T01:30"
+        assert prefilled
+        form = {"csrf_token": csrf, "step": "physics_qa", "action": "record"}
+
+        # The same wall-clock time typed by hand names two instants: refused, with the reason.
+        typed_only = client.post(
+            f"/courses/{course_id}/readiness", data=form | {"done_at": typed.group(1)}
+        )
+        assert typed_only.status_code == 422
+        assert "ambiguous" in _html(typed_only).lower() or "twice" in _html(typed_only)
+
+        # Left as prefilled, the form records the instant it was filled with.
+        untouched = client.post(
+            f"/courses/{course_id}/readiness",
+            data=form | {"done_at": typed.group(1), "prefilled_at": prefilled.group(1)},
+        )
+        assert untouched.status_code == 302
+        db.expire_all()
+        assert db.get(Course, course_id).physics_qa_at == first_half_past_one
+        db.rollback()  # the test's own read must not hold SQLite's write lock
+
+        # A prefilled instant that no longer matches the field (the time was changed) is ignored.
+        changed = client.post(
+            f"/courses/{course_id}/readiness",
+            data=form | {"done_at": "2026-11-01T09:15", "prefilled_at": prefilled.group(1)},
+        )
+        assert changed.status_code == 302
+        db.expire_all()
+        assert db.get(Course, course_id).physics_qa_at == datetime(2026, 11, 1, 14, 15, tzinfo=UTC)

@@ -84,6 +84,8 @@ MESSAGE_KIND_NAMES = {
 }
 CHANNEL_NAMES = {"sms": "SMS", "email": "email"}
 PROPOSAL_COUNT = 3
+# What an HTML datetime-local field shows and sends: local date and time to the minute.
+LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 ALTERNATIVE_COUNT = 5
 SEARCH_LIMIT = 50
 
@@ -495,6 +497,22 @@ def new_course(patient_id: int):
     )
 
 
+def _prefilled_instant(typed: str, prefilled_at: str, tz: str) -> datetime | None:
+    """The instant the form was prefilled with, when the time field still shows it.
+
+    The field holds a local wall-clock time, which in the fall-back hour names two instants;
+    the form also carries the instant it was filled with, so an untouched field records
+    exactly that one instead of being refused as ambiguous.
+    """
+    try:
+        instant = datetime.fromisoformat(prefilled_at)
+    except ValueError:
+        return None
+    if instant.tzinfo is None or to_local(instant, tz).strftime(LOCAL_INPUT_FORMAT) != typed:
+        return None
+    return instant.astimezone(UTC).replace(second=0, microsecond=0)
+
+
 def _render_course(
     course: Course,
     *,
@@ -516,7 +534,8 @@ def _render_course(
         linacs=_linac_names(course),
         readiness=readiness,
         readiness_errors=readiness_errors or {},
-        default_done_at=to_local(now, tz).strftime("%Y-%m-%dT%H:%M"),
+        default_done_at=to_local(now, tz).strftime(LOCAL_INPUT_FORMAT),
+        prefilled_at=now.isoformat(),
         fractions=sorted(course.fractions, key=lambda f: (f.number, f.starts_at)),
         active=set(ACTIVE_FRACTION_STATUSES),
         now=now,
@@ -552,8 +571,11 @@ def readiness(course_id: int):
     done_at: datetime | None = None
     if request.form.get("action") != "clear":
         typed = request.form.get("done_at", "").strip()
+        prefilled = _prefilled_instant(typed, request.form.get("prefilled_at", ""), tz)
         if not typed:
             done_at = datetime.now(UTC)
+        elif prefilled is not None:
+            done_at = prefilled
         else:
             try:
                 done_at = localize(datetime.fromisoformat(typed).replace(second=0), tz)
