@@ -1,14 +1,14 @@
 """Translate database rows into the engine's plain values (SearchContext, Rules, Calendar).
 
-One query for the linacs' bookings and one for their downtime over the whole window keep
-proposals fast however many months of bookings the department holds.
+One query for the linacs' bookings and downtime, the patient's other bookings and the
+department's closures over the whole window keeps proposals fast however many months of
+bookings the department holds.
 """
 
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import holidays
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
@@ -25,6 +26,7 @@ from scheduler.models import (
     Fraction,
     Linac,
     Protocol,
+    UTCDateTime,
 )
 from scheduler.types import Calendar, Interval, LinacSpec, OpeningHours, Rules, SearchContext
 
@@ -69,6 +71,18 @@ def department_calendar(
     session: Session, department: Department, first: date, last: date
 ) -> Calendar:
     """Hours plus every public holiday and local closure between two local dates."""
+    closures = session.scalars(
+        sa.select(Closure).where(
+            Closure.department_id == department.id, Closure.day >= first, Closure.day <= last
+        )
+    )
+    return _calendar(department, first, last, {c.day: c.reason for c in closures})
+
+
+def _calendar(
+    department: Department, first: date, last: date, closures: dict[date, str]
+) -> Calendar:
+    """The Calendar of local days first..last, given the department's closures in them."""
     closed: dict[date, str] = {}
     if department.holiday_country:
         for year in range(first.year, last.year + 1):
@@ -76,12 +90,7 @@ def department_calendar(
                 department.holiday_country, department.holiday_subdivision, year
             )
             closed.update({day: name for day, name in public.items() if first <= day <= last})
-    closures = session.scalars(
-        sa.select(Closure).where(
-            Closure.department_id == department.id, Closure.day >= first, Closure.day <= last
-        )
-    )
-    closed.update({c.day: c.reason for c in closures})
+    closed.update(closures)
     return Calendar(
         timezone=department.timezone,
         hours=opening_hours(department.opening_hours) or OpeningHours({}),
@@ -112,6 +121,165 @@ def local_day_bounds(tz: str, first: date, last: date) -> tuple[datetime, dateti
     return start, end
 
 
+# Row kinds of the one query a SearchContext is read with.
+_LINAC, _PATIENT, _CLOSURE = 0, 1, 2
+
+
+def _raw(column: Any) -> Any:
+    """The column as the driver returns it: no per-value result processing.
+
+    PostgreSQL's driver returns aware datetimes already. SQLite returns its canonical
+    naive-UTC text, which :func:`_utc_from_text` turns into datetimes far more cheaply than
+    the generic type processing (often a thousand rows per proposal).
+    """
+    return sa.type_coerce(column, NullType())
+
+
+def _none(type_: Any) -> Any:
+    # Typed, so that PostgreSQL resolves the UNION ALL's column types branch by branch.
+    return _raw(sa.cast(sa.null(), type_))
+
+
+@functools.lru_cache(maxsize=8)
+def _context_statement(patient: bool, exclude_course: bool, closures: bool) -> Any:
+    """Bookings, downtime, the patient's other bookings and the department's closures in
+    one round trip, ordered so that each linac's and the patient's intervals come sorted.
+
+    Built once per shape, so that each call pays neither building nor cache-key generation.
+    """
+    start, end = (
+        sa.bindparam("start", type_=UTCDateTime()),
+        sa.bindparam("end", type_=UTCDateTime()),
+    )
+    linac_ids = sa.bindparam("linac_ids", expanding=True)
+    active = Fraction.status.in_(ACTIVE_FRACTION_STATUSES)
+    overlapping = sa.and_(Fraction.starts_at < end, Fraction.ends_at > start)
+    other_course = (
+        Fraction.course_id != sa.bindparam("exclude_course_id") if exclude_course else sa.true()
+    )
+    no_day, no_reason = _none(Closure.day.type), _none(Closure.reason.type)
+
+    def kind(value: int) -> Any:
+        return sa.literal_column(str(value), sa.Integer).label("kind")
+
+    parts = [
+        sa.select(
+            kind(_LINAC),
+            Fraction.linac_id.label("linac_id"),
+            _raw(Fraction.starts_at).label("starts_at"),
+            _raw(Fraction.ends_at).label("ends_at"),
+            no_day.label("day"),
+            no_reason.label("reason"),
+        ).where(Fraction.linac_id.in_(linac_ids), active, overlapping, other_course),
+        sa.select(
+            kind(_LINAC),
+            Downtime.linac_id,
+            _raw(Downtime.starts_at),
+            _raw(Downtime.ends_at),
+            no_day,
+            no_reason,
+        ).where(
+            Downtime.linac_id.in_(linac_ids), Downtime.starts_at < end, Downtime.ends_at > start
+        ),
+    ]
+    if patient:
+        parts.append(
+            sa.select(
+                kind(_PATIENT),
+                Fraction.linac_id,
+                _raw(Fraction.starts_at),
+                _raw(Fraction.ends_at),
+                no_day,
+                no_reason,
+            ).where(
+                Fraction.patient_id == sa.bindparam("patient_id"), active, overlapping, other_course
+            )
+        )
+    if closures:
+        no_time = _none(Fraction.starts_at.type)
+        parts.append(
+            sa.select(
+                kind(_CLOSURE),
+                _none(Fraction.linac_id.type),
+                no_time,
+                no_time,
+                _raw(Closure.day),
+                _raw(Closure.reason),
+            ).where(
+                Closure.department_id == sa.bindparam("department_id"),
+                Closure.day >= sa.bindparam("first", type_=sa.Date()),
+                Closure.day <= sa.bindparam("last", type_=sa.Date()),
+            )
+        )
+    return sa.union_all(*parts).order_by("kind", "linac_id", "starts_at", "ends_at")
+
+
+def _utc_from_text(text: str) -> datetime:
+    """SQLite's stored naive-UTC text as an aware UTC datetime."""
+    try:
+        return datetime.fromisoformat(text + "+00:00")
+    except ValueError:  # not the canonical form: parse it as it is
+        value = datetime.fromisoformat(text)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _text_intervals() -> Callable[[str, str], Interval]:
+    """Intervals from SQLite's text; a booking's end is often the next one's start, so each
+    distinct text is parsed once."""
+    parsed: dict[str, datetime] = {}
+
+    def utc(text: str) -> datetime:
+        instant = parsed.get(text)
+        if instant is None:
+            instant = parsed[text] = _utc_from_text(text)
+        return instant
+
+    def interval(starts_at: str, ends_at: str) -> Interval:
+        return Interval(utc(starts_at), utc(ends_at))
+
+    return interval
+
+
+def _read(
+    session: Session,
+    linac_ids: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    patient_id: int | None,
+    exclude_course_id: int | None,
+    closures: tuple[int, date, date] | None,
+) -> tuple[dict[int, list[Interval]], list[Interval], dict[date, str]]:
+    params: dict[str, Any] = {"linac_ids": list(linac_ids), "start": start, "end": end}
+    if patient_id is not None:
+        params["patient_id"] = patient_id
+    if exclude_course_id is not None:
+        params["exclude_course_id"] = exclude_course_id
+    if closures is not None:
+        params["department_id"], params["first"], params["last"] = closures
+    statement = _context_statement(
+        patient_id is not None, exclude_course_id is not None, closures is not None
+    )
+    rows = session.execute(statement, params).all()
+    by_linac: dict[int, list[Interval]] = {}
+    patient: list[Interval] = []
+    closed: dict[date, str] = {}
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    interval: Callable[[Any, Any], Interval] = _text_intervals() if sqlite else Interval
+    current_id: int | None = None
+    current: list[Interval] = []
+    for kind, linac_id, starts_at, ends_at, day, reason in rows:
+        if kind == _LINAC:
+            if linac_id != current_id:
+                current_id, current = linac_id, by_linac.setdefault(linac_id, [])
+            current.append(interval(starts_at, ends_at))
+        elif kind == _PATIENT:
+            patient.append(interval(starts_at, ends_at))
+        else:
+            closed[day if isinstance(day, date) else date.fromisoformat(day)] = reason
+    return by_linac, patient, closed
+
+
 def busy_intervals(
     session: Session,
     linac_ids: Sequence[int],
@@ -128,43 +296,16 @@ def busy_intervals(
     database, not the search. A course being (re)placed is left out: its own fractions are
     part of the schedule the engine checks, not obstacles to it.
     """
-    active = Fraction.status.in_(ACTIVE_FRACTION_STATUSES)
-    overlapping = sa.and_(Fraction.starts_at < end, Fraction.ends_at > start)
-    other_course = (
-        Fraction.course_id != exclude_course_id if exclude_course_id is not None else sa.true()
+    by_linac, patient, _ = _read(
+        session,
+        linac_ids,
+        start,
+        end,
+        patient_id=patient_id,
+        exclude_course_id=exclude_course_id,
+        closures=None,
     )
-    # PostgreSQL returns aware timestamps already; skipping the per-value UTC normalisation
-    # of UTCDateTime on these (often a thousand) rows is a measurable share of a proposal.
-    raw = session.get_bind().dialect.name == "postgresql"
-
-    def times(model: type[Fraction] | type[Downtime]) -> tuple[Any, Any]:
-        if not raw:
-            return model.starts_at, model.ends_at
-        aware = sa.DateTime(timezone=True)
-        return sa.type_coerce(model.starts_at, aware), sa.type_coerce(model.ends_at, aware)
-
-    parts = [
-        sa.select(sa.literal(0).label("kind"), Fraction.linac_id, *times(Fraction)).where(
-            Fraction.linac_id.in_(linac_ids), active, overlapping, other_course
-        ),
-        sa.select(sa.literal(0).label("kind"), Downtime.linac_id, *times(Downtime)).where(
-            Downtime.linac_id.in_(linac_ids), Downtime.starts_at < end, Downtime.ends_at > start
-        ),
-    ]
-    if patient_id is not None:
-        parts.append(
-            sa.select(sa.literal(1).label("kind"), Fraction.linac_id, *times(Fraction)).where(
-                Fraction.patient_id == patient_id, active, overlapping, other_course
-            )
-        )
-    by_linac: dict[int, list[Interval]] = defaultdict(list)
-    patient: list[Interval] = []
-    for kind, linac_id, starts_at, ends_at in session.execute(sa.union_all(*parts)).all():
-        interval = Interval(starts_at, ends_at)
-        (patient if kind else by_linac[linac_id]).append(interval)
-    for intervals in (*by_linac.values(), patient):
-        intervals.sort(key=lambda i: (i.start, i.end))
-    return dict(by_linac), patient
+    return by_linac, patient
 
 
 def search_context(
@@ -176,19 +317,24 @@ def search_context(
     patient_id: int | None = None,
     exclude_course_id: int | None = None,
 ) -> SearchContext:
-    """Everything the engine needs about local days first..last for one department."""
+    """Everything the engine needs about local days first..last for one department.
+
+    One round trip: the closures are read with the bookings, so a closure just added is
+    seen by the next proposal.
+    """
     linacs = linac_specs(department.linacs)
     start, end = local_day_bounds(department.timezone, first, last)
-    linac_busy, patient = busy_intervals(
+    linac_busy, patient, closures = _read(
         session,
         [spec.id for spec in linacs],
         start,
         end,
         patient_id=patient_id,
         exclude_course_id=exclude_course_id,
+        closures=(department.id, first, last),
     )
     return SearchContext(
-        calendar=department_calendar(session, department, first, last),
+        calendar=_calendar(department, first, last, closures),
         linacs=linacs,
         linac_busy=linac_busy,
         patient_busy=patient,

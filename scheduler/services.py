@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
 from scheduler import rules as rulebook
@@ -151,16 +152,30 @@ def _planned(fraction: Fraction) -> PlannedFraction:
     return PlannedFraction(fraction.number, fraction.linac_id, fraction.starts_at, fraction.ends_at)
 
 
+_COURSE_OPTIONS = (
+    joinedload(Course.protocol),
+    joinedload(Course.patient).joinedload(Patient.department).joinedload(Department.linacs),
+)
+_COURSE_WITH_FRACTIONS_OPTIONS = (*_COURSE_OPTIONS, selectinload(Course.fractions))
+# Built once: a statement reused as is skips building it and generating its cache key.
+_COURSE = sa.select(Course).options(*_COURSE_OPTIONS).where(Course.id == sa.bindparam("id"))
+_COURSE_WITH_FRACTIONS = (
+    sa.select(Course)
+    .options(*_COURSE_WITH_FRACTIONS_OPTIONS)
+    .where(Course.id == sa.bindparam("id"))
+)
+
+
 def _get_course(session: Session, course_id: int, *, fractions: bool = True) -> Course:
     """The course with what every use case reads: one round trip for course, protocol,
     patient, department and linacs (plus one for the fractions when wanted)."""
-    options = [
-        joinedload(Course.protocol),
-        joinedload(Course.patient).joinedload(Patient.department).joinedload(Department.linacs),
-    ]
-    if fractions:
-        options.append(selectinload(Course.fractions))
-    course = session.get(Course, course_id, options=options)
+    if session.identity_map.get(identity_key(Course, course_id)) is not None:
+        # Already in the session: get() returns it as it stands (or refreshes it if expired).
+        options = _COURSE_WITH_FRACTIONS_OPTIONS if fractions else _COURSE_OPTIONS
+        course = session.get(Course, course_id, options=options)
+    else:
+        statement = _COURSE_WITH_FRACTIONS if fractions else _COURSE
+        course = session.scalars(statement, {"id": course_id}).unique().one_or_none()
     if course is None:
         raise NotFound(f"course {course_id} does not exist")
     return course
@@ -265,7 +280,9 @@ def propose_schedules(
     course = _get_course(session, course_id, fractions=False)
     department = _department_of(session, course)
     rules = rules_from_protocol(course.protocol)
-    today = local_date(now, department.timezone)
+    # Read before the rollback below expires it: reading it after would cost a round trip.
+    timezone = department.timezone
+    today = local_date(now, timezone)
     first = max(d for d in (earliest, today, course.ready_to_treat_on) if d is not None)
 
     def context_for(request: ScheduleRequest) -> SearchContext:
@@ -295,7 +312,7 @@ def propose_schedules(
         wide = replace(request, horizon_days=horizon_days + search.EXPLAIN_HORIZON_DAYS)
         explanation = search.explain(request, context_for(wide), horizon_days=wide.horizon_days)
     session.rollback()  # read-only: release the SQLite write lock promptly
-    return ProposalResult(schedules, explanation, department.timezone)
+    return ProposalResult(schedules, explanation, timezone)
 
 
 # --- booking ---------------------------------------------------------------------------
