@@ -271,8 +271,6 @@ _KEY_FUNCTIONS = [
     ("services.py", "_department_of"),
     ("context.py", "search_context"),
     ("context.py", "department_calendar"),
-    ("context.py", "busy_intervals"),
-    ("context.py", "patient_busy"),
     ("search.py", "propose"),
     ("search.py", "explain"),
     ("search.py", "_compute_slots"),

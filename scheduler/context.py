@@ -141,7 +141,7 @@ def _none(type_: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _context_statement(patient: bool, exclude_course: bool, closures: bool) -> Any:
+def _context_statement(patient: bool, exclude_course: bool) -> Any:
     """Bookings, downtime, the patient's other bookings and the department's closures in
     one round trip, ordered so that each linac's and the patient's intervals come sorted.
 
@@ -195,22 +195,21 @@ def _context_statement(patient: bool, exclude_course: bool, closures: bool) -> A
                 Fraction.patient_id == sa.bindparam("patient_id"), active, overlapping, other_course
             )
         )
-    if closures:
-        no_time = _none(Fraction.starts_at.type)
-        parts.append(
-            sa.select(
-                kind(_CLOSURE),
-                _none(Fraction.linac_id.type),
-                no_time,
-                no_time,
-                _raw(Closure.day),
-                _raw(Closure.reason),
-            ).where(
-                Closure.department_id == sa.bindparam("department_id"),
-                Closure.day >= sa.bindparam("first", type_=sa.Date()),
-                Closure.day <= sa.bindparam("last", type_=sa.Date()),
-            )
+    no_time = _none(Fraction.starts_at.type)
+    parts.append(
+        sa.select(
+            kind(_CLOSURE),
+            _none(Fraction.linac_id.type),
+            no_time,
+            no_time,
+            _raw(Closure.day),
+            _raw(Closure.reason),
+        ).where(
+            Closure.department_id == sa.bindparam("department_id"),
+            Closure.day >= sa.bindparam("first", type_=sa.Date()),
+            Closure.day <= sa.bindparam("last", type_=sa.Date()),
         )
+    )
     return sa.union_all(*parts).order_by("kind", "linac_id", "starts_at", "ends_at")
 
 
@@ -225,19 +224,9 @@ def _utc_from_text(text: str) -> datetime:
 
 def _text_intervals() -> Callable[[str, str], Interval]:
     """Intervals from SQLite's text; a booking's end is often the next one's start, so each
-    distinct text is parsed once."""
-    parsed: dict[str, datetime] = {}
-
-    def utc(text: str) -> datetime:
-        instant = parsed.get(text)
-        if instant is None:
-            instant = parsed[text] = _utc_from_text(text)
-        return instant
-
-    def interval(starts_at: str, ends_at: str) -> Interval:
-        return Interval(utc(starts_at), utc(ends_at))
-
-    return interval
+    distinct text is parsed once per read."""
+    utc = functools.cache(_utc_from_text)
+    return lambda starts_at, ends_at: Interval(utc(starts_at), utc(ends_at))
 
 
 def _read(
@@ -248,18 +237,23 @@ def _read(
     *,
     patient_id: int | None,
     exclude_course_id: int | None,
-    closures: tuple[int, date, date] | None,
+    department_id: int,
+    first: date,
+    last: date,
 ) -> tuple[dict[int, list[Interval]], list[Interval], dict[date, str]]:
-    params: dict[str, Any] = {"linac_ids": list(linac_ids), "start": start, "end": end}
+    params: dict[str, Any] = {
+        "linac_ids": list(linac_ids),
+        "start": start,
+        "end": end,
+        "department_id": department_id,
+        "first": first,
+        "last": last,
+    }
     if patient_id is not None:
         params["patient_id"] = patient_id
     if exclude_course_id is not None:
         params["exclude_course_id"] = exclude_course_id
-    if closures is not None:
-        params["department_id"], params["first"], params["last"] = closures
-    statement = _context_statement(
-        patient_id is not None, exclude_course_id is not None, closures is not None
-    )
+    statement = _context_statement(patient_id is not None, exclude_course_id is not None)
     rows = session.execute(statement, params).all()
     by_linac: dict[int, list[Interval]] = {}
     patient: list[Interval] = []
@@ -278,34 +272,6 @@ def _read(
         else:
             closed[day if isinstance(day, date) else date.fromisoformat(day)] = reason
     return by_linac, patient, closed
-
-
-def busy_intervals(
-    session: Session,
-    linac_ids: Sequence[int],
-    start: datetime,
-    end: datetime,
-    *,
-    patient_id: int | None = None,
-    exclude_course_id: int | None = None,
-) -> tuple[dict[int, list[Interval]], list[Interval]]:
-    """Per linac: active bookings and downtime overlapping [start, end); and the patient's
-    active bookings in other courses. Sorted by start.
-
-    One round trip (a UNION ALL) instead of three: a proposal's cost is mostly waiting on the
-    database, not the search. A course being (re)placed is left out: its own fractions are
-    part of the schedule the engine checks, not obstacles to it.
-    """
-    by_linac, patient, _ = _read(
-        session,
-        linac_ids,
-        start,
-        end,
-        patient_id=patient_id,
-        exclude_course_id=exclude_course_id,
-        closures=None,
-    )
-    return by_linac, patient
 
 
 def search_context(
@@ -331,7 +297,9 @@ def search_context(
         end,
         patient_id=patient_id,
         exclude_course_id=exclude_course_id,
-        closures=(department.id, first, last),
+        department_id=department.id,
+        first=first,
+        last=last,
     )
     return SearchContext(
         calendar=_calendar(department, first, last, closures),
