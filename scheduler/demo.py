@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ DEMO_PATIENTS = [
     ("Helen", "Novak", "(212) 555-0110", "en", "prostate-5fx"),
     ("Samuel", "Reyes", "(212) 555-0193", "es", "spine-1fx"),
 ]
+# Dates of birth of DEMO_PATIENTS, in the same order.
+DEMO_BIRTH_DATES = [date(1958, 4, 17), date(1949, 11, 2), date(1961, 7, 29), date(1972, 1, 8)]
 
 
 def _credentials(settings: Settings) -> dict[str, str]:
@@ -96,6 +98,7 @@ def _create(session: Session, creds: dict[str, str], now: datetime) -> None:
                 "mrn": f"DEMO{1001 + index}",
                 "given_name": given,
                 "family_name": family,
+                "date_of_birth": DEMO_BIRTH_DATES[index],
                 "phone": phone,
                 "language": language,
                 "sms_consent": True,

@@ -90,3 +90,27 @@ class RulesBroken(ServiceError):
     def __init__(self, detail: str, violations: list[RuleBreak] | None = None) -> None:
         super().__init__(detail)
         self.violations = list(violations or [])
+
+
+@dataclass(frozen=True)
+class NearbyCourse:
+    """Another active course of the same patient close to a schedule being booked."""
+
+    course_id: int
+    protocol_code: str
+    status: str
+    first_start: str  # ISO 8601 UTC
+    last_end: str
+    days_apart: int  # local calendar days between the two courses; 0 when they overlap
+
+
+class NearbyCourseWarning(ServiceError):
+    """The patient has another active course overlapping or within days of this schedule:
+    booking needs that course acknowledged (a second course is rare, often a duplicate)."""
+
+    status = 409
+    title = "The patient has another course close to this schedule"
+
+    def __init__(self, detail: str, nearby_courses: list[NearbyCourse]) -> None:
+        super().__init__(detail, nearby_courses=list(nearby_courses))
+        self.nearby_courses = list(nearby_courses)

@@ -205,6 +205,9 @@ class Patient(Base):
     mrn: Mapped[str] = mapped_column(sa.String(50))
     given_name: Mapped[str] = mapped_column(sa.String(100))
     family_name: Mapped[str] = mapped_column(sa.String(100))
+    # The second identifier next to the MRN. Nullable only for patients registered before it
+    # was asked for; every new patient has one (scheduler.records).
+    date_of_birth: Mapped[date | None]
     phone_e164: Mapped[str | None] = mapped_column(sa.String(20))
     email: Mapped[str | None] = mapped_column(sa.String(254))
     language: Mapped[str] = mapped_column(sa.String(8), default="en")

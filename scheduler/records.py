@@ -33,6 +33,7 @@ from scheduler.models import (
     Patient,
     Protocol,
 )
+from scheduler.timeutil import local_date
 
 # Limits shared with the API schemas, so the published OpenAPI document states the same rules.
 MIN_FRACTIONS, MAX_FRACTIONS = 1, 5
@@ -45,6 +46,8 @@ PHONE_DEFAULT_REGION = "US"
 # stray capital or space would silently make a machine look incapable.
 WORD_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# A date of birth before this is a typing slip (1857 for 1957), not a patient.
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -219,6 +222,18 @@ def _date(errors: _Errors, field: str, value: Any, *, required: bool = True) -> 
         return None
     if isinstance(value, datetime) or not isinstance(value, date):
         errors.add(field, "must be a date (YYYY-MM-DD)")
+    return value
+
+
+def _date_of_birth(errors: _Errors, value: Any, *, required: bool, today: date) -> Any:
+    field = "date_of_birth"
+    value = _date(errors, field, value, required=required)
+    if value is None or errors.has(field):
+        return value
+    if value > today:
+        errors.add(field, "must not be in the future")
+    elif value < EARLIEST_BIRTH_DATE:
+        errors.add(field, f"must be on or after {EARLIEST_BIRTH_DATE.isoformat()}")
     return value
 
 
@@ -659,6 +674,7 @@ PATIENT_FIELDS = {
     "mrn",
     "given_name",
     "family_name",
+    "date_of_birth",
     "phone",
     "email",
     "language",
@@ -667,6 +683,7 @@ PATIENT_FIELDS = {
     "email_consent",
 }
 PATIENT_DEFAULTS: dict[str, Any] = {
+    "date_of_birth": None,
     "phone": None,
     "email": None,
     "language": "en",
@@ -696,6 +713,14 @@ def _validate_patient(
     v["mrn"] = _text(errors, "mrn", v.get("mrn"), max_len=50)
     v["given_name"] = _text(errors, "given_name", v.get("given_name"), max_len=100)
     v["family_name"] = _text(errors, "family_name", v.get("family_name"), max_len=100)
+    v["date_of_birth"] = _date_of_birth(
+        errors,
+        v.get("date_of_birth"),
+        # Required for every new patient; one registered before it was asked for may keep
+        # none until it is known, but a recorded one cannot be removed.
+        required=existing is None or existing.date_of_birth is not None,
+        today=local_date(now, department.timezone) if department is not None else now.date(),
+    )
     phone = _phone(errors, "phone", v.pop("phone", None))
     v["phone_e164"] = phone
     v["email"] = _email(errors, "email", v.get("email"))

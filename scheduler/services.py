@@ -10,7 +10,7 @@ at BEGIN makes the overlap check and the insert one step.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import ParamSpec, TypeVar
@@ -29,6 +29,8 @@ from scheduler.errors import (
     ConflictingBooking,
     FieldError,
     InvalidInput,
+    NearbyCourse,
+    NearbyCourseWarning,
     NotFound,
     RuleBreak,
     RulesBroken,
@@ -45,6 +47,7 @@ from scheduler.models import (
     FractionStatus,
     Linac,
     Patient,
+    Protocol,
 )
 from scheduler.timeutil import local_date
 from scheduler.types import (
@@ -437,6 +440,69 @@ def _flush_or_conflict(
         ) from exc
 
 
+# A second course this close to another of the same patient is rare: more often a duplicate
+# or a plan that should have been one course, so booking it needs an explicit acknowledgement.
+NEARBY_COURSE_DAYS = 7
+# Courses whose dates no longer matter to a new booking (nothing booked, or all over).
+_SETTLED_COURSE_STATUSES = (CourseStatus.DRAFT, CourseStatus.CANCELLED, CourseStatus.COMPLETED)
+
+
+def _nearby_courses(session: Session, course: Course, window: Interval) -> list[NearbyCourse]:
+    """The patient's other active courses whose sessions overlap ``window`` or come within
+    NEARBY_COURSE_DAYS local calendar days of it, nearest first."""
+    tz = _department_of(session, course).timezone
+    rows = session.execute(
+        sa.select(
+            Course.id,
+            Protocol.code,
+            Course.status,
+            sa.func.min(Fraction.starts_at),
+            sa.func.max(Fraction.ends_at),
+        )
+        .join(Protocol, Protocol.id == Course.protocol_id)
+        .join(Fraction, Fraction.course_id == Course.id)
+        .where(
+            Course.patient_id == course.patient_id,
+            Course.id != course.id,
+            Course.status.not_in(_SETTLED_COURSE_STATUSES),
+            Fraction.status.in_(SCHEDULED_STATUSES),
+        )
+        .group_by(Course.id, Protocol.code, Course.status)
+        .order_by(Course.id)
+    ).all()
+    first_day, last_day = local_date(window.start, tz), local_date(window.end, tz)
+    found = []
+    for other_id, code, status, starts_at, ends_at in rows:
+        # Aggregates keep the column type, so these are aware UTC instants on both backends.
+        starts_at, ends_at = starts_at.astimezone(UTC), ends_at.astimezone(UTC)
+        other_first, other_last = local_date(starts_at, tz), local_date(ends_at, tz)
+        days_apart = max((first_day - other_last).days, (other_first - last_day).days, 0)
+        if days_apart <= NEARBY_COURSE_DAYS:
+            found.append(
+                NearbyCourse(
+                    other_id, code, str(status), _iso(starts_at), _iso(ends_at), days_apart
+                )
+            )
+    return sorted(found, key=lambda n: (n.days_apart, n.course_id))
+
+
+def nearby_courses(
+    session: Session, course_id: int, placements: Sequence[Placement]
+) -> list[NearbyCourse]:
+    """The check ``book_course`` makes before booking: the patient's other active courses
+    overlapping these placements or within NEARBY_COURSE_DAYS of them (a read only)."""
+    course = _get_course(session, course_id, fractions=False)
+    rules = rules_from_protocol(course.protocol)
+    starts = [p.starts_at.astimezone(UTC) for p in placements]
+    ends = [
+        p.starts_at.astimezone(UTC) + timedelta(minutes=rules.minutes_for(p.number))
+        for p in placements
+    ]
+    if not starts:
+        return []
+    return _nearby_courses(session, course, Interval(min(starts), max(ends)))
+
+
 @_retry_lost_races
 def book_course(
     session: Session,
@@ -444,10 +510,16 @@ def book_course(
     placements: Sequence[Placement],
     *,
     override_reason: str | None = None,
+    acknowledged_course_ids: Collection[int] = (),
     actor_id: int | None = None,
     now: datetime | None = None,
 ) -> Course:
-    """Book every fraction of a course at once, or nothing."""
+    """Book every fraction of a course at once, or nothing.
+
+    When the patient has another active course overlapping the schedule or within
+    NEARBY_COURSE_DAYS of it, every such course must be among ``acknowledged_course_ids``
+    (else :class:`NearbyCourseWarning`); the acknowledgement is kept in the booking event.
+    """
     now = _now(now)
     course = _get_course(session, course_id)
     if course.status != CourseStatus.DRAFT or _scheduled(course):
@@ -493,6 +565,14 @@ def book_course(
         window,
     )
     overridden = bool(violations)
+    nearby = _nearby_courses(session, course, window)
+    if any(n.course_id not in set(acknowledged_course_ids) for n in nearby):
+        session.rollback()
+        raise NearbyCourseWarning(
+            "the patient has another active course overlapping this schedule or within "
+            f"{NEARBY_COURSE_DAYS} days of it; acknowledge it to book",
+            nearby,
+        )
     ready = course.ready_to_treat
     for f in planned:
         # Until plan approval and physics QA are recorded the first fraction stays
@@ -524,6 +604,7 @@ def book_course(
         fractions=[_fraction_payload(f) for f in planned],
         override_reason=override_reason if overridden else None,
         violations=[v.code for v in violations],
+        nearby_courses_acknowledged=[n.course_id for n in nearby],
     )
     session.commit()
     session.refresh(course)

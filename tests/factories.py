@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
@@ -59,6 +59,7 @@ def patient(session: Session, dept: Department, **overrides: object) -> Patient:
         "mrn": f"MRN{next(_mrn)}",
         "given_name": "Ana",
         "family_name": "Example",
+        "date_of_birth": date(1956, 5, 14),
         "phone_e164": "+12125550123",
         "language": "en",
     } | overrides

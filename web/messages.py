@@ -7,7 +7,9 @@
 - ``/messages/problems`` (admin): failed and unknown messages, with retry and suppress.
 - ``/messages/inbox`` (scheduler): patient replies no keyword handled.
 
-Patients are shown by initials and MRN only: these pages sit on shared ward screens.
+Lists of many patients show each by initials and MRN only: these pages sit on shared ward
+screens. One patient's timeline names the patient with date of birth and MRN, as every page
+about one patient does.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ def patient_timeline(patient_id: int):
         timezone=_zones(session).get(patient.department_id, "UTC"),
         patient_id=patient.id,
         course_id=None,
+        patient=patient,
     )
 
 
@@ -192,6 +195,7 @@ def course_timeline(course_id: int):
         timezone=_zones(session).get(patient.department_id, "UTC"),
         patient_id=patient.id,
         course_id=course.id,
+        patient=patient,
     )
 
 

@@ -16,7 +16,8 @@ def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
     patient = client.post(
         "/api/v1/patients",
         json={"department_id": seed.department_id, "mrn": mrn, "given_name": "Test",
-              "family_name": f"Patient {mrn}", "email": f"{mrn.lower()}@example.org"},
+              "family_name": f"Patient {mrn}", "date_of_birth": "1959-06-30",
+              "email": f"{mrn.lower()}@example.org"},
         headers=auth,
     )  # fmt: skip
     assert patient.status_code == 201, patient.json

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from flask.testing import FlaskClient
 
@@ -22,7 +22,8 @@ def test_messages_page_shows_the_confirmation_as_the_patient_reads_it(
     patient = records.create_patient(
         db,
         {"department_id": seed.department_id, "mrn": "MRN-77", "given_name": "Rosa",
-         "family_name": "Delgado", "phone": "+12125550177", "language": "es",
+         "family_name": "Delgado", "date_of_birth": date(1968, 9, 23),
+         "phone": "+12125550177", "language": "es",
          "sms_consent": True},
         now=NOW,
     )  # fmt: skip

@@ -27,6 +27,7 @@ def _patient(seed: Seed, **changes) -> dict:
         "mrn": "MRN-0001",
         "given_name": "Ana",
         "family_name": "Lopez",
+        "date_of_birth": "1961-02-03",
         "phone": "(415) 555-2671",
         "email": "ana@example.org",
         "language": "es",

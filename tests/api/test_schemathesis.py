@@ -4,6 +4,7 @@ that no response is a server error or contradicts the document (status, media ty
 from __future__ import annotations
 
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def seeded(db: Session) -> Seed:
         patient = records.create_patient(
             db,
             {"department_id": seed.department_id, "mrn": mrn, "given_name": "Sam",
-             "family_name": "Fuzz", "phone": "+14155552671", "sms_consent": True},
+             "family_name": "Fuzz", "date_of_birth": date(1970, 1, 1),
+             "phone": "+14155552671", "sms_consent": True},
         )  # fmt: skip
         records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})
     return seed

@@ -29,7 +29,8 @@ def book(
     patient = records.create_patient(
         db,
         {"department_id": seed.department_id, "mrn": mrn, "given_name": "Ada",
-         "family_name": "Lovelace", "email": f"{mrn.lower()}@example.org",
+         "family_name": "Lovelace", "date_of_birth": date(1965, 12, 10),
+         "email": f"{mrn.lower()}@example.org",
          "email_consent": True},
     )  # fmt: skip
     course = records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})

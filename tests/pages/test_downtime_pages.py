@@ -30,7 +30,8 @@ def book_week(db: Session, seed: Seed, monday: date, linac: int) -> int:
     patient = records.create_patient(
         db,
         {"department_id": seed.department_id, "mrn": "DT-1", "given_name": "Grace",
-         "family_name": "Hopper", "email": "dt-1@example.org", "email_consent": True},
+         "family_name": "Hopper", "date_of_birth": date(1956, 12, 9),
+         "email": "dt-1@example.org", "email_consent": True},
     )  # fmt: skip
     course = records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})
     placements = [

@@ -3,7 +3,8 @@ schedulers' inbox. Driven through the test client after signing in through /logi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ def _patient_with_course(db: Session, seed: Seed, mrn: str = "MRN-41") -> tuple[
             "mrn": mrn,
             "given_name": "Rosa",
             "family_name": "Delgado",
+            "date_of_birth": date(1968, 9, 23),
             "phone": "+12125550177",
             "language": "en",
             "sms_consent": True,
@@ -145,7 +147,15 @@ def test_timelines_show_every_status_with_reason_and_local_times(
         assert FAILED_REASON in html
         assert "Body of the delivered message" in html
         assert "Mon 9 Mar 2026 10:00 EDT" in html  # department zone, not UTC
-        assert "RD (MRN-41)" in html and "Delgado" not in html
+        # One patient's timeline names the patient with both identifiers.
+        assert re.search(
+            r'identity-name">Delgado, Rosa</strong>.*DOB <time datetime="1968-09-23">'
+            r"23 Sep 1968</time>.*MRN MRN-41",
+            html,
+        ), url
+    # The list of every patient's messages keeps to initials and MRN (shared screens).
+    log = client.get("/messages").get_data(as_text=True)
+    assert "RD (MRN-41)" in log and "Delgado" not in log and "1968" not in log
     # Viewing a patient's messages is itself recorded.
     db.expire_all()
     viewed = db.scalars(

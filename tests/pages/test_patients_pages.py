@@ -61,6 +61,7 @@ def _patient(client: FlaskClient, csrf: str, mrn: str, **fields: str) -> int:
         "mrn": mrn,
         "given_name": "Ana",
         "family_name": "Lopez",
+        "date_of_birth": "1961-02-03",
         "phone": "(415) 555-0100",
         "phone_country": "US",
         "email": "ana@example.org",
@@ -498,7 +499,7 @@ def test_unknown_ids_are_404_and_signed_out_goes_to_login(
         assert client.get(url).status_code == 404, url
 
 
-def test_readiness_in_the_fall_back_hour_records_the_prefilled_instant(
+def test_readiness_in_the_fall_back_hour_records_now_unambiguously(
     client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
 ) -> None:
     # 01:30 New York time on 1 November 2026 happens twice; this is the first (EDT) one.
@@ -507,35 +508,31 @@ def test_readiness_in_the_fall_back_hour_records_the_prefilled_instant(
         csrf = signed_in(client, "scheduler")
         course_id = _course(client, csrf, _patient(client, csrf, "FALL-1"), seed)
         page = _html(client.get(f"/courses/{course_id}"))
-        typed = re.search(
-            r'id="done-physics_qa" name="done_at" type="datetime-local" value="([^"]+)"', page
-        )
-        prefilled = re.search(r'name="prefilled_at" value="([^"]+)"', page)
-        assert typed and typed.group(1) == "2026-11-01T01:30"
-        assert prefilled
-        form = {"csrf_token": csrf, "step": "physics_qa", "action": "record"}
+        # The time is not prefilled: blank means the moment of saving, which is one instant.
+        assert re.search(r'id="done_at" name="done_at" type="datetime-local" value=""', page)
+        form = {"csrf_token": csrf, "record": "physics_qa"}
 
-        # The same wall-clock time typed by hand names two instants: refused, with the reason.
-        typed_only = client.post(
-            f"/courses/{course_id}/readiness", data=form | {"done_at": typed.group(1)}
+        # The wall-clock time typed by hand names two instants: refused, with the reason,
+        # and the ticked step and the typed time are kept.
+        typed = client.post(
+            f"/courses/{course_id}/readiness", data=form | {"done_at": "2026-11-01T01:30"}
         )
-        assert typed_only.status_code == 422
-        assert "ambiguous" in _html(typed_only).lower() or "twice" in _html(typed_only)
+        assert typed.status_code == 422
+        html = _html(typed)
+        assert "ambiguous" in html.lower() or "twice" in html
+        assert re.search(r'id="record-physics_qa" name="record" value="physics_qa" checked', html)
+        assert 'value="2026-11-01T01:30"' in html
 
-        # Left as prefilled, the form records the instant it was filled with.
-        untouched = client.post(
-            f"/courses/{course_id}/readiness",
-            data=form | {"done_at": typed.group(1), "prefilled_at": prefilled.group(1)},
-        )
-        assert untouched.status_code == 302
+        # Left blank, the form records now.
+        blank = client.post(f"/courses/{course_id}/readiness", data=form | {"done_at": ""})
+        assert blank.status_code == 302
         db.expire_all()
         assert db.get(Course, course_id).physics_qa_at == first_half_past_one
         db.rollback()  # the test's own read must not hold SQLite's write lock
 
-        # A prefilled instant that no longer matches the field (the time was changed) is ignored.
+        # An unambiguous typed time is recorded as typed.
         changed = client.post(
-            f"/courses/{course_id}/readiness",
-            data=form | {"done_at": "2026-11-01T09:15", "prefilled_at": prefilled.group(1)},
+            f"/courses/{course_id}/readiness", data=form | {"done_at": "2026-11-01T09:15"}
         )
         assert changed.status_code == 302
         db.expire_all()

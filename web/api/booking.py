@@ -113,7 +113,10 @@ def propose_schedules(course_id: int, body: s.ProposalIn):
 )  # fmt: skip
 def book_course(course_id: int, body: s.BookingIn):
     """All or nothing. A taken time is a 409 naming it; a broken rule is a 422 listing the
-    violations, and the overridable ones may be booked with an ``override_reason``."""
+    violations, and the overridable ones may be booked with an ``override_reason``. When the
+    patient has another active course overlapping the schedule or within 7 days of it, the
+    answer is a 409 of type ``nearby-course-warning`` listing those courses
+    (``nearby_courses``); book again with their ids in ``acknowledged_course_ids``."""
     session = get_session()
     tz = records.department_timezone_for_course(session, course_id)
     placements = [
@@ -129,6 +132,7 @@ def book_course(course_id: int, body: s.BookingIn):
         course_id,
         placements,
         override_reason=body.override_reason,
+        acknowledged_course_ids=body.acknowledged_course_ids,
         actor_id=current_user_id(),
     )
     return course_out(course)

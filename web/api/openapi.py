@@ -21,7 +21,11 @@ ERROR_DESCRIPTIONS = {
     401: "No valid bearer token or session",
     403: "The caller's role does not allow this (or a session request lacks its CSRF token)",
     404: "No such record",
-    409: "The slot is taken or the record's state does not allow this",
+    409: (
+        "The slot is taken (`conflicts`), the record's state does not allow this, or the "
+        "patient has another course close to this one that must be acknowledged first "
+        "(type `urn:sbrt-scheduler:problem:nearby-course-warning`, `nearby_courses`)"
+    ),
     415: "The body is not application/json",
     422: "Invalid input; `errors` names each field, `violations` each broken rule",
     500: "Unexpected server error (details are logged, never returned)",
@@ -38,6 +42,15 @@ class ConflictOut(BaseModel):
     linac_id: int | None
     starts_at: str
     ends_at: str
+
+
+class NearbyCourseOut(BaseModel):
+    course_id: int
+    protocol_code: str
+    status: str
+    first_start: str
+    last_end: str
+    days_apart: int
 
 
 class ViolationOut(BaseModel):
@@ -59,6 +72,7 @@ class Problem(BaseModel):
     errors: list[FieldErrorOut] | None = None
     conflicts: list[ConflictOut] | None = None
     violations: list[ViolationOut] | None = None
+    nearby_courses: list[NearbyCourseOut] | None = None
 
 
 def build_document(routes: ApiRoutes) -> dict[str, Any]:

@@ -30,6 +30,16 @@ def _sane_date(value: date) -> date:
 
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+BirthDate = Annotated[
+    date,
+    Field(
+        description=(
+            "Date of birth (YYYY-MM-DD), the second identifier next to the MRN; "
+            f"not in the future and not before {records.EARLIEST_BIRTH_DATE.isoformat()}"
+        ),
+        examples=["1958-04-17"],
+    ),
+]
 Day = Annotated[date, AfterValidator(_sane_date)]
 # Aware instant, or naive local time in the department's zone (see the module docstring).
 When = Annotated[
@@ -337,6 +347,7 @@ class PatientIn(Input):
     mrn: Annotated[str, Field(min_length=1, max_length=50)]
     given_name: Annotated[str, Field(min_length=1, max_length=100)]
     family_name: Annotated[str, Field(min_length=1, max_length=100)]
+    date_of_birth: BirthDate
     phone: (
         Annotated[
             str,
@@ -358,6 +369,7 @@ class PatientPatch(Input):
     mrn: Annotated[str, Field(min_length=1, max_length=50)] | None = None
     given_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     family_name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    date_of_birth: BirthDate | None = None
     phone: Annotated[str, Field(max_length=32)] | None = None
     email: Annotated[str, Field(max_length=254)] | None = None
     language: Literal["en", "es"] | None = None
@@ -385,6 +397,9 @@ class PatientOut(Output):
     mrn: str
     given_name: str
     family_name: str
+    date_of_birth: date | None = Field(
+        description="Null only for a patient registered before it was asked for"
+    )
     phone: str | None = Field(validation_alias="phone_e164")
     email: str | None
     language: str
@@ -503,6 +518,17 @@ class PlacementIn(Input):
 class BookingIn(Input):
     fractions: Annotated[list[PlacementIn], Field(min_length=1, max_length=records.MAX_FRACTIONS)]
     override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    acknowledged_course_ids: Annotated[
+        list[Id],
+        Field(
+            max_length=100,
+            description=(
+                "The patient's other courses the scheduler has seen and accepts next to this "
+                "one: every course a 409 `nearby-course-warning` named (`nearby_courses`) must "
+                "be listed for the booking to go ahead; the acknowledgement is recorded"
+            ),
+        ),
+    ] = []
 
 
 class MoveIn(Input):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import phonenumbers
@@ -27,10 +27,13 @@ from sqlalchemy.orm import Session
 from notifications.models import Reminder, ReminderStatus
 from notifications.outbox import OPEN_STATUSES, patient_snapshot
 from scheduler import records, services
+from scheduler.context import rules_from_protocol
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
     InvalidInput,
+    NearbyCourse,
+    NearbyCourseWarning,
     NotFound,
     RuleBreak,
     RulesBroken,
@@ -285,6 +288,7 @@ def _patient_form_values(form: Mapping[str, str]) -> dict[str, Any]:
         "mrn": form.get("mrn", ""),
         "given_name": form.get("given_name", ""),
         "family_name": form.get("family_name", ""),
+        "date_of_birth": form.get("date_of_birth", "").strip(),
         "phone": form.get("phone", ""),
         "phone_country": country if country in PHONE_COUNTRIES else DEFAULT_PHONE_COUNTRY,
         "email": form.get("email", ""),
@@ -379,6 +383,8 @@ def new_patient():
             departments=departments,
             countries=_phone_country_choices(),
             languages=LANGUAGE_NAMES,
+            earliest_birth_date=records.EARLIEST_BIRTH_DATE.isoformat(),
+            today=datetime.now(UTC).date().isoformat(),
             error="The patient was not saved: correct the fields marked below." if errors else None,
         )
         return page, status
@@ -401,6 +407,9 @@ def new_patient():
                 "mrn": values["mrn"],
                 "given_name": values["given_name"],
                 "family_name": values["family_name"],
+                # Unreadable text goes through as typed, so records names the problem.
+                "date_of_birth": _date_or_none(values["date_of_birth"])
+                or _optional(values["date_of_birth"]),
                 "phone": _optional(_international_phone(values["phone"], values["phone_country"])),
                 "email": _optional(values["email"]),
                 "language": values["language"],
@@ -497,27 +506,22 @@ def new_course(patient_id: int):
     )
 
 
-def _prefilled_instant(typed: str, prefilled_at: str, tz: str) -> datetime | None:
-    """The instant the form was prefilled with, when the time field still shows it.
+@dataclass
+class _ReadinessForm:
+    """The readiness form as submitted: steps to record, steps to clear, the typed time."""
 
-    The field holds a local wall-clock time, which in the fall-back hour names two instants;
-    the form also carries the instant it was filled with, so an untouched field records
-    exactly that one instead of being refused as ambiguous.
-    """
-    try:
-        instant = datetime.fromisoformat(prefilled_at)
-    except ValueError:
-        return None
-    if instant.tzinfo is None or to_local(instant, tz).strftime(LOCAL_INPUT_FORMAT) != typed:
-        return None
-    return instant.astimezone(UTC).replace(second=0, microsecond=0)
+    record: list[str] = field(default_factory=list)
+    clear: list[str] = field(default_factory=list)
+    done_at: str = ""
+    error: str | None = None
+    time_error: str | None = None
 
 
 def _render_course(
     course: Course,
     *,
     error: str | None = None,
-    readiness_errors: Mapping[str, str] | None = None,
+    readiness_form: _ReadinessForm | None = None,
     status: int = 200,
 ):
     tz = course.patient.department.timezone
@@ -533,9 +537,7 @@ def _render_course(
         tz=tz,
         linacs=_linac_names(course),
         readiness=readiness,
-        readiness_errors=readiness_errors or {},
-        default_done_at=to_local(now, tz).strftime(LOCAL_INPUT_FORMAT),
-        prefilled_at=now.isoformat(),
+        readiness_form=readiness_form or _ReadinessForm(),
         fractions=sorted(course.fractions, key=lambda f: (f.number, f.starts_at)),
         active=set(ACTIVE_FRACTION_STATUSES),
         now=now,
@@ -557,55 +559,91 @@ def course(course_id: int):
     return page
 
 
+def _readiness_form(form: Any) -> _ReadinessForm:
+    """The steps ticked on the course page's one readiness form; a single ``step`` with an
+    ``action`` (record or clear) is read as the same thing."""
+    submitted = _ReadinessForm(
+        record=form.getlist("record"),
+        clear=form.getlist("clear"),
+        done_at=form.get("done_at", "").strip(),
+    )
+    step = form.get("step")
+    if step is not None:
+        (submitted.clear if form.get("action") == "clear" else submitted.record).append(step)
+    return submitted
+
+
+def _names(labels: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
 @bp.post("/courses/<int:course_id>/readiness")
 @role_required(Role.SCHEDULER)
 def readiness(course_id: int):
-    """Record (with a local date and time; blank means now) or clear one readiness step."""
+    """Record the ticked readiness steps at one local date and time (blank means now) and
+    clear the ticked ones."""
     db = get_session()
     found = _course_or_404(db, course_id)
-    step = request.form.get("step", "")
-    if step not in READINESS_LABELS:
+    form = _readiness_form(request.form)
+    if any(step not in READINESS_LABELS for step in (*form.record, *form.clear)):
         abort(400, "Unknown readiness step.")
-    label = READINESS_LABELS[step]
     tz = found.patient.department.timezone
-    done_at: datetime | None = None
-    if request.form.get("action") != "clear":
-        typed = request.form.get("done_at", "").strip()
-        prefilled = _prefilled_instant(typed, request.form.get("prefilled_at", ""), tz)
-        if not typed:
-            done_at = datetime.now(UTC)
-        elif prefilled is not None:
-            done_at = prefilled
-        else:
-            try:
-                done_at = localize(datetime.fromisoformat(typed).replace(second=0), tz)
-            except ValueError as exc:
-                # Nonexistent (spring-forward) and ambiguous (fall-back) times are
-                # ValueErrors too; their messages say which and what to do.
-                message = (
+
+    def refused(message: str, *, time_error: str | None = None):
+        form.error, form.time_error = message, time_error
+        # The ticks and the typed time come back as they were, so nothing has to be redone.
+        return _render_course(
+            found,
+            error="Readiness was not saved: correct the form.",
+            readiness_form=form,
+            status=422,
+        )
+
+    if not form.record and not form.clear:
+        return refused("Tick the steps to record (or to clear), then save.")
+    both = [READINESS_LABELS[s] for s in READINESS_LABELS if s in form.record and s in form.clear]
+    if both:
+        return refused(f"{_names(both)}: tick either Record or Clear, not both.")
+    done_at = datetime.now(UTC)
+    if form.record and form.done_at:
+        try:
+            done_at = localize(datetime.fromisoformat(form.done_at).replace(second=0), tz)
+        except ValueError as exc:
+            # Nonexistent (spring-forward) and ambiguous (fall-back) times are ValueErrors
+            # too; their messages say which and what to do.
+            return refused(
+                "The time was not understood; nothing was recorded.",
+                time_error=(
                     str(exc)
                     if isinstance(exc, NonexistentLocalTime | AmbiguousLocalTime)
                     else "must be a local date and time"
-                )
-                return _render_course(
-                    found,
-                    error=f"{label} was not recorded: correct the time.",
-                    readiness_errors={step: message},
-                    status=422,
-                )
+                ),
+            )
     mark = _outbox_mark(db, found.id)
+    updated = found
     try:
-        updated = services.record_readiness(
-            db, course_id, step=step, done_at=done_at, actor_id=_staff().id
-        )
+        for step in READINESS_LABELS:
+            if step in form.record or step in form.clear:
+                updated = services.record_readiness(
+                    db,
+                    course_id,
+                    step=step,
+                    done_at=done_at if step in form.record else None,
+                    actor_id=_staff().id,
+                )
+                audit.record("readiness", "course", course_id, actor_id=_staff().id, step=step)
     except InvalidInput as exc:
         abort(400, exc.detail)
-    audit.record("readiness", "course", course_id, actor_id=_staff().id, step=step)
-    if done_at is None:
-        message = f"{label} cleared."
-    else:
-        message = f"{label} recorded for {format_local(done_at, tz)}."
-    if updated.ready_to_treat:
+    recorded = [READINESS_LABELS[s] for s in READINESS_LABELS if s in form.record]
+    cleared = [READINESS_LABELS[s] for s in READINESS_LABELS if s in form.clear]
+    parts = []
+    if recorded:
+        parts.append(f"{_names(recorded)} recorded for {format_local(done_at, tz)}.")
+    if cleared:
+        parts.append(f"{_names(cleared)} cleared.")
+    message = " ".join(parts)
+    if updated.ready_to_treat and recorded:
         message += " Plan approval and physics QA are done: the course is ready to treat."
     return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
 
@@ -732,6 +770,56 @@ def _placements(form: Any) -> list[Placement] | None:
     return placements
 
 
+def _render_nearby(
+    db: Session,
+    found: Course,
+    placements: list[Placement],
+    query: _ProposalQuery,
+    nearby: list[NearbyCourse],
+    *,
+    unticked: bool,
+):
+    """The booking held back: the patient's other courses close to it, and the same schedule
+    to book once the scheduler ticks that they have checked them."""
+    tz = found.patient.department.timezone
+    rules = rules_from_protocol(found.protocol)
+    schedule = [
+        PlannedFraction(
+            p.number,
+            p.linac_id,
+            p.starts_at,
+            p.starts_at + timedelta(minutes=rules.minutes_for(p.number)),
+        )
+        for p in sorted(placements, key=lambda p: p.number)
+    ]
+
+    def local_day(iso_instant: str) -> str:
+        moment = to_local(datetime.fromisoformat(iso_instant.replace("Z", "+00:00")), tz)
+        return f"{moment:%a} {moment.day} {moment:%b %Y}"
+
+    html = render_template(
+        "courses/book_nearby.html",
+        course=found,
+        patient=found.patient,
+        tz=tz,
+        linacs=_linac_names(found),
+        schedule=schedule,
+        nearby=nearby,
+        nearby_days=services.NEARBY_COURSE_DAYS,
+        query=query,
+        local_day=local_day,
+        span=_span,
+        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        unticked=unticked,
+        error=(
+            "Nothing was booked: tick the box to confirm you have checked the other course."
+            if unticked
+            else "Nothing was booked yet: this patient has another course close to this schedule."
+        ),
+    )
+    return html, 409
+
+
 @bp.post("/courses/<int:course_id>/book")
 @role_required(Role.SCHEDULER)
 def book(course_id: int):
@@ -743,9 +831,33 @@ def book(course_id: int):
     if placements is None:
         abort(400, "The schedule in the form is incomplete; propose again.")
     query = _proposal_query(request.form)
+    # The other courses the scheduler was shown and accepted (only with the box ticked).
+    acknowledged = (
+        [i for i in map(_int_or_none, request.form.getlist("nearby_course_id")) if i is not None]
+        if request.form.get("acknowledge_nearby") == "yes"
+        else []
+    )
     mark = _outbox_mark(db, course_id)
     try:
-        booked = services.book_course(db, course_id, placements, actor_id=_staff().id)
+        booked = services.book_course(
+            db,
+            course_id,
+            placements,
+            acknowledged_course_ids=acknowledged,
+            actor_id=_staff().id,
+        )
+    except NearbyCourseWarning as exc:
+        found = _course_or_404(db, course_id)
+        asked_before = bool(request.form.getlist("nearby_course_id"))
+        return _render_nearby(
+            db,
+            found,
+            placements,
+            query,
+            exc.nearby_courses,
+            # Shown the warning already and sent it back without the tick.
+            unticked=asked_before and not acknowledged,
+        )
     except Conflict as exc:
         taken = _taken_times(exc.conflicts, names, tz)
         message = "That schedule was taken a moment ago"
@@ -763,7 +875,14 @@ def book(course_id: int):
     except (StateConflict, InvalidInput) as exc:
         flash(f"Nothing was booked: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record("book", "course", course_id, actor_id=_staff().id, fractions=len(placements))
+    audit.record(
+        "book",
+        "course",
+        course_id,
+        actor_id=_staff().id,
+        fractions=len(placements),
+        acknowledged_nearby_courses=acknowledged,
+    )
     active = sorted(
         (f for f in booked.fractions if f.status in ACTIVE_FRACTION_STATUSES),
         key=lambda f: f.starts_at,
