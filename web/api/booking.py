@@ -8,6 +8,7 @@ from scheduler import records, services
 from scheduler.errors import FieldError, InvalidInput
 from scheduler.models import Role
 from scheduler.services import Placement
+from web import audit
 from web.api import schemas as s
 from web.api.convert import (
     course_out,
@@ -135,6 +136,15 @@ def book_course(course_id: int, body: s.BookingIn):
         acknowledged_course_ids=body.acknowledged_course_ids,
         actor_id=current_user_id(),
     )
+    if body.acknowledged_course_ids:
+        # A clinical decision worth finding in the audit log as well as in the booking event.
+        audit.record(
+            "book",
+            "course",
+            course_id,
+            actor_id=current_user_id(),
+            acknowledged_nearby_courses=body.acknowledged_course_ids,
+        )
     return course_out(course)
 
 
