@@ -142,6 +142,9 @@ def _create_patient_with_the_keyboard(page: Page, shot: Shot) -> int:
     page.keyboard.type("Ada")
     _tab_to(page, page.get_by_label("Family name", exact=True))
     page.keyboard.type("Byron-Test")
+    birth = page.get_by_label("Date of birth", exact=True)
+    _tab_to(page, birth)
+    birth.fill("1958-04-17")  # typing into the date widget depends on the locale
     country = page.get_by_label("Country, when the number has no “+”")
     assert country.input_value() == "US"
     _tab_to(page, page.get_by_label("Number", exact=True))
@@ -177,14 +180,14 @@ def _create_ready_course(page: Page, shot: Shot) -> int:
     assert "Course created" in _flash(page)
     found = re.search(r"/courses/(\d+)$", page.url)
     assert found, page.url
-    # Fraction 1 is only bookable (and so confirmable) once the plan is approved and QA'd.
+    # Fraction 1 is only bookable (and so confirmable) once the plan is approved and QA'd:
+    # both ticked on the one readiness form, at the blank (now) time.
     for step in ("Plan approval", "Physics QA"):
-        when = page.get_by_label(f"{step} done at (local; blank means now)")
-        assert when.input_value()  # prefilled with the local time now
-        when.fill("")  # blank means now (the prefilled time may be ambiguous at a DST change)
-        with page.expect_navigation():
-            page.get_by_role("button", name=f"Record {step}").click()
-        assert f"{step} recorded" in _flash(page)
+        page.get_by_label(f"Record {step}", exact=True).check()
+    assert page.get_by_label("Done at", exact=False).input_value() == ""
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save readiness").click()
+    assert "Plan approval and Physics QA recorded" in _flash(page)
     assert "the course is ready to treat" in _flash(page)
     shot(page, "course")
     return int(found[1])
