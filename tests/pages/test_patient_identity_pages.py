@@ -194,8 +194,42 @@ def test_a_patient_registered_without_a_date_of_birth_shows_it_is_missing(
     )
     db.commit()
     signed_in(client, "viewer")
-    shown = _identity(_html(client.get(f"/patients/{legacy.id}")))
-    assert "DOB not recorded" in shown and "MRN OLD-1" in shown
+    page = _html(client.get(f"/patients/{legacy.id}"))
+    assert "DOB not recorded" in _identity(page) and "MRN OLD-1" in _identity(page)
+    assert f"/patients/{legacy.id}/date-of-birth" not in page  # a viewer cannot add it
+
+
+def test_a_scheduler_records_a_missing_date_of_birth_on_the_patient_page(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+) -> None:
+    legacy = factories.patient(
+        db, db.get(Department, seed.department_id), mrn="OLD-2", date_of_birth=None
+    )
+    db.commit()
+    csrf = signed_in(client, "scheduler")
+    action = f"/patients/{legacy.id}/date-of-birth"
+    assert len(_forms(_html(client.get(f"/patients/{legacy.id}")), action)) == 1
+
+    future = client.post(action, data={"csrf_token": csrf, "date_of_birth": "2026-03-03"})
+    assert future.status_code == 422
+    html = _html(future)
+    assert 'id="date_of_birth-error">Date of birth must not be in the future' in html
+    assert 'value="2026-03-03"' in html  # kept as typed
+
+    recorded = client.post(action, data={"csrf_token": csrf, "date_of_birth": "1949-11-02"})
+    assert recorded.status_code == 302
+    page = _html(client.get(recorded.headers["Location"]))
+    assert "Date of birth recorded." in page
+    assert "DOB 2 Nov 1949" in _identity(page)
+    assert action not in page  # nothing left to add
+    db.expire_all()
+    entry = db.scalars(
+        sa.select(AuditEntry).where(
+            AuditEntry.action == "update", AuditEntry.subject_id == legacy.id
+        )
+    ).one()
+    assert entry.detail["field"] == "date_of_birth"
+    db.rollback()
 
 
 # --- the course page ---------------------------------------------------------------------

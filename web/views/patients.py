@@ -428,11 +428,13 @@ def new_patient():
     return done(message, "patients.show", patient_id=patient.id)
 
 
-@bp.get("/patients/<int:patient_id>")
-@role_required(Role.VIEWER)
-def show(patient_id: int):
-    db = get_session()
-    patient = _patient_or_404(db, patient_id)
+def _render_patient(
+    patient: Patient,
+    *,
+    birth_date_typed: str = "",
+    birth_date_error: str | None = None,
+    status: int = 200,
+):
     html = render_template(
         "patients/show.html",
         patient=patient,
@@ -440,9 +442,47 @@ def show(patient_id: int):
         languages=LANGUAGE_NAMES,
         format_local=format_local,
         priorities=PRIORITY_LABELS,
+        birth_date_typed=birth_date_typed,
+        birth_date_error=birth_date_error,
+        earliest_birth_date=records.EARLIEST_BIRTH_DATE.isoformat(),
+        error="The date of birth was not saved: correct it below." if birth_date_error else None,
     )
+    return html, status
+
+
+@bp.get("/patients/<int:patient_id>")
+@role_required(Role.VIEWER)
+def show(patient_id: int):
+    db = get_session()
+    patient = _patient_or_404(db, patient_id)
+    page = _render_patient(patient)
     audit.record("view", "patient", patient.id, actor_id=_staff().id)
-    return html
+    return page
+
+
+@bp.post("/patients/<int:patient_id>/date-of-birth")
+@role_required(Role.SCHEDULER)
+def record_date_of_birth(patient_id: int):
+    """Add the date of birth of a patient registered before it was asked for."""
+    db = get_session()
+    patient = _patient_or_404(db, patient_id)
+    typed = request.form.get("date_of_birth", "").strip()
+    if patient.date_of_birth is not None:
+        flash("The date of birth is already recorded; nothing was changed.", "error")
+        return redirect(url_for("patients.show", patient_id=patient_id))
+    try:
+        records.update_patient(
+            db, patient_id, {"date_of_birth": _date_or_none(typed) or _optional(typed)}
+        )
+    except InvalidInput as exc:
+        db.rollback()
+        messages = _errors_by_field(exc).get("date_of_birth") or [exc.detail]
+        patient = _patient_or_404(db, patient_id)
+        return _render_patient(
+            patient, birth_date_typed=typed, birth_date_error="; ".join(messages), status=422
+        )
+    audit.record("update", "patient", patient_id, actor_id=_staff().id, field="date_of_birth")
+    return done("Date of birth recorded.", "patients.show", patient_id=patient_id)
 
 
 # --- courses -----------------------------------------------------------------------------
