@@ -566,7 +566,8 @@ def book_course(
     )
     overridden = bool(violations)
     nearby = _nearby_courses(session, course, window)
-    if any(n.course_id not in set(acknowledged_course_ids) for n in nearby):
+    acknowledged = set(acknowledged_course_ids)
+    if any(n.course_id not in acknowledged for n in nearby):
         session.rollback()
         raise NearbyCourseWarning(
             "the patient has another active course overlapping this schedule or within "
