@@ -108,7 +108,8 @@ def mark_reviewed(session: Session, course_id: int, *, now: datetime) -> Course:
         raise InvalidInput(
             f"fraction {numbers} still overlaps a downtime: move it from the course page first"
         )
-    course.status = CourseStatus.BOOKED
+    # A course still short of fractions stays visibly incomplete until it is rebooked.
+    course.status = CourseStatus.INCOMPLETE if course.incomplete else CourseStatus.BOOKED
     course.review_reason = None
     course.updated_at = now
     session.commit()
