@@ -141,6 +141,12 @@ def test_a_course_that_cannot_be_rebooked_waits_for_a_prescription_change(
         queue = _html(client.get("/downtime"))
         assert "cannot be rebooked within the protocol" in queue
 
+        # Reviewing it on the work queue does not make it whole: it stays incomplete.
+        reviewed = client.post(f"/downtime/courses/{course_id}/reviewed", data={"csrf_token": csrf})
+        assert reviewed.status_code == 302
+        assert _status(db, course_id) == "incomplete"
+        assert f"Rebook course {course_id}" in _html(client.get("/downtime"))
+
         url = f"/courses/{course_id}/prescription"
         refused = client.post(url, data={"csrf_token": csrf, "fractions": "4", "reason": " "})
         assert refused.status_code == 422
@@ -152,7 +158,7 @@ def test_a_course_that_cannot_be_rebooked_waits_for_a_prescription_change(
             wrong
         )
         assert ">dose</textarea>" in _html(wrong)  # what was typed is kept
-        assert _status(db, course_id) == "needs_review"
+        assert _status(db, course_id) == "incomplete"
 
         changed = client.post(
             url, data={"csrf_token": csrf, "fractions": "4", "reason": "4 fractions agreed"}

@@ -305,3 +305,23 @@ def test_a_machine_fault_with_the_partner_busy_is_rebooked_later(session):
     result = services.record_missed(session, second.id, reason="machine_fault", now=during)
     assert result.rebooked is not None
     assert result.rebooked.starts_at >= during + services.REBOOK_LEAD_TIME
+
+
+def test_restoring_the_protocols_count_makes_the_course_incomplete_again(session):
+    w = _world(session)
+    course_id, fractions = _booked_course(session, w)
+    services.cancel_fraction(session, fractions[4].id, reason="toxicity review", now=NOW)
+    services.change_prescription(session, course_id, fractions=4, reason="hold at 4", now=NOW)
+    assert _course(session, course_id).status == CourseStatus.BOOKED
+
+    services.change_prescription(session, course_id, fractions=5, reason="resume", now=NOW)
+    course = _course(session, course_id)
+    assert course.status == CourseStatus.INCOMPLETE and course.missing_numbers == [5]
+    assert course.prescription_reason == "resume"
+    proposal = services.propose_rebooking(session, course_id, now=NOW)
+    target = next(p for p in proposal.schedules[0].fractions if p.number == 5)
+    services.rebook_fractions(
+        session, course_id, [Placement(5, target.linac_id, target.start)], now=NOW
+    )
+    assert _course(session, course_id).status == CourseStatus.BOOKED
+    assert [e.payload["after"] for e in _events(session, "prescription_changed")] == [4, 5]
