@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from notifications.models import Reminder
 from scheduler import services
-from scheduler.errors import InvalidInput, RulesBroken, StateConflict
+from scheduler.errors import Conflict, InvalidInput, RulesBroken, StateConflict
 from scheduler.models import (
     BookingEvent,
     Course,
@@ -325,3 +325,35 @@ def test_restoring_the_protocols_count_makes_the_course_incomplete_again(session
     )
     assert _course(session, course_id).status == CourseStatus.BOOKED
     assert [e.payload["after"] for e in _events(session, "prescription_changed")] == [4, 5]
+
+
+def test_several_missing_fractions_are_rebooked_all_or_none(session):
+    w = _world(session)
+    course_id, fractions = _booked_course(session, w)
+    for row in fractions[3:]:
+        services.cancel_fraction(session, row.id, reason="course paused", now=NOW)
+    proposal = services.propose_rebooking(session, course_id, now=NOW)
+    assert proposal.missing == [4, 5]
+    placed = {p.number: p for p in proposal.schedules[0].fractions}
+    placements = [Placement(n, placed[n].linac_id, placed[n].start) for n in (4, 5)]
+    # Fraction 5's time is taken meanwhile: nothing is booked, not even fraction 4.
+    session.add(
+        Downtime(
+            linac_id=placed[5].linac_id,
+            starts_at=placed[5].start,
+            ends_at=placed[5].end,
+            kind="unplanned",
+            reason="fault",
+        )
+    )
+    session.commit()
+    with pytest.raises(Conflict):
+        services.rebook_fractions(session, course_id, placements, now=NOW)
+    assert sorted(_held(session, course_id)) == [1, 2, 3]
+    assert _course(session, course_id).missing_numbers == [4, 5]
+
+    session.execute(sa.delete(Downtime))
+    session.commit()
+    services.rebook_fractions(session, course_id, placements, now=NOW)
+    assert sorted(_held(session, course_id)) == [1, 2, 3, 4, 5]
+    assert len(_events(session, "fraction_rebooked")) == 2
