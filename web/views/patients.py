@@ -1227,12 +1227,10 @@ def rebook_post(course_id: int):
         f"{names.get(p.linac_id, 'linac')}"
         for p in sorted(placements, key=lambda p: p.number)
     ]
-    state = "The course is complete again." if not course.incomplete else ""
-    return done(
-        f"Rebooked {', '.join(parts)}. {state} {_queued_summary(db, mark)}".replace("  ", " "),
-        "patients.course",
-        course_id=course_id,
-    )
+    message = f"Rebooked {', '.join(parts)}."
+    if not course.incomplete:
+        message += " The course is complete again."
+    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
 
 
 @bp.post("/courses/<int:course_id>/prescription")
