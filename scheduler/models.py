@@ -73,14 +73,36 @@ ACTIVE_FRACTION_STATUSES = (
     FractionStatus.CONFIRMED,
 )
 ACTIVE_FRACTION_SQL = "status IN ('tentative', 'booked', 'confirmed')"
+# Statuses that count towards a course's prescribed fractions: to come, or delivered.
+HELD_FRACTION_STATUSES = (*ACTIVE_FRACTION_STATUSES, FractionStatus.COMPLETED)
 
 
 class CourseStatus(enum.StrEnum):
     DRAFT = "draft"  # created, no fractions booked yet
     BOOKED = "booked"  # every fraction placed
+    # Fewer fractions placed or delivered than prescribed (one was cancelled or missed):
+    # waiting to be rebooked or for a clinician to change the prescription.
+    INCOMPLETE = "incomplete"
     NEEDS_REVIEW = "needs_review"  # a fraction could not be re-placed within the rules
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+
+
+class MissedReason(enum.StrEnum):
+    """Why a fraction was missed; "other" needs a written reason."""
+
+    DID_NOT_ATTEND = "did_not_attend"
+    UNWELL = "unwell"
+    MACHINE_FAULT = "machine_fault"
+    OTHER = "other"
+
+
+MISSED_REASON_LABELS = {
+    MissedReason.DID_NOT_ATTEND: "patient did not attend",
+    MissedReason.UNWELL: "patient unwell",
+    MissedReason.MACHINE_FAULT: "machine fault",
+    MissedReason.OTHER: "other",
+}
 
 
 class Role(enum.StrEnum):
@@ -241,6 +263,9 @@ class Course(Base):
     consent_at: Mapped[datetime | None]
     fiducials_placed_at: Mapped[datetime | None]
     review_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # A clinician's change to the number of fractions (None: the protocol's), and why.
+    prescribed_fractions: Mapped[int | None]
+    prescription_reason: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -254,6 +279,37 @@ class Course(Base):
     def ready_to_treat(self) -> bool:
         """Plan approval and physics QA recorded: the first fraction may be confirmed."""
         return self.plan_approved_at is not None and self.physics_qa_at is not None
+
+    @property
+    def fraction_count(self) -> int:
+        """How many fractions the patient is to have: the prescription, else the protocol's."""
+        if self.prescribed_fractions is not None:
+            return self.prescribed_fractions
+        return self.protocol.fractions
+
+    @property
+    def held_numbers(self) -> list[int]:
+        """Positions that hold a fraction still to come or delivered."""
+        return sorted({f.number for f in self.fractions if f.status in HELD_FRACTION_STATUSES})
+
+    @property
+    def missing_numbers(self) -> list[int]:
+        """Positions still to be rebooked for the course to reach its prescribed count.
+
+        A draft, cancelled or completed course misses nothing: there is nothing to rebook.
+        """
+        if self.status in (CourseStatus.DRAFT, CourseStatus.CANCELLED, CourseStatus.COMPLETED):
+            return []
+        held = set(self.held_numbers)
+        short = self.fraction_count - len(held)
+        if short <= 0:
+            return []
+        open_numbers = [n for n in range(1, self.protocol.fractions + 1) if n not in held]
+        return open_numbers[:short]
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing_numbers)
 
 
 class Fraction(Base):
@@ -287,6 +343,8 @@ class Fraction(Base):
     version: Mapped[int] = mapped_column(default=1)
     override_reason: Mapped[str | None] = mapped_column(sa.Text)
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # A MissedReason for a missed fraction; status_reason holds the words shown for it.
+    missed_reason: Mapped[str | None] = mapped_column(sa.String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -435,10 +435,13 @@ def test_record_missed_fraction(
     assert started
     course_page = _html(client.get(f"/courses/{course_id}"))
     assert f"/fractions/{started[0].id}/missed" in course_page
-    response = client.post(f"/fractions/{started[0].id}/missed", data={"csrf_token": csrf})
+    response = client.post(
+        f"/fractions/{started[0].id}/missed",
+        data={"csrf_token": csrf, "reason": "did_not_attend", "confirm": "yes"},
+    )
     assert response.status_code == 302
     page = _html(client.get(response.headers["Location"]))
-    assert f"Fraction {started[0].number} recorded as missed." in page
+    assert f"Fraction {started[0].number} recorded as missed (patient did not attend)." in page
     assert "Rebooked for" in page or "needs review" in page
 
 

@@ -125,7 +125,7 @@ def test_missed_fraction_is_rebooked_within_the_overall_time(session):
     course_id, fractions = _booked_course(session, w)
     second = fractions[1]
     later = second.starts_at + timedelta(hours=1)
-    result = services.record_missed(session, second.id, now=later)
+    result = services.record_missed(session, second.id, reason="did_not_attend", now=later)
     assert result.missed.status == FractionStatus.MISSED
     assert result.rebooked is not None and not result.needs_review
     assert (
@@ -144,7 +144,7 @@ def test_missing_before_the_start_is_refused(session):
     w = f.world(session)
     _, fractions = _booked_course(session, w)
     with pytest.raises(StateConflict):
-        services.record_missed(session, fractions[1].id, now=NOW)
+        services.record_missed(session, fractions[1].id, reason="unwell", now=NOW)
 
 
 def test_downtime_replans_onto_the_beam_matched_partner_at_the_same_time(session):

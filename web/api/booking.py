@@ -177,6 +177,82 @@ def cancel_course(course_id: int, body: s.CancelIn):
     return course_out(course)
 
 
+@routes.operation(
+    "POST", "/courses/{course_id}/rebooking/proposals",
+    summary="Propose placements for an incomplete course's missing fractions", tag="Courses",
+    role=SCHEDULER, body=s.RebookingProposalIn, response=s.RebookingProposalOut, errors=(409,),
+)  # fmt: skip
+def propose_rebooking(course_id: int, body: s.RebookingProposalIn):
+    """Whole schedules that keep the held fractions and place the missing ones inside the
+    protocol's overall time, best first. When there are none the course is flagged for a
+    clinician (status ``needs_review``) and ``needs_clinician`` says so. A course missing
+    nothing is a 409."""
+    result = services.propose_rebooking(get_session(), course_id, count=body.count)
+    tz = result.timezone
+    return s.RebookingProposalOut(
+        course_id=result.course_id,
+        timezone=tz,
+        missing_fractions=result.missing,
+        schedules=[
+            s.ScheduleOut(
+                first_start=schedule.first_start,
+                fractions=[planned_out(p, tz) for p in schedule.fractions],
+            )
+            for schedule in result.schedules
+        ],
+        needs_clinician=result.needs_clinician,
+        reason=result.reason,
+    )
+
+
+@routes.operation(
+    "POST", "/courses/{course_id}/rebooking",
+    summary="Book an incomplete course's missing fractions", tag="Courses", role=SCHEDULER,
+    body=s.RebookingIn, response=s.CourseOut, status=201, errors=(409,),
+)  # fmt: skip
+def rebook_fractions(course_id: int, body: s.RebookingIn):
+    """All the missing fractions or none. A taken time is a 409 naming it; a broken rule is a
+    422 listing the violations (overridable ones may be booked with an ``override_reason``).
+    The patient gets a notice and the usual reminders for each new session."""
+    session = get_session()
+    tz = records.department_timezone_for_course(session, course_id)
+    placements = [
+        Placement(
+            number=p.number,
+            linac_id=p.linac_id,
+            starts_at=instant(p.starts_at, tz, field=f"fractions.{i}.starts_at", fold=p.fold),
+        )
+        for i, p in enumerate(body.fractions)
+    ]
+    course = services.rebook_fractions(
+        session,
+        course_id,
+        placements,
+        override_reason=body.override_reason,
+        actor_id=current_user_id(),
+    )
+    return course_out(course)
+
+
+@routes.operation(
+    "PUT", "/courses/{course_id}/prescription",
+    summary="Change the number of fractions prescribed", tag="Courses", role=SCHEDULER,
+    body=s.PrescriptionIn, response=s.CourseOut, errors=(409,),
+)  # fmt: skip
+def change_prescription(course_id: int, body: s.PrescriptionIn):
+    """A clinician's decision, with its reason recorded: accept the fractions the course holds
+    (an incomplete course is then complete), or restore the protocol's count (the course is
+    then incomplete until its missing fractions are rebooked)."""
+    course = services.change_prescription(
+        get_session(),
+        course_id,
+        fractions=body.fractions,
+        reason=body.reason,
+        actor_id=current_user_id(),
+    )
+    return course_out(course)
+
+
 # --- fractions ------------------------------------------------------------------------------
 
 
@@ -268,13 +344,40 @@ def cancel_fraction(fraction_id: int, body: s.CancelIn):
 
 @routes.operation(
     "POST", "/fractions/{fraction_id}/missed", summary="Record a missed fraction",
-    tag="Fractions", role=SCHEDULER, response=s.MissedOut, errors=(409,),
+    tag="Fractions", role=SCHEDULER, body=s.MissedIn, response=s.MissedOut, errors=(409,),
 )  # fmt: skip
-def record_missed(fraction_id: int):
-    """Rebooks it within the course's overall time when possible, else flags the course."""
+def record_missed(fraction_id: int, body: s.MissedIn):
+    """Records why (``reason_text`` is required for ``other``) and rebooks it within the
+    course's overall time when possible, else flags the course. A machine fault is first
+    rebooked at the same time on a beam-matched linac while the session is not over."""
     return missed_out(
-        services.record_missed(get_session(), fraction_id, actor_id=current_user_id())
+        services.record_missed(
+            get_session(),
+            fraction_id,
+            reason=body.reason,
+            reason_text=body.reason_text,
+            actor_id=current_user_id(),
+        )
     )
+
+
+@routes.operation(
+    "POST", "/fractions/{fraction_id}/missed/undo", summary="Undo a missed fraction",
+    tag="Fractions", role=SCHEDULER, response=s.FractionOut, errors=(409,),
+)  # fmt: skip
+def undo_missed(fraction_id: int):
+    """Only on the day it was recorded (department time); later it is a 409. The fraction
+    gets its status back and a session rebooked in its place is cancelled."""
+    session = get_session()
+    restored = services.undo_missed(session, fraction_id, actor_id=current_user_id())
+    audit.record(
+        "undo_missed",
+        "fraction",
+        fraction_id,
+        actor_id=current_user_id(),
+        course_id=restored.course_id,
+    )
+    return fraction_out(restored)
 
 
 @routes.operation(

@@ -54,6 +54,7 @@ def fraction_out(fraction: Fraction, tz: str | None = None) -> schemas.FractionO
         version=fraction.version,
         override_reason=fraction.override_reason,
         status_reason=fraction.status_reason,
+        missed_reason=fraction.missed_reason,
         awaiting_readiness=fraction.number == 1
         and fraction.is_active
         and not course.ready_to_treat,
@@ -89,6 +90,10 @@ def course_out(course: Course) -> schemas.CourseOut:
         ),
         ready_to_treat=course.ready_to_treat,
         review_reason=course.review_reason,
+        prescribed_fractions=course.fraction_count,
+        prescription_reason=course.prescription_reason,
+        incomplete=course.incomplete,
+        missing_fractions=course.missing_numbers,
         timezone=tz,
         fractions=[fraction_out(f, tz) for f in course.fractions],
         created_at=course.created_at,

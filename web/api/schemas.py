@@ -432,7 +432,12 @@ class CoursePatch(Input):
 
 class CourseQuery(Paging):
     patient_id: Id | None = None
-    status: Literal["draft", "booked", "needs_review", "completed", "cancelled"] | None = None
+    status: (
+        Literal["draft", "booked", "incomplete", "needs_review", "completed", "cancelled"] | None
+    ) = None
+
+
+MissedReasonCode = Literal["did_not_attend", "unwell", "machine_fault", "other"]
 
 
 class FractionOut(Output):
@@ -450,6 +455,9 @@ class FractionOut(Output):
     version: int
     override_reason: str | None
     status_reason: str | None
+    missed_reason: MissedReasonCode | None = Field(
+        description="Why a missed fraction was missed; status_reason holds the words"
+    )
     awaiting_readiness: bool = Field(
         description="First fraction whose plan approval or physics QA is not yet recorded"
     )
@@ -474,6 +482,19 @@ class CourseOut(Output):
     readiness: ReadinessOut
     ready_to_treat: bool
     review_reason: str | None
+    prescribed_fractions: int = Field(
+        description="Fractions the patient is to have: the protocol's unless a clinician "
+        "changed the prescription"
+    )
+    prescription_reason: str | None = Field(
+        description="The clinician's reason for the last prescription change"
+    )
+    incomplete: bool = Field(
+        description="Fewer fractions held (to come or delivered) than prescribed"
+    )
+    missing_fractions: list[int] = Field(
+        description="Fraction numbers to rebook for the course to be complete"
+    )
     timezone: str
     fractions: list[FractionOut]
     created_at: datetime
@@ -545,6 +566,40 @@ class CancelIn(Input):
 class ReadinessIn(Input):
     done_at: When | None = Field(description="When the step was done; null clears it")
     fold: Fold = None
+
+
+class MissedIn(Input):
+    reason: MissedReasonCode
+    reason_text: Annotated[str, Field(max_length=500)] | None = Field(
+        None, description='Required when the reason is "other"; optional note otherwise'
+    )
+
+
+class RebookingProposalIn(Input):
+    count: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+class RebookingProposalOut(Output):
+    course_id: int
+    timezone: str
+    missing_fractions: list[int]
+    schedules: list[ScheduleOut] = Field(
+        description="Whole schedules: the held fractions as they are plus the missing ones"
+    )
+    needs_clinician: bool = Field(
+        description="No rebooking keeps the protocol's rules: the course is flagged for review"
+    )
+    reason: str | None
+
+
+class RebookingIn(Input):
+    fractions: Annotated[list[PlacementIn], Field(min_length=1, max_length=records.MAX_FRACTIONS)]
+    override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+
+class PrescriptionIn(Input):
+    fractions: Fractions
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class MissedOut(Output):

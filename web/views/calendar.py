@@ -24,7 +24,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from scheduler.context import department_calendar, local_day_bounds, opening_hours
 from scheduler.models import (
+    HELD_FRACTION_STATUSES,
     Course,
+    CourseStatus,
     Department,
     Downtime,
     Fraction,
@@ -256,6 +258,30 @@ def _merged_minutes(intervals: list[tuple[datetime, datetime]]) -> int:
     return int(total // 60)
 
 
+# A course short of fractions is incomplete, or flagged for review when it cannot be rebooked.
+MAYBE_INCOMPLETE_STATUSES = frozenset({CourseStatus.INCOMPLETE, CourseStatus.NEEDS_REVIEW})
+
+
+def incomplete_courses(session: Session, course_ids: Iterable[int]) -> set[int]:
+    """Which of these courses hold fewer fractions than prescribed (one query, none if empty)."""
+    course_ids = set(course_ids)
+    if not course_ids:
+        return set()
+    held = (
+        sa.select(sa.func.count(sa.distinct(Fraction.number)))
+        .where(Fraction.course_id == Course.id, Fraction.status.in_(HELD_FRACTION_STATUSES))
+        .scalar_subquery()
+    )
+    prescribed = sa.func.coalesce(Course.prescribed_fractions, Protocol.fractions)
+    return set(
+        session.scalars(
+            sa.select(Course.id)
+            .join(Protocol, Protocol.id == Course.protocol_id)
+            .where(Course.id.in_(course_ids), held < prescribed)
+        )
+    )
+
+
 def load_week(
     session: Session,
     department: Department,
@@ -289,6 +315,7 @@ def load_week(
             Patient.given_name,
             Patient.family_name,
             Patient.mrn,
+            Course.status,
         )
         .join(Course, Course.id == Fraction.course_id)
         .join(Protocol, Protocol.id == Course.protocol_id)
@@ -307,6 +334,9 @@ def load_week(
         ).where(Downtime.linac_id.in_(ids), Downtime.starts_at < end, Downtime.ends_at > start)
     ).all()
     calendar = department_calendar(session, department, first, last)
+    incomplete = incomplete_courses(
+        session, {row[0] for row in rows if row[-1] in MAYBE_INCOMPLETE_STATUSES}
+    )
 
     escaped: dict[str, Markup] = {}
 
@@ -320,10 +350,16 @@ def load_week(
     fractions = []
     booked: dict[tuple[int, date], int] = defaultdict(int)
     for (course_id, linac_id, number, starts_at, ends_at, status, code, of, given, family,
-         mrn) in rows:  # fmt: skip
+         mrn, _) in rows:  # fmt: skip
         local_start, local_end = starts_at.astimezone(zi), ends_at.astimezone(zi)
         day = local_start.date()
         tentative = status == FractionStatus.TENTATIVE
+        note = "tentative" if tentative else ("" if status == "booked" else status)
+        css = f"blk-fraction status-{status}"
+        if course_id in incomplete:
+            # Every session of a course short of fractions says so, wherever it is seen.
+            note = f"{note} · course incomplete" if note else "course incomplete"
+            css += " course-incomplete"
         fractions.append(
             Block(
                 kind="fraction",
@@ -331,11 +367,11 @@ def load_week(
                 day=day,
                 start=local_start,
                 end=local_end,
-                css=esc(f"blk-fraction status-{status}"),
+                css=esc(css),
                 href=Markup(f"/courses/{int(course_id)}"),
                 who=esc(f"{_initials(given, family)} {mrn}"),
                 what=esc(f"{code} · fraction {number}/{of}"),
-                note=esc("tentative" if tentative else ("" if status == "booked" else status)),
+                note=esc(note),
             )
         )
         if status in BOOKED_STATUSES:

@@ -89,6 +89,22 @@ def overlapping_downtime(session: Session, *, course_id: int | None = None, sinc
     return session.execute(query).all()
 
 
+def incomplete_courses(session: Session) -> list[Course]:
+    """Courses short of fractions and waiting to be rebooked, most urgent first."""
+    return list(
+        session.scalars(
+            sa.select(Course)
+            .where(Course.status == CourseStatus.INCOMPLETE)
+            .options(
+                selectinload(Course.patient),
+                selectinload(Course.protocol),
+                selectinload(Course.fractions),
+            )
+            .order_by(Course.priority, Course.updated_at)
+        )
+    )
+
+
 def mark_reviewed(session: Session, course_id: int, *, now: datetime) -> Course:
     """A scheduler has handled a course the re-plan could not place: back to booked, provided
     it has active fractions and none of them still overlaps a downtime."""
@@ -108,7 +124,8 @@ def mark_reviewed(session: Session, course_id: int, *, now: datetime) -> Course:
         raise InvalidInput(
             f"fraction {numbers} still overlaps a downtime: move it from the course page first"
         )
-    course.status = CourseStatus.BOOKED
+    # A course still short of fractions stays visibly incomplete until it is rebooked.
+    course.status = CourseStatus.INCOMPLETE if course.incomplete else CourseStatus.BOOKED
     course.review_reason = None
     course.updated_at = now
     session.commit()
@@ -139,12 +156,13 @@ def index():
         )
     )
     unplaceable = overlapping_downtime(session, since=now)
+    incomplete = incomplete_courses(session)
     audit.record(
         "view",
         "downtime_queue",
         None,
         actor_id=_actor_id(),
-        courses=[c.id for c in review],
+        courses=[c.id for c in review + incomplete],
         fractions=[f.id for f, _ in unplaceable],
     )
     return render_template(
@@ -152,6 +170,7 @@ def index():
         title="Downtime",
         upcoming=upcoming,
         review=review,
+        incomplete=incomplete,
         unplaceable=unplaceable,
         local=lambda t: format_local(t, tz),
         initials=_initials,
@@ -413,4 +432,4 @@ def new():
     return done(message, "downtime.index")
 
 
-__all__ = ["bp", "mark_reviewed", "overlapping_downtime"]
+__all__ = ["bp", "incomplete_courses", "mark_reviewed", "overlapping_downtime"]

@@ -41,9 +41,11 @@ from scheduler.errors import (
 )
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
+    MISSED_REASON_LABELS,
     Course,
     CourseStatus,
     Fraction,
+    MissedReason,
     Patient,
     Role,
     User,
@@ -562,6 +564,8 @@ def _render_course(
     *,
     error: str | None = None,
     readiness_form: _ReadinessForm | None = None,
+    prescription_errors: Mapping[str, str] | None = None,
+    prescription_values: Mapping[str, str] | None = None,
     status: int = 200,
 ):
     tz = course.patient.department.timezone
@@ -585,8 +589,34 @@ def _render_course(
         format_local=format_local,
         priorities=PRIORITY_LABELS,
         error=error,
+        prescription_choices=_prescription_choices(course),
+        prescription_errors=prescription_errors or {},
+        prescription_values=prescription_values or {},
+        undoable=_undoable_missed(course, now, tz),
     )
     return html, status
+
+
+def _prescription_choices(course: Course) -> list[int]:
+    """The counts a clinician may prescribe: what the course holds, or the protocol's."""
+    if course.status not in (
+        CourseStatus.BOOKED,
+        CourseStatus.INCOMPLETE,
+        CourseStatus.NEEDS_REVIEW,
+    ):
+        return []
+    choices = sorted({max(1, len(course.held_numbers)), course.protocol.fractions})
+    return [n for n in choices if n != course.fraction_count]
+
+
+def _undoable_missed(course: Course, now: datetime, tz: str) -> set[int]:
+    """Missed fractions recorded today (department time): the ones an undo is offered for."""
+    today = to_local(now, tz).date()
+    return {
+        f.id
+        for f in course.fractions
+        if f.status == "missed" and to_local(f.updated_at, tz).date() == today
+    }
 
 
 @bp.get("/courses/<int:course_id>")
@@ -1166,21 +1196,84 @@ def cancel_fraction(fraction_id: int):
     )
 
 
-@bp.post("/fractions/<int:fraction_id>/missed")
+@dataclass
+class _MissedForm:
+    """The missed-fraction form as typed: a reason, words for "other", and a confirmation."""
+
+    reason: str = ""
+    reason_text: str = ""
+    confirmed: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _render_missed(fraction: Fraction, form: _MissedForm, *, status: int = 200):
+    course = fraction.course
+    tz = course.patient.department.timezone
+    html = render_template(
+        "courses/missed.html",
+        fraction=fraction,
+        course=course,
+        when=_span(fraction.starts_at, fraction.ends_at, tz),
+        linac=_linac_names(course).get(fraction.linac_id, ""),
+        reasons=MISSED_REASON_LABELS,
+        form=form,
+        error="Nothing was recorded: correct the fields marked." if form.errors else None,
+    )
+    return html, status
+
+
+@bp.route("/fractions/<int:fraction_id>/missed", methods=["GET", "POST"])
 @role_required(Role.SCHEDULER)
 def missed(fraction_id: int):
+    """A form with the reason and a confirmation, then the missed fraction and its rebooking."""
     db = get_session()
     fraction = _fraction_or_404(db, fraction_id)
     course_id, number = fraction.course_id, fraction.number
+    if fraction.status not in ACTIVE_FRACTION_STATUSES:
+        flash(f"Fraction {number} is {fraction.status} and cannot be recorded as missed.", "error")
+        return redirect(url_for("patients.course", course_id=course_id))
+    if request.method == "GET":
+        page = _render_missed(fraction, _MissedForm())
+        audit.record("view", "fraction", fraction_id, actor_id=_staff().id, page="missed")
+        return page
+    form = _MissedForm(
+        reason=request.form.get("reason", ""),
+        reason_text=request.form.get("reason_text", "").strip(),
+        confirmed=request.form.get("confirm") == "yes",
+    )
+    if form.reason not in MISSED_REASON_LABELS:
+        form.errors["reason"] = "choose why the fraction was missed"
+    elif form.reason == MissedReason.OTHER and not form.reason_text:
+        form.errors["reason_text"] = "say why, when the reason is other"
+    if not form.confirmed:
+        form.errors["confirm"] = "confirm that the patient was not treated in this session"
+    if form.errors:
+        return _render_missed(fraction, form, status=422)
     tz = fraction.course.patient.department.timezone
     names = _linac_names(fraction.course)
     mark = _outbox_mark(db, course_id)
     try:
-        result = services.record_missed(db, fraction_id, actor_id=_staff().id)
+        result = services.record_missed(
+            db,
+            fraction_id,
+            reason=form.reason,
+            reason_text=form.reason_text or None,
+            actor_id=_staff().id,
+        )
+    except InvalidInput as exc:
+        form.errors.update({k: v[0] for k, v in _errors_by_field(exc).items()})
+        return _render_missed(_fraction_or_404(db, fraction_id), form, status=422)
     except (StateConflict, Conflict) as exc:
         flash(f"Nothing was recorded: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record("missed", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
+    audit.record(
+        "missed",
+        "fraction",
+        fraction_id,
+        actor_id=_staff().id,
+        course_id=course_id,
+        reason=form.reason,
+    )
     if result.rebooked is not None:
         r = result.rebooked
         outcome = (
@@ -1188,8 +1281,153 @@ def missed(fraction_id: int):
         )
     else:
         outcome = "It could not be rebooked within the protocol's rules: the course needs review."
+    label = MISSED_REASON_LABELS[MissedReason(form.reason)]
     return done(
-        f"Fraction {number} recorded as missed. {outcome} {_queued_summary(db, mark)}",
+        f"Fraction {number} recorded as missed ({label}). {outcome} {_queued_summary(db, mark)}",
         "patients.course",
         course_id=course_id,
     )
+
+
+@bp.post("/fractions/<int:fraction_id>/missed/undo")
+@role_required(Role.SCHEDULER)
+def undo_missed(fraction_id: int):
+    """Take back a missed fraction recorded in error (only on the day it was recorded)."""
+    db = get_session()
+    fraction = _fraction_or_404(db, fraction_id)
+    course_id, number = fraction.course_id, fraction.number
+    mark = _outbox_mark(db, course_id)
+    try:
+        restored = services.undo_missed(db, fraction_id, actor_id=_staff().id)
+    except (StateConflict, Conflict) as exc:
+        flash(f"The missed fraction was not restored: {exc.detail}.", "error")
+        return redirect(url_for("patients.course", course_id=course_id))
+    audit.record("undo_missed", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
+    return done(
+        f"Fraction {number} is no longer recorded as missed; it is {restored.status} again. "
+        f"{_queued_summary(db, mark)}",
+        "patients.course",
+        course_id=course_id,
+    )
+
+
+# --- repairing an incomplete course ---------------------------------------------------------
+
+
+def _render_rebooking(db: Session, found: Course, *, error: str | None = None, status: int = 200):
+    tz = found.patient.department.timezone
+    names = _linac_names(found)
+    result = None
+    if found.incomplete:
+        result = services.propose_rebooking(db, found.id, count=PROPOSAL_COUNT)
+        # Proposing may have flagged the course: show it as it now stands.
+        found = _course_or_404(db, found.id)
+    html = render_template(
+        "courses/rebook.html",
+        course=found,
+        patient=found.patient,
+        tz=tz,
+        linacs=names,
+        result=result,
+        to_local=to_local,
+        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        error=error,
+    )
+    return html, status
+
+
+@bp.get("/courses/<int:course_id>/rebook")
+@role_required(Role.SCHEDULER)
+def rebook(course_id: int):
+    """Placements for the missing fractions inside the protocol's overall time."""
+    db = get_session()
+    found = _course_or_404(db, course_id)
+    page = _render_rebooking(db, found)
+    audit.record("view", "course", course_id, actor_id=_staff().id, page="rebook")
+    return page
+
+
+@bp.post("/courses/<int:course_id>/rebook")
+@role_required(Role.SCHEDULER)
+def rebook_post(course_id: int):
+    db = get_session()
+    found = _course_or_404(db, course_id)
+    tz = found.patient.department.timezone
+    names = _linac_names(found)
+    placements = _placements(request.form)
+    if placements is None:
+        abort(400, "The schedule in the form is incomplete; propose again.")
+    mark = _outbox_mark(db, course_id)
+    try:
+        course = services.rebook_fractions(db, course_id, placements, actor_id=_staff().id)
+    except Conflict as exc:
+        taken = _taken_times(exc.conflicts, names, tz)
+        message = "That time was taken a moment ago" + (f": {taken}." if taken else ".")
+        found = _course_or_404(db, course_id)
+        return _render_rebooking(db, found, error=f"{message} Choose another.", status=409)
+    except RulesBroken as exc:
+        broken = "; ".join(v.message for v in exc.violations)
+        found = _course_or_404(db, course_id)
+        return _render_rebooking(
+            db, found, error=f"That time can no longer be booked: {broken}.", status=422
+        )
+    except (StateConflict, InvalidInput) as exc:
+        flash(f"Nothing was rebooked: {exc.detail}.", "error")
+        return redirect(url_for("patients.course", course_id=course_id))
+    audit.record(
+        "rebook",
+        "course",
+        course_id,
+        actor_id=_staff().id,
+        fractions=[p.number for p in placements],
+    )
+    parts = [
+        f"fraction {p.number} for {format_local(p.starts_at, tz)} on "
+        f"{names.get(p.linac_id, 'linac')}"
+        for p in sorted(placements, key=lambda p: p.number)
+    ]
+    message = f"Rebooked {', '.join(parts)}."
+    if not course.incomplete:
+        message += " The course is complete again."
+    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
+
+
+@bp.post("/courses/<int:course_id>/prescription")
+@role_required(Role.SCHEDULER)
+def prescription(course_id: int):
+    """A clinician's change to the number of fractions, with the reason recorded."""
+    db = get_session()
+    _course_or_404(db, course_id)  # one the user may not see answers 404, as everywhere
+    values = {
+        "fractions": request.form.get("fractions", "").strip(),
+        "reason": request.form.get("reason", "").strip(),
+    }
+    count = _int_or_none(values["fractions"])
+    errors: dict[str, str] = {}
+    if count is None:
+        errors["fractions"] = "choose the number of fractions"
+    else:
+        try:
+            services.change_prescription(
+                db, course_id, fractions=count, reason=values["reason"], actor_id=_staff().id
+            )
+        except InvalidInput as exc:
+            errors = {k: v[0] for k, v in _errors_by_field(exc).items()}
+        except StateConflict as exc:
+            flash(f"The prescription was not changed: {exc.detail}.", "error")
+            return redirect(url_for("patients.course", course_id=course_id))
+    if errors:
+        return _render_course(
+            _course_or_404(db, course_id),
+            error="The prescription was not changed: correct the fields marked.",
+            prescription_errors=errors,
+            prescription_values=values,
+            status=422,
+        )
+    audit.record("prescription", "course", course_id, actor_id=_staff().id, fractions=count)
+    updated = _course_or_404(db, course_id)
+    plural = "s" if count != 1 else ""
+    message = f"Prescription changed to {count} fraction{plural}; the reason is recorded."
+    if updated.incomplete:
+        message += " The course is incomplete until its missing fractions are rebooked."
+    return done(message, "patients.course", course_id=course_id)
