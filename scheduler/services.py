@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
+from scheduler import alternatives as alternative_search
 from scheduler import rules as rulebook
 from scheduler import search
 from scheduler.context import rules_from_protocol, search_context
@@ -665,24 +666,38 @@ def _same_time_on_partner(
 def fraction_alternatives(
     session: Session, fraction_id: int, *, count: int = 5, now: datetime | None = None
 ) -> list[PlannedFraction]:
-    """Valid new placements for one fraction, keeping every rule with its neighbours."""
+    """Useful new placements for one fraction that a move would accept without an override:
+    the same time on a beam-matched partner, the same time on other days, other times on
+    its day, then any other valid time (see scheduler.alternatives); never its current one."""
     now = _now(now)
     fraction = _active_fraction(session, fraction_id, action="be moved")
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
-    group = _group_order(department, fraction.linac_id)
-    schedules = _complete(
+    rules = rules_from_protocol(course.protocol)
+    current = Schedule(tuple(_planned(f) for _, f in sorted(_scheduled(course).items())))
+    tz = department.timezone
+    first, last = alternative_search.search_days(current, fraction.number, tz, not_before=now)
+    course_days = [local_date(f.start, tz) for f in current.fractions]
+    # The whole course is validated with each candidate, so its dates are read too.
+    ctx = search_context(
         session,
-        course,
         department,
-        _scheduled(course),
-        {fraction.number},
+        min(first, *course_days) - timedelta(days=1),
+        max(last, *course_days) + timedelta(days=1),
+        patient_id=course.patient_id,
+        exclude_course_id=course.id,
+    )
+    found = alternative_search.alternatives(
+        current,
+        fraction.number,
+        rules,
+        ctx,
         not_before=now,
         count=count,
-        preferred_linacs=group,
+        linac_order=_group_order(department, fraction.linac_id),
     )
     session.rollback()
-    return [f for s in schedules for f in s.fractions if f.number == fraction.number]
+    return found
 
 
 def _group_order(department: Department, linac_id: int) -> tuple[int, ...]:
