@@ -212,7 +212,13 @@ def get_fraction(fraction_id: int):
     many=True, errors=(409,),
 )  # fmt: skip
 def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
-    """Placements that keep every rule with the neighbouring fractions, best first."""
+    """Placements a move accepts without an override, best first, never the current one.
+
+    Searched around the fraction's own date (earlier and later, never before now) and chosen
+    to differ usefully: the same time on a beam-matched partner, then in turn the same time
+    on the nearest other days and other times on the same day, then any other valid time. A
+    rule the course already breaks (an earlier override) does not hide alternatives; only
+    what a move would newly break does."""
     session = get_session()
     fraction = records.get_fraction(session, fraction_id)
     tz = records.department_timezone_for_course(session, fraction.course_id)

@@ -821,11 +821,7 @@ def _render_move(
     names = _linac_names(course)
     alternatives: list[PlannedFraction] = []
     if fraction.status in ACTIVE_FRACTION_STATUSES:
-        current = (fraction.linac_id, fraction.starts_at)
-        found = services.fraction_alternatives(db, fraction.id, count=ALTERNATIVE_COUNT + 1)
-        # The engine frees the fraction's own slot, so it may offer the time it already has.
-        alternatives = [p for p in found if (p.linac_id, p.start) != current]
-        alternatives = alternatives[:ALTERNATIVE_COUNT]
+        alternatives = services.fraction_alternatives(db, fraction.id, count=ALTERNATIVE_COUNT)
     html = render_template(
         "courses/move.html",
         fraction=fraction,
