@@ -24,7 +24,7 @@ from notifications import outbox
 from scheduler import alternatives as alternative_search
 from scheduler import rules as rulebook
 from scheduler import search
-from scheduler.context import rules_from_protocol, search_context
+from scheduler.context import local_day_bounds, rules_from_protocol, search_context
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
@@ -49,6 +49,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import local_date
 from scheduler.types import (
+    DowntimeSpan,
     Explanation,
     Interval,
     PlannedFraction,
@@ -303,17 +304,52 @@ def propose_schedules(
     # Proposals are ranked by date first, so when the first weeks hold enough of them they
     # are exactly the ones the whole horizon would give; reading a few weeks of bookings
     # instead of months is what keeps a proposal fast in a busy department.
-    schedules = search.propose(request, context_for(request))
+    ctx = context_for(request)
+    schedules = search.propose(request, ctx)
     if len(schedules) < count and request.horizon_days < horizon_days:
         request = replace(request, horizon_days=horizon_days)
-        schedules = search.propose(request, context_for(request))
+        ctx = context_for(request)
+        schedules = search.propose(request, ctx)
     explanation = None
     if not schedules:
         # The explanation looks for the earliest feasible start beyond the horizon too.
         wide = replace(request, horizon_days=horizon_days + search.EXPLAIN_HORIZON_DAYS)
-        explanation = search.explain(request, context_for(wide), horizon_days=wide.horizon_days)
+        explanation = search.explain(
+            request,
+            context_for(wide),
+            horizon_days=wide.horizon_days,
+            downtimes=_downtime_spans(session, department, *search.search_dates(wide)),
+        )
+    else:
+        start = min(local_date(s.first_start, timezone) for s in schedules)
+        if start > first:
+            # A late start is explained by its cause (downtime, closures, bookings).
+            explanation = search.explain_late_start(
+                request,
+                ctx,
+                start,
+                downtimes=_downtime_spans(session, department, *search.search_dates(request)),
+            )
     session.rollback()  # read-only: release the SQLite write lock promptly
     return ProposalResult(schedules, explanation, timezone)
+
+
+def _downtime_spans(
+    session: Session, department: Department, first: date, last: date
+) -> list[DowntimeSpan]:
+    """The department's linac downtime touching local days first..last, with reasons."""
+    start, end = local_day_bounds(department.timezone, first, last)
+    rows = session.execute(
+        sa.select(Downtime.linac_id, Downtime.starts_at, Downtime.ends_at, Downtime.reason)
+        .join(Linac, Linac.id == Downtime.linac_id)
+        .where(
+            Linac.department_id == department.id,
+            Downtime.starts_at < end,
+            Downtime.ends_at > start,
+        )
+        .order_by(Downtime.starts_at, Downtime.linac_id)
+    ).all()
+    return [DowntimeSpan(r.linac_id, r.starts_at, r.ends_at, r.reason or "") for r in rows]
 
 
 # --- booking ---------------------------------------------------------------------------
