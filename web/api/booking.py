@@ -78,7 +78,11 @@ def update_course(course_id: int, body: s.CoursePatch):
 def propose_schedules(course_id: int, body: s.ProposalIn):
     """Valid schedules for every fraction, earliest first; or why none fits and when one would.
 
-    Nothing is booked: send one of the schedules to the booking endpoint.
+    When the schedules start later than the requested date (or there are none), the
+    explanation names the cause with a stable code: `linac_downtime` (which linacs are down,
+    their dates and reason), `closure` (which holidays or closures bind), `capacity` or
+    `patient_busy`, among others. Nothing is booked: send one of the schedules to the
+    booking endpoint.
     """
     window = body.preferred_window
     result = services.propose_schedules(
