@@ -802,17 +802,20 @@ def explain_late_start(
     if days_before <= 0:
         return None
 
-    def starts_earlier(world: SearchContext) -> bool:
-        return bool(_Search(request, world, horizon_days=days_before).run(1))
+    def starts_earlier(world: SearchContext, asked: ScheduleRequest = request) -> bool:
+        return bool(_Search(asked, world, horizon_days=days_before).run(1))
 
+    # With nothing booked a session fits at a window's opening if it fits anywhere, so a
+    # coarse grid answers the calendar's questions at a fraction of the cost.
+    coarse = replace(request, step_minutes=max(request.step_minutes, 60))
     calendar_only = replace(ctx, linac_busy={}, patient_busy=())
-    if not starts_earlier(_without_closures(calendar_only)):
+    if not starts_earlier(_without_closures(calendar_only), coarse):
         return None
     rules = request.rules
     n = rules.fractions
     course = f"{n} fraction{'s' if n != 1 else ''}"
     tail = f"earliest possible start {format_day(first_day)}"
-    if not starts_earlier(calendar_only):
+    if not starts_earlier(calendar_only, coarse):
         closed = _closures_in(ctx, request.earliest, first_day - timedelta(days=1))
         if closed is None:  # a closure inside the course's span, not before its start
             closed = _closures_in(
@@ -830,7 +833,9 @@ def explain_late_start(
     caps = "/".join(sorted(rules.capabilities)).upper()
     capable_word = f"{caps}-capable linac" if caps else "linac"
     start_day = format_day(request.earliest)
-    if starts_earlier(replace(ctx, patient_busy=())):
+    # Each further look is a search that fails when its cause is not the one: only made when
+    # there is something to take away.
+    if ctx.patient_busy and starts_earlier(replace(ctx, patient_busy=())):
         return Explanation(
             "patient_busy",
             f"the patient's other appointments leave no room for {course} to start between "
