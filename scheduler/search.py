@@ -1,4 +1,4 @@
-"""Finding complete, valid schedules for a course, and explaining when there are none.
+"""Finding complete, valid schedules for a course, and explaining a late start or none.
 
 How :func:`propose` searches
 ----------------------------
@@ -832,6 +832,9 @@ def explain_late_start(
         return Explanation("linac_downtime", f"{named}; {tail}", earliest_feasible=first_day)
     caps = "/".join(sorted(rules.capabilities)).upper()
     capable_word = f"{caps}-capable linac" if caps else "linac"
+    machines = [
+        linac.name for linac in sorted(ctx.linacs, key=lambda x: x.id) if capable(linac, rules)
+    ]
     start_day = format_day(request.earliest)
     # Each further look is a search that fails when its cause is not the one: only made when
     # there is something to take away.
@@ -844,8 +847,8 @@ def explain_late_start(
         )
     return Explanation(
         "capacity",
-        f"no {capable_word} is free for {course} to start between {start_day} and "
-        f"{format_day(first_day)}; {tail}",
+        f"no {capable_word} ({_names(machines)}) is free for {course} to start between "
+        f"{start_day} and {format_day(first_day)}; {tail}",
         earliest_feasible=first_day,
     )
 

@@ -122,8 +122,8 @@ def test_full_bookings_are_capacity(session):
     explanation = result.explanation
     assert explanation is not None and explanation.code == "capacity"
     assert explanation.message == (
-        "no BREATH_HOLD/CBCT/SBRT-capable linac is free for 5 fractions to start between "
-        "2 March and 9 March; "
+        "no BREATH_HOLD/CBCT/SBRT-capable linac (TrueBeam A, TrueBeam B and Edge C) is free "
+        "for 5 fractions to start between 2 March and 9 March; "
         "earliest possible start 9 March"
     )
 

@@ -136,8 +136,8 @@ def test_full_bookings_stay_capacity() -> None:
 
     assert explanation is not None and explanation.code == "capacity"
     assert explanation.message == (
-        "no SBRT-capable linac is free for 5 fractions to start between 2 March and 16 March; "
-        "earliest possible start 16 March"
+        "no SBRT-capable linac (TrueBeam 1, TrueBeam 2 and Halcyon) is free for 5 fractions "
+        "to start between 2 March and 16 March; earliest possible start 16 March"
     )
 
 
