@@ -23,11 +23,21 @@ The current placement is never offered.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from scheduler.rules import Validator, capable, closed_reason
 from scheduler.timeutil import local_date, local_minutes, local_to_utc, to_local
 from scheduler.types import PlannedFraction, Rules, Schedule, SearchContext
+
+# How an alternative differs from the current placement (stable codes, shown in the API).
+PARTNER_SAME_TIME = "partner_same_time"
+SAME_TIME_OTHER_DAY = "same_time_other_day"
+SAME_DAY_OTHER_TIME = "same_day_other_time"
+OTHER_TIME = "other_time"
+# A capable linac outside the fraction's beam-matched group: the plan must be made for it.
+OTHER_LINAC = "other_linac"
+KINDS = (PARTNER_SAME_TIME, SAME_TIME_OTHER_DAY, SAME_DAY_OTHER_TIME, OTHER_TIME, OTHER_LINAC)
 
 # How far from the fraction's own date alternatives are looked for, each way. The
 # neighbouring fractions usually bound it much closer.
@@ -66,6 +76,13 @@ DAY_RULES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Alternative(PlannedFraction):
+    """A new placement for the fraction, and how it differs from the current one."""
+
+    kind: str = OTHER_TIME
+
+
 def search_days(
     schedule: Schedule, number: int, tz: str, *, not_before: datetime
 ) -> tuple[date, date]:
@@ -97,14 +114,33 @@ def alternatives(
     not_before: datetime,
     count: int,
     linac_order: Sequence[int],
-) -> list[PlannedFraction]:
+) -> list[Alternative]:
     """Up to ``count`` useful, valid new placements of fraction ``number``, best first.
 
     ``schedule`` is the course as it stands; ``ctx`` must hold everything but the course's own
     bookings over :func:`search_days` and the course's dates. ``linac_order`` is the
     fraction's linac followed by its beam-matched partners. See the module docstring.
     """
-    return _Alternatives(schedule, number, rules, ctx, not_before, linac_order).take(count)
+    search = _Alternatives(schedule, number, rules, ctx, not_before, linac_order)
+    current = search.current
+    tz = ctx.calendar.timezone
+    group = {current.linac_id, *linac_order}
+    return [
+        Alternative(p.number, p.linac_id, p.start, p.end, _kind(p, current, group, tz))
+        for p in search.take(count)
+    ]
+
+
+def _kind(placement: PlannedFraction, current: PlannedFraction, group: set[int], tz: str) -> str:
+    if placement.linac_id not in group:
+        return OTHER_LINAC
+    if placement.start == current.start:
+        return PARTNER_SAME_TIME
+    if local_date(placement.start, tz) == local_date(current.start, tz):
+        return SAME_DAY_OTHER_TIME
+    if local_minutes(placement.start, tz) == local_minutes(current.start, tz):
+        return SAME_TIME_OTHER_DAY
+    return OTHER_TIME
 
 
 class _Alternatives:
@@ -289,4 +325,4 @@ class _Alternatives:
                     yield self._at(linac_id, start)
 
 
-__all__ = ["alternatives", "search_days"]
+__all__ = ["KINDS", "Alternative", "alternatives", "search_days"]

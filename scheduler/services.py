@@ -701,7 +701,7 @@ def _same_time_on_partner(
 
 def fraction_alternatives(
     session: Session, fraction_id: int, *, count: int = 5, now: datetime | None = None
-) -> list[PlannedFraction]:
+) -> list[alternative_search.Alternative]:
     """Useful new placements for one fraction that a move would accept without an override:
     the same time on a beam-matched partner, the same time on other days, other times on
     its day, then any other valid time (see scheduler.alternatives); never its current one."""

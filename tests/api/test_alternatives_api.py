@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from scheduler import services
+from scheduler.alternatives import KINDS
 from scheduler.models import Department, Protocol
 from scheduler.services import Placement
 from scheduler.timeutil import local_to_utc
@@ -54,6 +55,15 @@ def test_a_fraction_ten_weeks_ahead_has_alternatives(
     # Never the placement it already has.
     assert (seed.linac_ids[0], f"{wednesday}T10:00") not in offered
     assert all(a["number"] == 3 for a in response.json)
+    kinds = {(a["linac_id"], a["local_start"][:16]): a["kind"] for a in response.json}
+    assert kinds[(seed.linac_ids[1], f"{wednesday}T10:00")] == "partner_same_time"
+    assert kinds[(seed.linac_ids[0], f"{wednesday}T12:00")] == "same_day_other_time"
+
+
+def test_the_kinds_are_documented(client: FlaskClient) -> None:
+    document = client.get("/api/openapi.json").json
+    kind = document["components"]["schemas"]["AlternativeOut"]["properties"]["kind"]
+    assert set(kind["enum"]) == set(KINDS)
 
 
 def test_alternatives_remain_after_an_override_move(

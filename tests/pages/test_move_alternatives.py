@@ -75,3 +75,5 @@ def test_a_fraction_far_ahead_is_offered_its_own_day_and_not_its_current_time(
     partner = f'name="linac_id" value="{seed.linac_ids[1]}"'
     # The current time appears once: as the beam-matched partner's, not as its own.
     assert current_forms == 1 and partner in html
+    # Each says how it differs from the current placement.
+    assert "same time, beam-matched machine" in html and "same day, another time" in html

@@ -123,6 +123,9 @@ def test_alternatives_differ_usefully(session):
     starts = sorted(p.start for p in found if _local(p)[0] == wednesday)
     assert all(b - a >= timedelta(hours=1) for a, b in zip(starts, starts[1:], strict=False))
     assert len(found) == 5
+    kinds = {p.kind for p in found}
+    assert {"partner_same_time", "same_time_other_day", "same_day_other_time"} <= kinds
+    assert found[0].kind == "partner_same_time"
 
 
 def test_a_busy_partner_is_not_offered_at_the_same_time(session):

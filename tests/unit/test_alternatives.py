@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 
 from scheduler.alternatives import alternatives
@@ -9,6 +10,7 @@ from scheduler.rules import validate
 from scheduler.timeutil import local_date, localize, to_local
 from scheduler.types import (
     Calendar,
+    Interval,
     LinacSpec,
     OpeningHours,
     PlannedFraction,
@@ -45,6 +47,7 @@ def test_the_same_local_time_across_a_clock_change() -> None:
     other_days = [p for p in found if local_date(p.start, NY) != days[3]]
     assert other_days, "Tuesday 10 or Thursday 12 at the same time"
     assert all(to_local(p.start, NY).time() == time(10) for p in other_days)
+    assert {p.kind for p in other_days} == {"same_time_other_day"}
 
 
 def test_a_single_fraction_far_ahead_is_offered_days_before_and_after() -> None:
@@ -74,3 +77,13 @@ def test_nothing_before_now_and_never_the_current_placement() -> None:
     found = alternatives(schedule, 1, LIVER, EMPTY, not_before=now, count=10, linac_order=(1, 2))
     assert found and all(p.start >= now for p in found)
     assert schedule.fractions[0] not in found
+
+
+def test_a_machine_outside_the_beam_matched_group_is_marked() -> None:
+    day = date(2026, 3, 11)
+    schedule = Schedule((fraction(SINGLE, 1, day, time(9)),))
+    # Only the Halcyon is free: both TrueBeams are down.
+    down = Interval(localize(datetime(2026, 3, 1), NY), localize(datetime(2026, 5, 1), NY))
+    ctx = replace(EMPTY, linac_busy={1: [down], 2: [down]})
+    found = alternatives(schedule, 1, SINGLE, ctx, not_before=NOW, count=3, linac_order=(1, 2))
+    assert found and {(p.linac_id, p.kind) for p in found} == {(3, "other_linac")}

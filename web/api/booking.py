@@ -212,7 +212,7 @@ def get_fraction(fraction_id: int):
 
 @routes.operation(
     "GET", "/fractions/{fraction_id}/alternatives", summary="Valid new times for one fraction",
-    tag="Fractions", role=VIEWER, query=s.AlternativesQuery, response=s.PlannedFractionOut,
+    tag="Fractions", role=VIEWER, query=s.AlternativesQuery, response=s.AlternativeOut,
     many=True, errors=(409,),
 )  # fmt: skip
 def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
@@ -227,7 +227,7 @@ def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
     fraction = records.get_fraction(session, fraction_id)
     tz = records.department_timezone_for_course(session, fraction.course_id)
     found = services.fraction_alternatives(session, fraction_id, count=query.count)
-    return [planned_out(p, tz) for p in found]
+    return [s.AlternativeOut(**planned_out(p, tz).model_dump(), kind=p.kind) for p in found]
 
 
 @routes.operation(

@@ -576,6 +576,23 @@ class AlternativesQuery(Query):
     count: Annotated[int, Field(ge=1, le=20)] = 5
 
 
+class AlternativeOut(PlannedFractionOut):
+    kind: Literal[
+        "partner_same_time",
+        "same_time_other_day",
+        "same_day_other_time",
+        "other_time",
+        "other_linac",
+    ] = Field(
+        description=(
+            "How it differs from the current placement: the same time on a beam-matched "
+            "partner, the same time of day on another day, another time on the same day, "
+            "another day and time, or a linac outside the beam-matched group (the plan must "
+            "be made for it)"
+        )
+    )
+
+
 # --- users and tokens -----------------------------------------------------------------------
 
 RoleName = Literal["admin", "scheduler", "viewer"]

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from notifications.models import Reminder, ReminderStatus
 from notifications.outbox import OPEN_STATUSES, patient_snapshot
 from scheduler import records, services
+from scheduler.alternatives import Alternative
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
@@ -53,7 +54,6 @@ from scheduler.timeutil import (
     localize,
     to_local,
 )
-from scheduler.types import PlannedFraction
 from web import audit
 from web.auth import session_user
 from web.db import get_session
@@ -87,6 +87,14 @@ PROPOSAL_COUNT = 3
 # What an HTML datetime-local field shows and sends: local date and time to the minute.
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 ALTERNATIVE_COUNT = 5
+# How each one-click alternative differs from the current placement, in the scheduler's words.
+ALTERNATIVE_KINDS = {
+    "partner_same_time": "same time, beam-matched machine",
+    "same_time_other_day": "same time, another day",
+    "same_day_other_time": "same day, another time",
+    "other_time": "another day and time",
+    "other_linac": "another machine: needs a plan for it",
+}
 SEARCH_LIMIT = 50
 
 
@@ -819,7 +827,7 @@ def _render_move(
     course = fraction.course
     tz = course.patient.department.timezone
     names = _linac_names(course)
-    alternatives: list[PlannedFraction] = []
+    alternatives: list[Alternative] = []
     if fraction.status in ACTIVE_FRACTION_STATUSES:
         alternatives = services.fraction_alternatives(db, fraction.id, count=ALTERNATIVE_COUNT)
     html = render_template(
@@ -830,6 +838,7 @@ def _render_move(
         tz=tz,
         linacs=names,
         alternatives=alternatives,
+        alternative_kinds=ALTERNATIVE_KINDS,
         form=form,
         span=_span,
         iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
