@@ -277,7 +277,8 @@ def propose_schedules(
     horizon_days: int = 56,
     now: datetime | None = None,
 ) -> ProposalResult:
-    """Complete valid schedules for a course, best first, or why there are none."""
+    """Complete valid schedules for a course, best first; and why there are none, or why
+    they start later than the requested date (the explanation names the cause)."""
     now = _now(now)
     course = _get_course(session, course_id, fractions=False)
     department = _department_of(session, course)
