@@ -1,4 +1,4 @@
-"""Finding complete, valid schedules for a course, and explaining when there are none.
+"""Finding complete, valid schedules for a course, and explaining a late start or none.
 
 How :func:`propose` searches
 ----------------------------
@@ -45,9 +45,11 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from scheduler.rules import BusyIndex, Validator, capable, closed_reason
-from scheduler.timeutil import format_day, local_date, local_minutes
+from scheduler.timeutil import format_day, local_date, local_minutes, to_local
 from scheduler.types import (
+    DowntimeSpan,
     Explanation,
+    Interval,
     LinacSpec,
     PlannedFraction,
     Rules,
@@ -59,6 +61,23 @@ from scheduler.types import (
 SAME_TIME_TOLERANCE_MINUTES = 30
 DISTINCT_START_MINUTES = 60
 EXPLAIN_HORIZON_DAYS = 56
+# Every code an explanation can carry (explain and explain_late_start), documented in the API.
+EXPLANATION_CODES: frozenset[str] = frozenset(
+    {
+        "invalid_rules",
+        "no_capable_linac",
+        "fixed_conflict",
+        "opening_hours",
+        "not_enough_days",
+        "closure",
+        "linac_downtime",
+        "capacity",
+        "patient_busy",
+        "feasible",
+    }
+)
+# An explanation names at most this many downtimes or closed periods (the longest ones).
+EXPLAIN_MAX_NAMED = 3
 
 # Linac scope of a tier: the first free fraction's linac, its beam group, or any capable one.
 _SCOPE_LINAC, _SCOPE_GROUP, _SCOPE_ANY = 0, 1, 2
@@ -658,16 +677,23 @@ def _first_free_day(schedules: list[Schedule], request: ScheduleRequest, tz: str
 
 
 def explain(
-    request: ScheduleRequest, ctx: SearchContext, *, horizon_days: int = EXPLAIN_HORIZON_DAYS
+    request: ScheduleRequest,
+    ctx: SearchContext,
+    *,
+    horizon_days: int = EXPLAIN_HORIZON_DAYS,
+    downtimes: Sequence[DowntimeSpan] = (),
 ) -> Explanation:
     """Why :func:`propose` finds nothing, and the earliest local date a course could start.
 
     Codes: ``invalid_rules``, ``no_capable_linac``, ``fixed_conflict``, ``opening_hours``,
-    ``not_enough_days`` (the calendar alone makes the rules impossible), ``capacity`` (the
-    linacs are too booked), ``patient_busy`` (the patient's other appointments are in the way)
-    and ``feasible`` (propose would succeed). The earliest start is searched for up to
-    ``max(horizon_days, request.horizon_days)`` days from ``request.earliest``; ``ctx`` should
-    cover that range.
+    ``not_enough_days`` (weekdays and session lengths alone make the rules impossible),
+    ``closure`` (public holidays or local closures are in the way; named with their dates),
+    ``linac_downtime`` (the capable linacs' downtime is in the way; each named with its dates
+    and reason), ``capacity`` (the linacs are too booked), ``patient_busy`` (the patient's
+    other appointments are in the way) and ``feasible`` (propose would succeed). The earliest
+    start is searched for up to ``max(horizon_days, request.horizon_days)`` days from
+    ``request.earliest``; ``ctx`` should cover that range. ``downtimes`` are the capable
+    linacs' downtime in ``ctx`` (part of its busy time), with their reasons.
     """
     rules = request.rules
     tz = ctx.calendar.timezone
@@ -716,7 +742,16 @@ def explain(
         return Explanation(
             "feasible", f"schedules are available; {tail}", earliest_feasible=earliest
         )
-    if not _Search(request, replace(ctx, linac_busy={}, patient_busy=())).run(1):
+    calendar_only = replace(ctx, linac_busy={}, patient_busy=())
+    if not _Search(request, calendar_only).run(1):
+        if _Search(request, _without_closures(calendar_only)).run(1):
+            last = request.earliest + timedelta(days=max(request.horizon_days, 1) - 1)
+            closed = _closures_in(ctx, request.earliest, last + timedelta(days=_span_days(rules)))
+            return Explanation(
+                "closure",
+                f"{closed}, which leaves no room for {course} {within} from {start_day}; {tail}",
+                earliest_feasible=earliest,
+            )
         needed = (n - 1) * rules.min_interval_days + 1
         if rules.max_overall_days is not None and needed > rules.max_overall_days:
             why = (
@@ -729,6 +764,11 @@ def explain(
                 f"{within} from {start_day}"
             )
         return Explanation("not_enough_days", f"{why}; {tail}", earliest_feasible=earliest)
+    down = [d for d in downtimes if _is_capable(ctx, d.linac_id, rules)]
+    if down and _Search(request, _without_downtime(ctx, down)).run(1):
+        until = earliest if earliest is not None else request.earliest + timedelta(days=horizon)
+        named = _downtimes_in(ctx, down, request.earliest, until)
+        return Explanation("linac_downtime", f"{named}; {tail}", earliest_feasible=earliest)
     if not _Search(request, replace(ctx, patient_busy=())).run(1):
         return Explanation(
             "capacity",
@@ -741,3 +781,189 @@ def explain(
         f"from {start_day}; {tail}",
         earliest_feasible=earliest,
     )
+
+
+def explain_late_start(
+    request: ScheduleRequest,
+    ctx: SearchContext,
+    first_day: date,
+    *,
+    downtimes: Sequence[DowntimeSpan] = (),
+) -> Explanation | None:
+    """Why the proposals for ``request`` start on local ``first_day`` and not earlier.
+
+    None when nothing but the protocol's weekdays, opening hours or the time already gone
+    today explains it (a Saturday ready date starting on Monday needs no words). Otherwise
+    the binding cause, tried in this order: ``closure``, ``linac_downtime``,
+    ``patient_busy``, ``capacity`` (codes as in :func:`explain`), with ``first_day`` as the
+    earliest feasible start. ``ctx`` must cover the proposals' search range.
+    """
+    days_before = (first_day - request.earliest).days
+    if days_before <= 0:
+        return None
+
+    def starts_earlier(world: SearchContext, asked: ScheduleRequest = request) -> bool:
+        return bool(_Search(asked, world, horizon_days=days_before).run(1))
+
+    # With nothing booked a session fits at a window's opening if it fits anywhere, so a
+    # coarse grid answers the calendar's questions at a fraction of the cost.
+    coarse = replace(request, step_minutes=max(request.step_minutes, 60))
+    calendar_only = replace(ctx, linac_busy={}, patient_busy=())
+    if not starts_earlier(_without_closures(calendar_only), coarse):
+        return None
+    rules = request.rules
+    n = rules.fractions
+    course = f"{n} fraction{'s' if n != 1 else ''}"
+    tail = f"earliest possible start {format_day(first_day)}"
+    if not starts_earlier(calendar_only, coarse):
+        closed = _closures_in(ctx, request.earliest, first_day - timedelta(days=1))
+        if closed is None:  # a closure inside the course's span, not before its start
+            closed = _closures_in(
+                ctx, request.earliest, first_day + timedelta(days=_span_days(rules))
+            )
+        return Explanation(
+            "closure",
+            f"{closed or 'the department is closed'}; {tail}",
+            earliest_feasible=first_day,
+        )
+    down = [d for d in downtimes if _is_capable(ctx, d.linac_id, rules)]
+    if down and starts_earlier(_without_downtime(ctx, down)):
+        named = _downtimes_in(ctx, down, request.earliest, first_day)
+        return Explanation("linac_downtime", f"{named}; {tail}", earliest_feasible=first_day)
+    caps = "/".join(sorted(rules.capabilities)).upper()
+    capable_word = f"{caps}-capable linac" if caps else "linac"
+    machines = [
+        linac.name for linac in sorted(ctx.linacs, key=lambda x: x.id) if capable(linac, rules)
+    ]
+    start_day = format_day(request.earliest)
+    # Each further look is a search that fails when its cause is not the one: only made when
+    # there is something to take away.
+    if ctx.patient_busy and starts_earlier(replace(ctx, patient_busy=())):
+        return Explanation(
+            "patient_busy",
+            f"the patient's other appointments leave no room for {course} to start between "
+            f"{start_day} and {format_day(first_day)}; {tail}",
+            earliest_feasible=first_day,
+        )
+    return Explanation(
+        "capacity",
+        f"no {capable_word} ({_names(machines)}) is free for {course} to start between "
+        f"{start_day} and {format_day(first_day)}; {tail}",
+        earliest_feasible=first_day,
+    )
+
+
+def _span_days(rules: Rules) -> int:
+    """How many days a course may run after its first day (for naming what is in the way)."""
+    if rules.max_overall_days is not None:
+        return rules.max_overall_days - 1
+    if rules.max_interval_days is not None:
+        return (rules.fractions - 1) * rules.max_interval_days
+    return (rules.fractions - 1) * max(1, rules.min_interval_days)
+
+
+def _is_capable(ctx: SearchContext, linac_id: int, rules: Rules) -> bool:
+    return any(linac.id == linac_id and capable(linac, rules) for linac in ctx.linacs)
+
+
+def _without_closures(ctx: SearchContext) -> SearchContext:
+    calendar = replace(ctx.calendar, closed_dates=frozenset(), closed_reasons={})
+    return replace(ctx, calendar=calendar)
+
+
+def _without_downtime(ctx: SearchContext, downtimes: Sequence[DowntimeSpan]) -> SearchContext:
+    """``ctx`` as if ``downtimes`` had not been recorded (bookings stay)."""
+    remove: dict[int, list[Interval]] = {}
+    for d in downtimes:
+        remove.setdefault(d.linac_id, []).append(Interval(d.start, d.end))
+    busy: dict[int, Sequence[Interval]] = {}
+    for linac_id, intervals in ctx.linac_busy.items():
+        gone = list(remove.get(linac_id, ()))
+        kept = []
+        for interval in intervals:
+            if interval in gone:
+                gone.remove(interval)  # once: a booking may share the downtime's times
+            else:
+                kept.append(interval)
+        busy[linac_id] = kept
+    return replace(ctx, linac_busy=busy)
+
+
+def _day_range_words(first: date, last: date) -> str:
+    """'2 March', '2–22 March' or '28 February–3 March'."""
+    if first == last:
+        return format_day(first)
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}–{format_day(last)}"
+    return f"{format_day(first)}–{format_day(last)}"
+
+
+def _downtime_period(d: DowntimeSpan, tz: str) -> str:
+    start, end = to_local(d.start, tz), to_local(d.end, tz)
+    if d.end - d.start < timedelta(days=1):
+        if start.date() == end.date():
+            return f"{format_day(start.date())} {start:%H:%M}–{end:%H:%M}"
+        return f"{format_day(start.date())} {start:%H:%M}–{format_day(end.date())} {end:%H:%M}"
+    # A downtime ending at midnight does not take the day it ends on.
+    last = (end - timedelta(microseconds=1)).date()
+    return _day_range_words(start.date(), last)
+
+
+def _names(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _downtimes_in(
+    ctx: SearchContext, downtimes: Sequence[DowntimeSpan], first: date, last: date
+) -> str:
+    """The downtimes touching local days first..last, in words: 'TrueBeam 1 and TrueBeam 2
+    down 2–22 March (upgrade)', linacs sharing a period and reason named together."""
+    tz = ctx.calendar.timezone
+    names = {linac.id: linac.name for linac in ctx.linacs}
+    groups: dict[tuple[datetime, datetime, str], list[str]] = {}
+    for d in sorted(downtimes, key=lambda d: (d.start, d.end, d.linac_id)):
+        if local_date(d.start, tz) > last or local_date(d.end, tz) < first:
+            continue
+        name = names.get(d.linac_id, f"linac {d.linac_id}")
+        members = groups.setdefault((d.start, d.end, d.reason), [])
+        if name not in members:
+            members.append(name)
+    if not groups:  # the downtime lies in the course's span rather than before its start
+        groups = {}
+        for d in sorted(downtimes, key=lambda d: (d.start, d.end, d.linac_id)):
+            name = names.get(d.linac_id, f"linac {d.linac_id}")
+            groups.setdefault((d.start, d.end, d.reason), []).append(name)
+    # The longest first: those are the ones a scheduler plans around.
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] - item[0][1], item[0][0]))
+    parts = []
+    for (start, end, reason), members in ordered[:EXPLAIN_MAX_NAMED]:
+        period = _downtime_period(DowntimeSpan(0, start, end, reason), tz)
+        why = f" ({reason})" if reason.strip() else ""
+        parts.append(f"{_names(members)} down {period}{why}")
+    more = len(ordered) - EXPLAIN_MAX_NAMED
+    if more > 0:
+        parts.append(f"{more} more downtime{'s' if more != 1 else ''}")
+    return "; ".join(parts)
+
+
+def _closures_in(ctx: SearchContext, first: date, last: date) -> str | None:
+    """The closed dates in local days first..last, in words ('the department is closed on
+    26 November (Thanksgiving) and 24–31 December (refurbishment)'), or None."""
+    cal = ctx.calendar
+    days = sorted(d for d in cal.closed_dates if first <= d <= last)
+    if not days:
+        return None
+    # Consecutive days closed for one reason are one period.
+    periods: list[tuple[date, date, str]] = []
+    for day in days:
+        reason = closed_reason(cal, day) or "closed"
+        if periods and periods[-1][2] == reason and (day - periods[-1][1]).days <= 3:
+            periods[-1] = (periods[-1][0], day, reason)
+        else:
+            periods.append((day, day, reason))
+    named = [f"{_day_range_words(a, b)} ({reason})" for a, b, reason in periods]
+    more = len(named) - EXPLAIN_MAX_NAMED
+    named = named[:EXPLAIN_MAX_NAMED] + ([f"{more} more closed dates"] if more > 0 else [])
+    return f"the department is closed on {_names(named)}"

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
+from scheduler import alternatives as alternative_search
 from scheduler import rules as rulebook
 from scheduler import search
-from scheduler.context import rules_from_protocol, search_context
+from scheduler.context import local_day_bounds, rules_from_protocol, search_context
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
@@ -53,6 +54,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import local_date
 from scheduler.types import (
+    DowntimeSpan,
     Explanation,
     Interval,
     PlannedFraction,
@@ -282,7 +284,8 @@ def propose_schedules(
     horizon_days: int = 56,
     now: datetime | None = None,
 ) -> ProposalResult:
-    """Complete valid schedules for a course, best first, or why there are none."""
+    """Complete valid schedules for a course, best first; and why there are none, or why
+    they start later than the requested date (the explanation names the cause)."""
     now = _now(now)
     course = _get_course(session, course_id, fractions=False)
     department = _department_of(session, course)
@@ -309,17 +312,52 @@ def propose_schedules(
     # Proposals are ranked by date first, so when the first weeks hold enough of them they
     # are exactly the ones the whole horizon would give; reading a few weeks of bookings
     # instead of months is what keeps a proposal fast in a busy department.
-    schedules = search.propose(request, context_for(request))
+    ctx = context_for(request)
+    schedules = search.propose(request, ctx)
     if len(schedules) < count and request.horizon_days < horizon_days:
         request = replace(request, horizon_days=horizon_days)
-        schedules = search.propose(request, context_for(request))
+        ctx = context_for(request)
+        schedules = search.propose(request, ctx)
     explanation = None
     if not schedules:
         # The explanation looks for the earliest feasible start beyond the horizon too.
         wide = replace(request, horizon_days=horizon_days + search.EXPLAIN_HORIZON_DAYS)
-        explanation = search.explain(request, context_for(wide), horizon_days=wide.horizon_days)
+        explanation = search.explain(
+            request,
+            context_for(wide),
+            horizon_days=wide.horizon_days,
+            downtimes=_downtime_spans(session, department, *search.search_dates(wide)),
+        )
+    else:
+        start = min(local_date(s.first_start, timezone) for s in schedules)
+        if start > first:
+            # A late start is explained by its cause (downtime, closures, bookings).
+            explanation = search.explain_late_start(
+                request,
+                ctx,
+                start,
+                downtimes=_downtime_spans(session, department, *search.search_dates(request)),
+            )
     session.rollback()  # read-only: release the SQLite write lock promptly
     return ProposalResult(schedules, explanation, timezone)
+
+
+def _downtime_spans(
+    session: Session, department: Department, first: date, last: date
+) -> list[DowntimeSpan]:
+    """The department's linac downtime touching local days first..last, with reasons."""
+    start, end = local_day_bounds(department.timezone, first, last)
+    rows = session.execute(
+        sa.select(Downtime.linac_id, Downtime.starts_at, Downtime.ends_at, Downtime.reason)
+        .join(Linac, Linac.id == Downtime.linac_id)
+        .where(
+            Linac.department_id == department.id,
+            Downtime.starts_at < end,
+            Downtime.ends_at > start,
+        )
+        .order_by(Downtime.starts_at, Downtime.linac_id)
+    ).all()
+    return [DowntimeSpan(r.linac_id, r.starts_at, r.ends_at, r.reason or "") for r in rows]
 
 
 # --- booking ---------------------------------------------------------------------------
@@ -750,25 +788,39 @@ def _same_time_on_partner(
 
 def fraction_alternatives(
     session: Session, fraction_id: int, *, count: int = 5, now: datetime | None = None
-) -> list[PlannedFraction]:
-    """Valid new placements for one fraction, keeping every rule with its neighbours."""
+) -> list[alternative_search.Alternative]:
+    """Useful new placements for one fraction that a move would accept without an override:
+    the same time on a beam-matched partner, the same time on other days, other times on
+    its day, then any other valid time (see scheduler.alternatives); never its current one."""
     now = _now(now)
     fraction = _active_fraction(session, fraction_id, action="be moved")
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
-    group = _group_order(department, fraction.linac_id)
-    schedules = _complete(
+    rules = rules_from_protocol(course.protocol)
+    current = Schedule(tuple(_planned(f) for _, f in sorted(_scheduled(course).items())))
+    tz = department.timezone
+    first, last = alternative_search.search_days(current, fraction.number, tz, not_before=now)
+    course_days = [local_date(f.start, tz) for f in current.fractions]
+    # The whole course is validated with each candidate, so its dates are read too.
+    ctx = search_context(
         session,
-        course,
         department,
-        _scheduled(course),
-        {fraction.number},
+        min(first, *course_days) - timedelta(days=1),
+        max(last, *course_days) + timedelta(days=1),
+        patient_id=course.patient_id,
+        exclude_course_id=course.id,
+    )
+    found = alternative_search.alternatives(
+        current,
+        fraction.number,
+        rules,
+        ctx,
         not_before=now,
         count=count,
-        preferred_linacs=group,
+        linac_order=_group_order(department, fraction.linac_id),
     )
     session.rollback()
-    return [f for s in schedules for f in s.fractions if f.number == fraction.number]
+    return found
 
 
 def _group_order(department: Department, linac_id: int) -> tuple[int, ...]:

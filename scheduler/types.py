@@ -93,6 +93,20 @@ class SearchContext:
 
 
 @dataclass(frozen=True)
+class DowntimeSpan:
+    """A period a linac cannot treat, with its recorded reason: what an explanation names.
+
+    The same period is part of ``SearchContext.linac_busy``; this says which busy time is
+    downtime rather than bookings.
+    """
+
+    linac_id: int
+    start: datetime
+    end: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class PlannedFraction:
     number: int  # 1-based position in the course
     linac_id: int
@@ -146,6 +160,6 @@ class Violation:
 class Explanation:
     """Why nothing fits, and the earliest start that would."""
 
-    code: str  # the binding rule, e.g. "no_capable_linac", "max_overall_days", "capacity"
+    code: str  # the binding cause, one of scheduler.search.EXPLANATION_CODES
     message: str
     earliest_feasible: date | None = None

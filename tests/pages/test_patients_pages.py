@@ -276,8 +276,9 @@ def test_no_proposal_explains_and_offers_the_earliest_start(
     html = _html(page)
     assert "Book option" not in html
     assert "No schedule fits" in html
-    # The engine's sentence, with its capitals kept (the month is not lower-cased).
-    assert re.search(f"No SBRT-capable linac free for 5 fractions .*{earliest:%B}", html)
+    # The cause is named: the machines down, their dates and the reason, not "capacity".
+    assert re.search(r"TrueBeam 1 and TrueBeam 2 down [^;<]*\(replacement\)", html)
+    assert "linac free" not in html
     # When the engine knows a later feasible start, the page links to proposals from it.
     link = re.search(r'href="(/courses/\d+/propose\?earliest=[^"]+)"', html)
     if "earliest possible start" in html:

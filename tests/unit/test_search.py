@@ -586,6 +586,7 @@ EXPLAIN_CODES = {
     "fixed_conflict",
     "opening_hours",
     "not_enough_days",
+    "closure",
     "capacity",
     "patient_busy",
 }

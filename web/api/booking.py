@@ -79,7 +79,11 @@ def update_course(course_id: int, body: s.CoursePatch):
 def propose_schedules(course_id: int, body: s.ProposalIn):
     """Valid schedules for every fraction, earliest first; or why none fits and when one would.
 
-    Nothing is booked: send one of the schedules to the booking endpoint.
+    When the schedules start later than the requested date (or there are none), the
+    explanation names the cause with a stable code: `linac_downtime` (which linacs are down,
+    their dates and reason), `closure` (which holidays or closures bind), `capacity` or
+    `patient_busy`, among others. Nothing is booked: send one of the schedules to the
+    booking endpoint.
     """
     window = body.preferred_window
     result = services.propose_schedules(
@@ -298,16 +302,22 @@ def get_fraction(fraction_id: int):
 
 @routes.operation(
     "GET", "/fractions/{fraction_id}/alternatives", summary="Valid new times for one fraction",
-    tag="Fractions", role=VIEWER, query=s.AlternativesQuery, response=s.PlannedFractionOut,
+    tag="Fractions", role=VIEWER, query=s.AlternativesQuery, response=s.AlternativeOut,
     many=True, errors=(409,),
 )  # fmt: skip
 def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
-    """Placements that keep every rule with the neighbouring fractions, best first."""
+    """Placements a move accepts without an override, best first, never the current one.
+
+    Searched around the fraction's own date (earlier and later, never before now) and chosen
+    to differ usefully: the same time on a beam-matched partner, then in turn the same time
+    on the nearest other days and other times on the same day, then any other valid time. A
+    rule the course already breaks (an earlier override) does not hide alternatives; only
+    what a move would newly break does."""
     session = get_session()
     fraction = records.get_fraction(session, fraction_id)
     tz = records.department_timezone_for_course(session, fraction.course_id)
     found = services.fraction_alternatives(session, fraction_id, count=query.count)
-    return [planned_out(p, tz) for p in found]
+    return [s.AlternativeOut(**planned_out(p, tz).model_dump(), kind=p.kind) for p in found]
 
 
 @routes.operation(

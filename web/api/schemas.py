@@ -517,16 +517,52 @@ class ScheduleOut(Output):
     fractions: list[PlannedFractionOut]
 
 
+# Stable codes of an explanation (scheduler.search.EXPLANATION_CODES): the binding cause.
+ExplanationCode = Literal[
+    "invalid_rules",
+    "no_capable_linac",
+    "fixed_conflict",
+    "opening_hours",
+    "not_enough_days",
+    "closure",
+    "linac_downtime",
+    "capacity",
+    "patient_busy",
+    "feasible",
+]
+
+
 class ExplanationOut(Output):
-    code: str
-    message: str
-    earliest_feasible: date | None
+    code: ExplanationCode = Field(
+        description=(
+            "The binding cause: `linac_downtime` (the capable linacs are down), `closure` "
+            "(public holidays or local closures), `capacity` (the capable linacs are booked), "
+            "`patient_busy` (the patient's other appointments), `not_enough_days` (weekdays "
+            "and spacing rules alone), `opening_hours` (no opening is long enough for a "
+            "session), `no_capable_linac`, `fixed_conflict`, `invalid_rules` (the protocol "
+            "contradicts itself) or `feasible` (schedules exist)"
+        )
+    )
+    message: str = Field(
+        description=(
+            "The cause in words: the linacs down with their dates and reason, the closed "
+            "dates with their names, and the earliest possible start"
+        )
+    )
+    earliest_feasible: date | None = Field(
+        description="The earliest local date a course could start, if one was found"
+    )
 
 
 class ProposalOut(Output):
     timezone: str
     schedules: list[ScheduleOut]
-    explanation: ExplanationOut | None
+    explanation: ExplanationOut | None = Field(
+        description=(
+            "Why there are no schedules, or why they start later than the requested date "
+            "(null when they start on it, or later only because of the allowed weekdays)"
+        )
+    )
 
 
 class PlacementIn(Input):
@@ -619,6 +655,23 @@ class FractionQuery(Query):
 
 class AlternativesQuery(Query):
     count: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+class AlternativeOut(PlannedFractionOut):
+    kind: Literal[
+        "partner_same_time",
+        "same_time_other_day",
+        "same_day_other_time",
+        "other_time",
+        "other_linac",
+    ] = Field(
+        description=(
+            "How it differs from the current placement: the same time on a beam-matched "
+            "partner, the same time of day on another day, another time on the same day, "
+            "another day and time, or a linac outside the beam-matched group (the plan must "
+            "be made for it)"
+        )
+    )
 
 
 # --- users and tokens -----------------------------------------------------------------------

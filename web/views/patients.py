@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from notifications.models import Reminder, ReminderStatus
 from notifications.outbox import OPEN_STATUSES, patient_snapshot
 from scheduler import records, services
+from scheduler.alternatives import Alternative
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
     Conflict,
@@ -92,6 +93,14 @@ PROPOSAL_COUNT = 3
 # What an HTML datetime-local field shows and sends: local date and time to the minute.
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 ALTERNATIVE_COUNT = 5
+# How each one-click alternative differs from the current placement, in the scheduler's words.
+ALTERNATIVE_KINDS = {
+    "partner_same_time": "same time, beam-matched machine",
+    "same_time_other_day": "same time, another day",
+    "same_day_other_time": "same day, another time",
+    "other_time": "another day and time",
+    "other_linac": "another machine: needs a plan for it",
+}
 SEARCH_LIMIT = 50
 
 
@@ -1008,13 +1017,9 @@ def _render_move(
     course = fraction.course
     tz = course.patient.department.timezone
     names = _linac_names(course)
-    alternatives: list[PlannedFraction] = []
+    alternatives: list[Alternative] = []
     if fraction.status in ACTIVE_FRACTION_STATUSES:
-        current = (fraction.linac_id, fraction.starts_at)
-        found = services.fraction_alternatives(db, fraction.id, count=ALTERNATIVE_COUNT + 1)
-        # The engine frees the fraction's own slot, so it may offer the time it already has.
-        alternatives = [p for p in found if (p.linac_id, p.start) != current]
-        alternatives = alternatives[:ALTERNATIVE_COUNT]
+        alternatives = services.fraction_alternatives(db, fraction.id, count=ALTERNATIVE_COUNT)
     html = render_template(
         "courses/move.html",
         fraction=fraction,
@@ -1023,6 +1028,7 @@ def _render_move(
         tz=tz,
         linacs=names,
         alternatives=alternatives,
+        alternative_kinds=ALTERNATIVE_KINDS,
         form=form,
         span=_span,
         iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
