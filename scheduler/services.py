@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
+from scheduler import replan, search
 from scheduler import rules as rulebook
-from scheduler import search
 from scheduler.context import rules_from_protocol, search_context
 from scheduler.errors import (
     Conflict,
@@ -138,6 +138,12 @@ class DowntimeReport:
     downtime_id: int | None
     moved: list[MovedFraction]
     unplaceable: list[UnplaceableFraction]
+    # How the displaced fractions fared: own time kept (on a partner), moved within the same
+    # local day, moved to another day, or left for a human.
+    kept_time: int = 0
+    same_day: int = 0
+    other_day: int = 0
+    needs_human: int = 0
 
 
 def _now(now: datetime | None) -> datetime:
@@ -1024,21 +1030,14 @@ def add_downtime(
     actor_id: int | None = None,
     now: datetime | None = None,
 ) -> DowntimeReport:
-    """Record a linac downtime and re-plan every affected fraction, course by course.
-
-    Each affected course is re-placed whole or not at all: first on the linac's
-    beam-matched partners (no new plan needed), then on any capable linac, never earlier
-    than its original time. Courses that cannot be re-placed are flagged for a human.
+    """Record a linac downtime and re-plan every affected fraction, the whole department
+    together (see :mod:`scheduler.replan`): first every fraction whose own time is free on a
+    beam-matched partner keeps it, then the rest go where they disturb patients least.
+    Fractions that cannot be re-placed are listed and their courses flagged for a human.
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    errors = []
-    if ends_at <= starts_at:
-        errors.append(FieldError("ends_at", "must be after starts_at"))
-    if kind not in DOWNTIME_KINDS:
-        errors.append(FieldError("kind", "planned or unplanned"))
-    if errors:
-        raise InvalidInput("invalid downtime", errors)
+    _check_downtime(starts_at, ends_at, kind)
     linac = session.get(Linac, linac_id)
     if linac is None:
         raise NotFound(f"linac {linac_id} does not exist")
@@ -1053,91 +1052,121 @@ def add_downtime(
     )
     session.add(downtime)
     session.flush()
-    affected = session.scalars(
-        sa.select(Fraction)
-        .join(Course)
-        .where(
-            Fraction.linac_id == linac_id,
-            Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
-            Fraction.starts_at < ends_at,
-            Fraction.ends_at > starts_at,
+    affected = _displaced_by(session, linac_id, Interval(starts_at, ends_at))
+    report = _replan_for(session, downtime, linac, affected, actor_id=actor_id, now=now)
+    return _finish_downtime(session, report, preview=preview)
+
+
+def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str) -> None:
+    errors = []
+    if ends_at <= starts_at:
+        errors.append(FieldError("ends_at", "must be after starts_at"))
+    if kind not in DOWNTIME_KINDS:
+        errors.append(FieldError("kind", "planned or unplanned"))
+    if errors:
+        raise InvalidInput("invalid downtime", errors)
+
+
+def _displaced_by(
+    session: Session, linac_id: int, window: Interval, *, already: Interval | None = None
+) -> list[Fraction]:
+    """Active fractions on the linac overlapping ``window`` (and not ``already``, which an
+    earlier re-plan of the same downtime has handled)."""
+    query = sa.select(Fraction).where(
+        Fraction.linac_id == linac_id,
+        Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+        Fraction.starts_at < window.end,
+        Fraction.ends_at > window.start,
+    )
+    if already is not None:
+        query = query.where(
+            sa.or_(Fraction.starts_at >= already.end, Fraction.ends_at <= already.start)
         )
-        .order_by(Course.priority, Fraction.starts_at)
-    ).all()
-    by_course: dict[int, list[Fraction]] = {}
-    for fraction in affected:
-        by_course.setdefault(fraction.course_id, []).append(fraction)
-    moved: list[MovedFraction] = []
-    unplaceable: list[UnplaceableFraction] = []
+    return list(session.scalars(query.order_by(Fraction.starts_at, Fraction.id)))
+
+
+def _replan_for(
+    session: Session,
+    downtime: Downtime,
+    linac: Linac,
+    affected: Sequence[Fraction],
+    *,
+    actor_id: int | None,
+    now: datetime,
+) -> DowntimeReport:
+    """Re-plan ``affected`` around ``downtime`` (flushed) and write the moves and flags."""
     department = session.get(
         Department, linac.department_id, options=[selectinload(Department.linacs)]
     )
-    assert department is not None
-    group = _group_order(department, linac_id)[1:]
-    for course_id, fractions in by_course.items():
-        course = _get_course(session, course_id)
-        keep = _scheduled(course)
-        free = {f.number for f in fractions}
-        earliest_start = max(now, min(f.starts_at for f in fractions))
-        schedule = _same_time_on_partner(
-            session, course, department, keep, free, group, not_before=now
-        ) or next(
-            iter(
-                _complete(
-                    session,
-                    course,
-                    department,
-                    keep,
-                    free,
-                    not_before=earliest_start,
-                    count=1,
-                    preferred_linacs=group,
-                )
-            ),
-            None,
+    assert department is not None  # foreign key
+    plan = replan.replan_displaced(session, department, linac.id, affected, now=now)
+    moved: list[MovedFraction] = []
+    for move in plan.moves:
+        fraction = move.fraction
+        before = _planned(fraction)
+        _apply_move(
+            session,
+            fraction.course,
+            fraction,
+            move.target,
+            actor_id=actor_id,
+            now=now,
+            cause="downtime",
+            downtime_id=downtime.id,
         )
-        if schedule is None:
-            for f in fractions:
-                unplaceable.append(
-                    UnplaceableFraction(
-                        f.id,
-                        course.id,
-                        f.number,
-                        f.starts_at,
-                        f.ends_at,
-                        "no placement keeps the protocol's rules; needs a scheduler",
-                    )
-                )
-            course.status = CourseStatus.NEEDS_REVIEW
-            course.review_reason = f"linac {linac.name} downtime: fractions could not be re-planned"
-            _event(
-                session,
-                "course_needs_review",
-                course,
-                actor_id=actor_id,
-                now=now,
-                reason=course.review_reason,
-                downtime_id=downtime.id,
-            )
-            continue
-        placed = {f.number: f for f in schedule.fractions}
-        for f in fractions:
-            before = _planned(f)
-            _apply_move(
-                session, course, f, placed[f.number], actor_id=actor_id, now=now, cause="downtime"
-            )
-            moved.append(MovedFraction(f.id, course.id, f.number, before, placed[f.number]))
-        # Later courses must see these new placements as taken.
+        moved.append(
+            MovedFraction(fraction.id, fraction.course_id, fraction.number, before, move.target)
+        )
+        # Each move is written before the next, so a lost race names the move that lost it.
         session.flush()
+    unplaceable: list[UnplaceableFraction] = []
+    for course_id, fractions in sorted(plan.unplaced.items()):
+        course = fractions[0].course
+        unplaceable += [
+            UnplaceableFraction(
+                f.id,
+                course_id,
+                f.number,
+                f.starts_at,
+                f.ends_at,
+                "no placement keeps the protocol's rules; needs a scheduler",
+            )
+            for f in fractions
+        ]
+        course.status = CourseStatus.NEEDS_REVIEW
+        course.review_reason = f"linac {linac.name} downtime: fractions could not be re-planned"
+        _event(
+            session,
+            "course_needs_review",
+            course,
+            actor_id=actor_id,
+            now=now,
+            reason=course.review_reason,
+            downtime_id=downtime.id,
+        )
+    counts = plan.counts
+    return DowntimeReport(
+        downtime.id,
+        moved,
+        unplaceable,
+        kept_time=counts[replan.Outcome.KEPT_TIME],
+        same_day=counts[replan.Outcome.SAME_DAY],
+        other_day=counts[replan.Outcome.OTHER_DAY],
+        needs_human=counts[replan.Outcome.NEEDS_HUMAN],
+    )
+
+
+def _finish_downtime(session: Session, report: DowntimeReport, *, preview: bool) -> DowntimeReport:
+    """Roll a preview back (its report says what would happen), or commit."""
     if preview:
         session.rollback()
-        return DowntimeReport(None, moved, unplaceable)
+        return replace(report, downtime_id=None)
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
         raise Conflict("bookings changed while re-planning; try again") from exc
-    return DowntimeReport(downtime.id, moved, unplaceable)
+    return report
 
 
 # --- listing -----------------------------------------------------------------------------
