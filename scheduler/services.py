@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import ParamSpec, TypeVar
 
@@ -144,6 +144,18 @@ class DowntimeReport:
     same_day: int = 0
     other_day: int = 0
     needs_human: int = 0
+    # After shortening or deleting: fractions this downtime moved whose own place is free
+    # again. Nobody is moved back without a scheduler deciding it.
+    returnable: list[ReturnableFraction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReturnableFraction:
+    fraction_id: int
+    course_id: int
+    number: int
+    current: PlannedFraction
+    original: PlannedFraction
 
 
 def _now(now: datetime | None) -> datetime:
@@ -1054,7 +1066,9 @@ def add_downtime(
     session.flush()
     affected = _displaced_by(session, linac_id, Interval(starts_at, ends_at))
     report = _replan_for(session, downtime, linac, affected, actor_id=actor_id, now=now)
-    return _finish_downtime(session, report, preview=preview)
+    report = _finish_downtime(session, report, preview=preview)
+    # A previewed downtime was never stored, so it has no id.
+    return replace(report, downtime_id=None) if preview else report
 
 
 def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str) -> None:
@@ -1160,13 +1174,152 @@ def _finish_downtime(session: Session, report: DowntimeReport, *, preview: bool)
     """Roll a preview back (its report says what would happen), or commit."""
     if preview:
         session.rollback()
-        return replace(report, downtime_id=None)
+        return report
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
         raise Conflict("bookings changed while re-planning; try again") from exc
     return report
+
+
+@_retry_lost_races
+def update_downtime(
+    session: Session,
+    downtime_id: int,
+    *,
+    starts_at: datetime,
+    ends_at: datetime,
+    kind: str,
+    reason: str,
+    preview: bool = False,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> DowntimeReport:
+    """Change a downtime's times, kind or reason.
+
+    Fractions the new times newly cover are re-planned like a new downtime's. Shortening moves
+    nobody back: the report lists the fractions this downtime moved that could now return.
+    With ``preview`` nothing is stored.
+    """
+    now = _now(now)
+    _check_downtime(starts_at, ends_at, kind)
+    downtime = _get_downtime(session, downtime_id)
+    linac = downtime.linac
+    before = Interval(downtime.starts_at, downtime.ends_at)
+    downtime.starts_at, downtime.ends_at = starts_at, ends_at
+    downtime.kind, downtime.reason = kind, reason
+    downtime.version += 1
+    downtime.updated_at, downtime.updated_by_id = now, actor_id
+    session.flush()
+    affected = _displaced_by(session, linac.id, Interval(starts_at, ends_at), already=before)
+    report = _replan_for(session, downtime, linac, affected, actor_id=actor_id, now=now)
+    returnable = returnable_fractions(session, downtime, now=now)
+    return _finish_downtime(session, replace(report, returnable=returnable), preview=preview)
+
+
+def delete_downtime(
+    session: Session,
+    downtime_id: int,
+    *,
+    preview: bool = False,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> DowntimeReport:
+    """Remove a downtime. Nobody is moved back: the report lists the fractions it moved that
+    could return to their own place. With ``preview`` nothing is stored."""
+    now = _now(now)
+    downtime = _get_downtime(session, downtime_id)
+    returnable = returnable_fractions(session, downtime, now=now, deleted=True)
+    report = DowntimeReport(downtime.id, [], [], returnable=returnable)
+    session.delete(downtime)
+    session.flush()
+    return _finish_downtime(session, report, preview=preview)
+
+
+def _get_downtime(session: Session, downtime_id: int) -> Downtime:
+    downtime = session.get(Downtime, downtime_id)
+    if downtime is None:
+        session.rollback()
+        raise NotFound(f"downtime {downtime_id} does not exist")
+    return downtime
+
+
+def _planned_from_payload(payload: dict) -> PlannedFraction:
+    return PlannedFraction(
+        payload["number"],
+        payload["linac_id"],
+        datetime.fromisoformat(payload["starts_at"]),
+        datetime.fromisoformat(payload["ends_at"]),
+    )
+
+
+def returnable_fractions(
+    session: Session, downtime: Downtime, *, now: datetime, deleted: bool = False
+) -> list[ReturnableFraction]:
+    """Fractions ``downtime`` moved away that could go back: not moved since, their own
+    place still ahead, outside the downtime as it now stands (or it is being deleted), and
+    free of every other booking and downtime on that linac and for that patient."""
+    events = session.scalars(
+        sa.select(BookingEvent)
+        .where(
+            BookingEvent.kind == "fraction_moved",
+            BookingEvent.fraction_id.is_not(None),
+            BookingEvent.created_at >= downtime.created_at,
+        )
+        .order_by(BookingEvent.id)
+    ).all()
+    # The last move this downtime caused per fraction; the original place is its "before".
+    moves = {
+        e.fraction_id: e
+        for e in events
+        if e.payload.get("cause") == "downtime" and e.payload.get("downtime_id") == downtime.id
+    }
+    found: list[ReturnableFraction] = []
+    for fraction_id, event in sorted(moves.items()):
+        fraction = session.get(Fraction, fraction_id)
+        if fraction is None or fraction.status not in ACTIVE_FRACTION_STATUSES:
+            continue
+        original = _planned_from_payload(event.payload["before"])
+        if _planned(fraction) != _planned_from_payload(event.payload["after"]):
+            continue  # moved again since: a scheduler placed it deliberately
+        own = original.interval
+        if original.start <= now or (
+            not deleted and own.overlaps(Interval(downtime.starts_at, downtime.ends_at))
+        ):
+            continue
+        taken = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Fraction)
+            .where(
+                sa.or_(
+                    Fraction.linac_id == original.linac_id,
+                    Fraction.patient_id == fraction.patient_id,
+                ),
+                Fraction.id != fraction.id,
+                Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+                Fraction.starts_at < own.end,
+                Fraction.ends_at > own.start,
+            )
+        )
+        down = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Downtime)
+            .where(
+                Downtime.linac_id == original.linac_id,
+                Downtime.id != downtime.id,
+                Downtime.starts_at < own.end,
+                Downtime.ends_at > own.start,
+            )
+        )
+        if taken or down:
+            continue
+        found.append(
+            ReturnableFraction(
+                fraction.id, fraction.course_id, fraction.number, _planned(fraction), original
+            )
+        )
+    return found
 
 
 # --- listing -----------------------------------------------------------------------------
@@ -1205,11 +1358,13 @@ __all__ = [
     "MovedFraction",
     "Placement",
     "ProposalResult",
+    "ReturnableFraction",
     "UnplaceableFraction",
     "add_downtime",
     "book_course",
     "cancel_course",
     "cancel_fraction",
+    "delete_downtime",
     "fraction_alternatives",
     "list_fractions",
     "move_fraction",
@@ -1217,4 +1372,6 @@ __all__ = [
     "record_completed",
     "record_missed",
     "record_readiness",
+    "returnable_fractions",
+    "update_downtime",
 ]

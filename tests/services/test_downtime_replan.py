@@ -202,3 +202,124 @@ def test_downtime_input_is_checked(session):
             reason="",
             now=NOW,
         )
+
+
+def wednesday_only(session, w) -> services.DowntimeReport:
+    return services.add_downtime(
+        session,
+        w["linacs"]["A"].id,
+        starts_at=local(WEDNESDAY, 0),
+        ends_at=local(WEDNESDAY + timedelta(days=1), 0),
+        kind="planned",
+        reason="service",
+        now=NOW,
+    )
+
+
+def placements(session) -> dict[int, tuple[int, datetime, int]]:
+    session.expire_all()
+    rows = session.scalars(sa.select(Fraction))
+    placed = {x.id: (x.linac_id, x.starts_at, x.version) for x in rows}
+    session.rollback()
+    return placed
+
+
+def test_shortening_moves_nobody_back_and_lists_the_fractions_that_could_return(session):
+    w = f.world(session)
+    course_id = book_week(session, w, "A", 8)
+    downtime_id = two_day_downtime(session, w).downtime_id
+    thursday = fractions_of(session, course_id)[4]
+    before = placements(session)
+
+    report = services.update_downtime(
+        session,
+        downtime_id,
+        starts_at=local(WEDNESDAY, 0),
+        ends_at=local(WEDNESDAY + timedelta(days=1), 0),
+        kind="unplanned",
+        reason="gantry fault, fixed sooner",
+        now=NOW,
+    )
+
+    assert report.moved == [] and report.unplaceable == []
+    assert placements(session) == before
+    (back,) = report.returnable
+    assert (back.fraction_id, back.number) == (thursday.id, 4)
+    assert (back.original.linac_id, back.original.start) == (
+        w["linacs"]["A"].id,
+        local(WEDNESDAY + timedelta(days=1), 8),
+    )
+    assert back.current.linac_id == w["linacs"]["B"].id
+    stored = session.get(Downtime, downtime_id)
+    assert (stored.ends_at, stored.version, stored.reason) == (
+        local(WEDNESDAY + timedelta(days=1), 0),
+        2,
+        "gantry fault, fixed sooner",
+    )
+
+
+def test_extending_replans_the_newly_covered_fractions_after_a_preview(session):
+    w = f.world(session)
+    course_id = book_week(session, w, "A", 8)
+    downtime_id = wednesday_only(session, w).downtime_id
+    before = placements(session)
+    change = {
+        "starts_at": local(WEDNESDAY, 0),
+        "ends_at": local(FRIDAY, 0),
+        "kind": "planned",
+        "reason": "service runs over",
+        "now": NOW,
+    }
+
+    preview = services.update_downtime(session, downtime_id, preview=True, **change)
+    thursday = fractions_of(session, course_id)[4]
+    assert [m.fraction_id for m in preview.moved] == [thursday.id]
+    assert preview.kept_time == 1 and preview.returnable == []
+    assert placements(session) == before
+    assert session.get(Downtime, downtime_id).ends_at == local(WEDNESDAY + timedelta(days=1), 0)
+
+    applied = services.update_downtime(session, downtime_id, **change)
+    assert [m.fraction_id for m in applied.moved] == [thursday.id]
+    moved = fractions_of(session, course_id)[4]
+    assert (moved.linac_id, moved.starts_at, moved.version) == (
+        w["linacs"]["B"].id,
+        thursday.starts_at,
+        2,
+    )
+    assert session.get(Downtime, downtime_id).ends_at == local(FRIDAY, 0)
+
+
+def test_deleting_previews_then_removes_and_lists_what_could_return(session):
+    w = f.world(session)
+    book_week(session, w, "A", 8)
+    downtime_id = two_day_downtime(session, w).downtime_id
+    before = placements(session)
+
+    preview = services.delete_downtime(session, downtime_id, preview=True, now=NOW)
+    assert {r.number for r in preview.returnable} == {3, 4}
+    assert session.get(Downtime, downtime_id) is not None
+
+    applied = services.delete_downtime(session, downtime_id, now=NOW)
+    assert {r.number for r in applied.returnable} == {3, 4}
+    session.expire_all()
+    assert session.get(Downtime, downtime_id) is None
+    assert placements(session) == before  # nobody moved back automatically
+
+
+def test_editing_checks_its_input(session):
+    w = f.world(session)
+    book_week(session, w, "A", 8)
+    downtime_id = two_day_downtime(session, w).downtime_id
+    with pytest.raises(InvalidInput):
+        services.update_downtime(
+            session,
+            downtime_id,
+            starts_at=local(FRIDAY, 0),
+            ends_at=local(WEDNESDAY, 0),
+            kind="planned",
+            reason="",
+            now=NOW,
+        )
+    with pytest.raises(NotFound):
+        services.delete_downtime(session, downtime_id + 1000, now=NOW)
+    assert session.get(Downtime, downtime_id).version == 1
