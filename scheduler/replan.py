@@ -10,9 +10,9 @@ Every affected fraction of every course is seen together, in two passes:
    fraction goes where it disturbs the patient least: on the beam-matched group (the down
    linac outside the downtime, or a partner) before any other capable linac, which would
    need a new plan; then the smallest shift from its own time, a later time before an
-   earlier one on a tie; then linac and start. When a fraction cannot move alone the
-   course's displaced fractions are re-planned together by the search, then together with
-   its later fractions (more changed times, so only then). What still fails needs a human.
+   earlier one on a tie; then linac and start. When the fractions cannot move one by one,
+   the course's displaced fractions are re-planned together by the search. Fractions the
+   downtime does not touch never move; what cannot be placed needs a human.
 
 Every placement keeps the course's rules against the bookings as they stand after the
 placements before it (the rule book checks it), and the order is fully deterministic.
@@ -84,7 +84,6 @@ class Outcome(enum.StrEnum):
 class Move:
     fraction: Fraction
     target: PlannedFraction
-    displaced: bool  # False: a later fraction moved so that a displaced one keeps the rules
 
 
 @dataclass
@@ -287,10 +286,8 @@ class _Planner:
         before = _planned(fraction)
         state.plan[fraction.number] = target
         self.world.move(fraction, target)
-        displaced = fraction in state.displaced
-        self.result.moves.append(Move(fraction, target, displaced))
-        if displaced:
-            self.result.counts[outcome(before, target, self.tz)] += 1
+        self.result.moves.append(Move(fraction, target))
+        self.result.counts[outcome(before, target, self.tz)] += 1
 
     def _pending(self, state: _CourseState) -> set[int]:
         placed = {m.fraction.id for m in self.result.moves}
@@ -327,7 +324,7 @@ class _Planner:
 
     def _place_rest(self, state: _CourseState) -> None:
         """Pass 2 for one course: each remaining displaced fraction on its own, else the
-        search for all of them, else for them and the later fractions."""
+        search for all of them together."""
         pending = sorted(self._pending(state))
         if not pending:
             return
@@ -347,22 +344,14 @@ class _Planner:
                 self._record(state, fraction, target)
             return
         state.plan = saved
-        later = {
-            n
-            for n, f in state.rows.items()
-            if n > min(pending)
-            and n not in pending
-            and f.starts_at > self.lead
-            and f.status in ACTIVE_FRACTION_STATUSES
-        }
-        for free in (set(pending), set(pending) | later):
-            schedule = self._search(state, free)
-            if schedule is not None:
-                placed = {p.number: p for p in schedule.fractions}
-                for number in sorted(free):
-                    if placed[number] != state.plan[number]:
-                        self._record(state, state.rows[number], placed[number])
-                return
+        # Fractions that fit only together (the first one's place decides the second's) are
+        # left to the search, which places them jointly.
+        schedule = self._search(state, set(pending))
+        if schedule is not None:
+            placed = {p.number: p for p in schedule.fractions}
+            for number in pending:
+                self._record(state, state.rows[number], placed[number])
+            return
         self.result.unplaced[state.course.id] = [
             f for f in state.displaced if f.number in set(pending)
         ]
