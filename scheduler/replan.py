@@ -146,11 +146,12 @@ class _World:
         ):
             self.downtime.setdefault(linac_id, []).append(Interval(starts_at, ends_at))
 
-    def context(self, course: Course) -> SearchContext:
+    def context(self, course: Course, holding: Iterable[Interval] = ()) -> SearchContext:
         """The world as one course sees it: without its own fractions, with the patient's
-        other ones."""
+        other ones, and ``holding`` (places the patient still holds until the moves are
+        written one after another) as the patient's too."""
         busy: dict[int, list[Interval]] = {lid: list(ivs) for lid, ivs in self.downtime.items()}
-        patient: list[Interval] = []
+        patient: list[Interval] = list(holding)
         for course_id, patient_id, linac_id, interval in self.where.values():
             if course_id == course.id:
                 continue
@@ -362,7 +363,9 @@ class _Planner:
     ) -> PlannedFraction | None:
         """The least disturbing valid placement of one fraction, the rest of its course
         staying where it is."""
-        ctx = self.world.context(state.course)
+        # Moves are written one by one, and the database forbids even a passing overlap: a
+        # fraction may not take a place its course still holds.
+        ctx = self.world.context(state.course, [state.plan[n].interval for n in pending])
         validator = Validator(ctx)
         own = state.plan[fraction.number]
         minutes = state.rules.minutes_for(fraction.number)
@@ -444,7 +447,8 @@ class _Planner:
             fixed=fixed,
             preferred_linacs=tuple(self.group),
         )
-        for schedule in search.propose(request, self.world.context(state.course)):
+        holding = [state.plan[n].interval for n in free]
+        for schedule in search.propose(request, self.world.context(state.course, holding)):
             if all(local_date(p.end, self.tz) <= self.world.last for p in schedule.fractions):
                 return schedule
         return None

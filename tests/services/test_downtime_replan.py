@@ -323,3 +323,47 @@ def test_editing_checks_its_input(session):
     with pytest.raises(NotFound):
         services.delete_downtime(session, downtime_id + 1000, now=NOW)
     assert session.get(Downtime, downtime_id).version == 1
+
+
+def test_a_fraction_never_takes_a_place_its_course_still_holds(session):
+    """Moves are written one after another and the database refuses even a passing overlap of
+    one patient's sessions: a displaced fraction may not be placed over the old time of another
+    displaced fraction of its course that moves only after it."""
+    w = f.world(session)
+    a, b, c = (w["linacs"][k].id for k in ("A", "B", "C"))
+    protocol = w["liver"]
+    rules = {"code": "test-3fx", "fractions": 3, "min_hours_between": 0,
+             "min_interval_days": 1, "max_interval_days": None, "min_overall_days": None,
+             "max_overall_days": 14}  # fmt: skip
+    for name, value in rules.items():
+        setattr(protocol, name, value)
+    course = f.course(session, f.patient(session, w["department"]), protocol)
+    tuesday, thursday = WEEK + timedelta(days=1), WEEK + timedelta(days=3)
+    # Nothing anywhere on Tuesday and Wednesday, and the partner only from Thursday 13:00.
+    session.add_all(
+        [
+            Downtime(linac_id=a, starts_at=local(tuesday, 0), ends_at=local(WEDNESDAY, 0),
+                     kind="planned", reason="QA"),
+            Downtime(linac_id=b, starts_at=local(tuesday, 0), ends_at=local(thursday, 13),
+                     kind="planned", reason="QA"),
+            Downtime(linac_id=c, starts_at=local(tuesday, 0), ends_at=local(FRIDAY, 0),
+                     kind="planned", reason="QA"),
+        ]
+    )  # fmt: skip
+    session.commit()
+    course_id = course.id
+    placements = [
+        Placement(1, a, local(WEEK, 12, 45)),
+        Placement(2, a, local(WEDNESDAY, 12, 45)),
+        Placement(3, a, local(thursday, 12, 45)),
+    ]
+    services.book_course(session, course_id, placements, now=NOW)
+
+    report = two_day_downtime(session, w)
+
+    rows = fractions_of(session, course_id)
+    # Thursday 13:00 on the partner would overlap fraction 3 while it still stands at 12:45.
+    assert (rows[2].linac_id, rows[2].starts_at) == (b, local(thursday, 13, 30))
+    # Fraction 3 then takes the closest time to its own: Friday morning on its own linac.
+    assert (rows[3].linac_id, rows[3].starts_at) == (a, local(FRIDAY, 7))
+    assert (report.other_day, report.needs_human) == (2, 0)
