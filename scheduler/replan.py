@@ -24,7 +24,7 @@ its own time on a partner if free, else the first free time after it), kept for 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -68,6 +68,9 @@ MOVE_LEAD_TIME = timedelta(hours=2)
 DAYS_BEFORE, DAYS_AFTER = 7, 28
 STEP = timedelta(minutes=15)
 _BLOCKING = frozenset({"linac_busy", "patient_busy"})
+_SPACING = frozenset(
+    {"order", "self_overlap", "min_hours_between", "min_interval_days", "max_interval_days"}
+)
 _SCHEDULED = (*ACTIVE_FRACTION_STATUSES, FractionStatus.COMPLETED)
 
 
@@ -152,11 +155,12 @@ class _World:
         written one after another) as the patient's too."""
         busy: dict[int, list[Interval]] = {lid: list(ivs) for lid, ivs in self.downtime.items()}
         patient: list[Interval] = list(holding)
+        own_course, own_patient = course.id, course.patient_id
         for course_id, patient_id, linac_id, interval in self.where.values():
-            if course_id == course.id:
+            if course_id == own_course:
                 continue
             busy.setdefault(linac_id, []).append(interval)
-            if patient_id == course.patient_id:
+            if patient_id == own_patient:
                 patient.append(interval)
         for ivs in busy.values():
             ivs.sort(key=lambda iv: iv.start)
@@ -373,13 +377,16 @@ class _Planner:
         rank = {lid: 0 for lid in self.group}
         capable_linacs = [x for x in ctx.linacs if capable(x, state.rules)]
         blocked = BusyIndex(ctx.patient_busy)
+        spaced = self._spacing_check(state, fraction.number, pending)
         for tier in (0, 1):
             linacs = [x for x in capable_linacs if rank.get(x.id, 1) == tier]
             candidates = sorted(
                 self._starts(validator, blocked, linacs, own, length, state.rules),
                 key=lambda c: self._disturbance(c, own),
             )
-            for linac_id, start in candidates:
+            for linac_id, start, day in candidates:
+                if not spaced(start, start + length, day):
+                    continue
                 state.plan[fraction.number] = PlannedFraction(
                     fraction.number, linac_id, start, start + length
                 )
@@ -390,8 +397,48 @@ class _Planner:
             state.plan[fraction.number] = own
         return None
 
-    def _disturbance(self, candidate: tuple[int, datetime], own: PlannedFraction) -> tuple:
-        linac_id, start = candidate
+    def _spacing_check(
+        self, state: _CourseState, number: int, pending: set[int]
+    ) -> Callable[[datetime, datetime, date], bool]:
+        """A quick test of the spacing with the neighbouring fractions, so that the full rule
+        check (which words every broken rule) runs only for candidates that can pass it.
+
+        It asks nothing the full check does not: the previous fraction is judged even when it
+        still waits for its own move (the rule book charges that pair to this fraction), the
+        next one only when it stays."""
+        # A rule the course already breaks (booked with an override) is left to the full check.
+        waived = {code for code, _ in state.baseline if code in _SPACING}
+        rules = state.rules
+        min_gap = timedelta(hours=rules.min_hours_between)
+        pairs: list[tuple[PlannedFraction, date, bool]] = []  # (neighbour, its day, before?)
+        prev, nxt = state.plan.get(number - 1), state.plan.get(number + 1)
+        if prev is not None:
+            pairs.append((prev, local_date(prev.start, self.tz), True))
+        if nxt is not None and number + 1 not in pending:
+            pairs.append((nxt, local_date(nxt.start, self.tz), False))
+        max_days = rules.max_interval_days if "max_interval_days" not in waived else None
+        checks = {
+            "order": lambda first, second, gap: second.start <= first.start,
+            "self_overlap": lambda first, second, gap: second.start < first.end,
+            "min_hours_between": lambda first, second, gap: second.start - first.start < min_gap,
+            "min_interval_days": lambda first, second, gap: gap < rules.min_interval_days,
+            "max_interval_days": lambda first, second, gap: max_days is not None and gap > max_days,
+        }
+        broken = [check for code, check in checks.items() if code not in waived]
+
+        def spaced(start: datetime, end: datetime, day: date) -> bool:
+            here = PlannedFraction(number, 0, start, end)
+            for other, other_day, before in pairs:
+                first, second = (other, here) if before else (here, other)
+                gap = (day - other_day).days if before else (other_day - day).days
+                if any(check(first, second, gap) for check in broken):
+                    return False
+            return True
+
+        return spaced
+
+    def _disturbance(self, candidate: tuple[int, datetime, date], own: PlannedFraction) -> tuple:
+        linac_id, start, _ = candidate
         linac_order = self.group.index(linac_id) if linac_id in self.group else linac_id
         if self.first_come:
             return (start, linac_order)
@@ -405,7 +452,7 @@ class _Planner:
         own: PlannedFraction,
         length: timedelta,
         rules: Rules,
-    ) -> Iterable[tuple[int, datetime]]:
+    ) -> Iterable[tuple[int, datetime, date]]:
         """Free starts on a grid through the fraction's own time of day, near its own day."""
         own_day = local_date(own.start, self.tz)
         own_time = to_local(own.start, self.tz).time()
@@ -430,7 +477,7 @@ class _Planner:
                             k = -((anchor - start) // STEP)  # first grid point >= start
                             t = anchor + k * STEP
                             while t + length <= end:
-                                yield linac.id, t
+                                yield linac.id, t, day
                                 t += STEP
             day += timedelta(days=1)
 
