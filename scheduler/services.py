@@ -1118,21 +1118,25 @@ def _replan_for(
     for move in plan.moves:
         fraction = move.fraction
         before = _planned(fraction)
+        target = move.target
+        patient_id = fraction.patient_id
         _apply_move(
             session,
             fraction.course,
             fraction,
-            move.target,
+            target,
             actor_id=actor_id,
             now=now,
             cause="downtime",
+            # Each move is written before the next, so a lost race names the move that lost it.
+            flush=lambda t=target, p=patient_id: _flush_or_conflict(
+                session, {t.linac_id}, p, t.interval
+            ),
             downtime_id=downtime.id,
         )
         moved.append(
-            MovedFraction(fraction.id, fraction.course_id, fraction.number, before, move.target)
+            MovedFraction(fraction.id, fraction.course_id, fraction.number, before, target)
         )
-        # Each move is written before the next, so a lost race names the move that lost it.
-        session.flush()
     unplaceable: list[UnplaceableFraction] = []
     for course_id, fractions in sorted(plan.unplaced.items()):
         course = fractions[0].course

@@ -294,8 +294,11 @@ def list_downtimes(linac_id: int, query: s.DowntimeQuery):
     tag="Linacs", role=ADMIN, body=s.DowntimeIn, response=s.DowntimeReportOut, errors=(409,),
 )  # fmt: skip
 def add_downtime(linac_id: int, body: s.DowntimeIn):
-    """Re-plans every affected fraction (beam-matched linacs first) and lists what could not
-    be re-planned. With ``preview`` nothing is stored: the report shows what would happen."""
+    """Re-plans every affected fraction for the whole department: first every fraction whose
+    own time is free on a beam-matched linac keeps it, then the rest go where they disturb
+    patients least. The report counts how many kept their time, moved the same day, moved to
+    another day or need a human, and lists what could not be re-planned. With ``preview``
+    nothing is stored: the report shows what would happen."""
     session = get_session()
     tz = records.department_timezone_for_linac(session, linac_id)
     report = services.add_downtime(
