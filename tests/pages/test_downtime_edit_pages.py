@@ -106,6 +106,7 @@ def test_extend_then_shorten_with_previews(
     assert applied.status_code == 302
     flashed = client.get("/downtime").get_data(as_text=True)
     assert "Downtime updated: 1 fraction moved, 0 need a human" in flashed
+    assert "Own time kept: 1; moved the same day: 0; moved to another day: 0." in flashed
     after = placed(db, course_id)
     assert after[4] == (two, before[4][1])
     assert stored_end(db, downtime_id) == datetime.combine(

@@ -444,7 +444,7 @@ def new():
         f"{len(report.unplaceable)} need a human; "
         f"{_plural(notices, 'change notice', 'change notices')} queued."
     )
-    return done(message, "downtime.index")
+    return done(message + _outcomes(report), "downtime.index")
 
 
 # --- edit and remove ---------------------------------------------------------------------------
@@ -477,12 +477,22 @@ def _form_of(downtime: Downtime) -> DowntimeForm:
     )
 
 
+def _outcomes(report: services.DowntimeReport) -> str:
+    """How the displaced fractions fared, when any were."""
+    if not report.moved and not report.unplaceable:
+        return ""
+    return (
+        f" Own time kept: {report.kept_time}; moved the same day: {report.same_day}; "
+        f"moved to another day: {report.other_day}."
+    )
+
+
 def _change_message(report: services.DowntimeReport, notices: int) -> str:
     message = (
         f"Downtime updated: {_plural(len(report.moved), 'fraction', 'fractions')} moved, "
         f"{len(report.unplaceable)} need a human; "
         f"{_plural(notices, 'change notice', 'change notices')} queued."
-    )
+    ) + _outcomes(report)
     if report.returnable:
         message += (
             f" {_plural(len(report.returnable), 'fraction', 'fractions')} could return to "
