@@ -119,7 +119,6 @@ class _World:
         self.linacs: tuple[LinacSpec, ...] = linac_specs(department.linacs)
         linac_ids = [spec.id for spec in self.linacs]
         start, end = local_day_bounds(self.tz, first, last)
-        self.start, self.end = start, end
         rows = session.execute(
             sa.select(
                 Fraction.id,
@@ -222,9 +221,7 @@ class _Planner:
         first_come: bool,
     ) -> None:
         self.session = session
-        self.department = department
         self.tz = department.timezone
-        self.linac_id = linac_id
         self.now = now
         self.first_come = first_come
         self.lead = now + MOVE_LEAD_TIME
