@@ -5,7 +5,9 @@ Parts (`python -m bench [PART ...]`, all of them by default):
 - reminders (issue 3, bench/reminders.py and bench/memory.py): dispatch 10,000 due reminders
   end to end (a), worker memory with 100,000 scheduled reminders next to a naive design (b);
 - calendar (issue 4, bench/calendar.py): the department week view with 500 fractions on 6
-  linacs, next to a bare SELECT of the same rows, on PostgreSQL and SQLite.
+  linacs, next to a bare SELECT of the same rows, on PostgreSQL and SQLite;
+- downtime (bench/downtime.py): two-day outages of a busy linac in the busy year, re-planned
+  for the whole department next to a plain first-come re-plan, on PostgreSQL.
 
 A run rewrites the sections of the parts it ran and keeps the others' sections, and the
 hand-written notes, as they were. Every database is created for the run and dropped at the end,
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 
 from bench import booking, db, propose, reminders, seed
 from bench import calendar as calendar_bench
+from bench import downtime as downtime_bench
 from bench.booking import BookingResult
 from bench.propose import ProposeResult
 from bench.seed import SeedResult
@@ -35,7 +38,7 @@ from bench.stats import percentile
 from bootstrap import make_engine
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-PARTS = ("scheduling", "reminders", "calendar")
+PARTS = ("scheduling", "reminders", "calendar", "downtime")
 # Targets from the brief; the ratios are what holds on a noisy machine.
 PROPOSE_P95_TARGET_MS = 25.0
 PROPOSE_RATIO_TARGET = 3.0
@@ -321,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         text, console = _run_calendar(args, command)
         sections["calendar"] = text
         consoles.append(console)
+    if "downtime" in parts:
+        text, console = _run_downtime(command)
+        sections["downtime"] = text
+        consoles.append(console)
     RESULTS.write_text(_document(sections))
     for console in consoles:
         print()
@@ -424,6 +431,25 @@ def _run_calendar(args: argparse.Namespace, command: str) -> tuple[str, str]:
         ]
     )
     return text, table
+
+
+def _run_downtime(command: str) -> tuple[str, str]:
+    """Downtime re-plan in the busy year; the section and the console table."""
+    started = clock.monotonic()
+    print("downtime: creating, migrating and seeding a PostgreSQL database ...", flush=True)
+    pg_url = db.create_postgres_database()
+    try:
+        machine = _machine(pg_url)
+        pg_seed = seed.seed(pg_url)
+        print("downtime: re-planning two-day outages ...", flush=True)
+        results = [downtime_bench.run(pg_url, pg_seed, "postgresql")]
+    finally:
+        db.drop_postgres_database(pg_url)
+    machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = downtime_bench.report(results, command, machine, when)
+    text += f"\n\nRun {clock.monotonic() - started:.0f} s including the seed."
+    return text, downtime_bench.console_table(results)
 
 
 def _overlaps(url: str) -> dict[str, int]:

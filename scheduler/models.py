@@ -180,6 +180,10 @@ class Downtime(Base):
     reason: Mapped[str] = mapped_column(sa.String(300), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    # Incremented on every edit: calendar feeds carry it as SEQUENCE so clients take the newer.
+    version: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
+    updated_at: Mapped[datetime | None]
+    updated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
 
     linac: Mapped[Linac] = relationship()
 

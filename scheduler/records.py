@@ -933,3 +933,32 @@ def list_downtimes(
     if end is not None:
         query = query.where(Downtime.starts_at < end)
     return list(session.scalars(query.order_by(Downtime.starts_at)))
+
+
+def list_department_downtimes(
+    session: Session,
+    department_id: int,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Downtime]:
+    """Every linac's downtimes in a department overlapping [start, end) (either bound
+    optional), by start then linac."""
+    _get(session, Department, department_id)
+    query = (
+        sa.select(Downtime)
+        .join(Linac, Linac.id == Downtime.linac_id)
+        .where(Linac.department_id == department_id)
+    )
+    if start is not None:
+        query = query.where(Downtime.ends_at > start)
+    if end is not None:
+        query = query.where(Downtime.starts_at < end)
+    return list(session.scalars(query.order_by(Downtime.starts_at, Downtime.linac_id)))
+
+
+def get_downtime(session: Session, downtime_id: int) -> Downtime:
+    downtime = session.get(Downtime, downtime_id)
+    if downtime is None:
+        raise NotFound(f"No downtime with id {downtime_id}.")
+    return downtime

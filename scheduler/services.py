@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import ParamSpec, TypeVar
 
@@ -22,8 +22,8 @@ from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
 from scheduler import alternatives as alternative_search
+from scheduler import replan, search
 from scheduler import rules as rulebook
-from scheduler import search
 from scheduler.context import local_day_bounds, rules_from_protocol, search_context
 from scheduler.errors import (
     Conflict,
@@ -147,6 +147,24 @@ class DowntimeReport:
     downtime_id: int | None
     moved: list[MovedFraction]
     unplaceable: list[UnplaceableFraction]
+    # How the displaced fractions fared: own time kept (on a partner), moved within the same
+    # local day, moved to another day, or left for a human.
+    kept_time: int = 0
+    same_day: int = 0
+    other_day: int = 0
+    needs_human: int = 0
+    # After shortening or deleting: fractions this downtime moved whose own place is free
+    # again. Nobody is moved back without a scheduler deciding it.
+    returnable: list[ReturnableFraction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReturnableFraction:
+    fraction_id: int
+    course_id: int
+    number: int
+    current: PlannedFraction
+    original: PlannedFraction
 
 
 def _now(now: datetime | None) -> datetime:
@@ -1636,21 +1654,14 @@ def add_downtime(
     actor_id: int | None = None,
     now: datetime | None = None,
 ) -> DowntimeReport:
-    """Record a linac downtime and re-plan every affected fraction, course by course.
-
-    Each affected course is re-placed whole or not at all: first on the linac's
-    beam-matched partners (no new plan needed), then on any capable linac, never earlier
-    than its original time. Courses that cannot be re-placed are flagged for a human.
+    """Record a linac downtime and re-plan every affected fraction, the whole department
+    together (see :mod:`scheduler.replan`): first every fraction whose own time is free on a
+    beam-matched partner keeps it, then the rest go where they disturb patients least.
+    Fractions that cannot be re-placed are listed and their courses flagged for a human.
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    errors = []
-    if ends_at <= starts_at:
-        errors.append(FieldError("ends_at", "must be after starts_at"))
-    if kind not in DOWNTIME_KINDS:
-        errors.append(FieldError("kind", "planned or unplanned"))
-    if errors:
-        raise InvalidInput("invalid downtime", errors)
+    _check_downtime(starts_at, ends_at, kind)
     linac = session.get(Linac, linac_id)
     if linac is None:
         raise NotFound(f"linac {linac_id} does not exist")
@@ -1665,91 +1676,266 @@ def add_downtime(
     )
     session.add(downtime)
     session.flush()
-    affected = session.scalars(
-        sa.select(Fraction)
-        .join(Course)
-        .where(
-            Fraction.linac_id == linac_id,
-            Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
-            Fraction.starts_at < ends_at,
-            Fraction.ends_at > starts_at,
+    affected = _displaced_by(session, linac_id, Interval(starts_at, ends_at))
+    report = _replan_for(session, downtime, linac, affected, actor_id=actor_id, now=now)
+    report = _finish_downtime(session, report, preview=preview)
+    # A previewed downtime was never stored, so it has no id.
+    return replace(report, downtime_id=None) if preview else report
+
+
+def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str) -> None:
+    errors = []
+    if ends_at <= starts_at:
+        errors.append(FieldError("ends_at", "must be after starts_at"))
+    if kind not in DOWNTIME_KINDS:
+        errors.append(FieldError("kind", "planned or unplanned"))
+    if errors:
+        raise InvalidInput("invalid downtime", errors)
+
+
+def _displaced_by(
+    session: Session, linac_id: int, window: Interval, *, already: Interval | None = None
+) -> list[Fraction]:
+    """Active fractions on the linac overlapping ``window`` (and not ``already``, which an
+    earlier re-plan of the same downtime has handled)."""
+    query = sa.select(Fraction).where(
+        Fraction.linac_id == linac_id,
+        Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+        Fraction.starts_at < window.end,
+        Fraction.ends_at > window.start,
+    )
+    if already is not None:
+        query = query.where(
+            sa.or_(Fraction.starts_at >= already.end, Fraction.ends_at <= already.start)
         )
-        .order_by(Course.priority, Fraction.starts_at)
-    ).all()
-    by_course: dict[int, list[Fraction]] = {}
-    for fraction in affected:
-        by_course.setdefault(fraction.course_id, []).append(fraction)
-    moved: list[MovedFraction] = []
-    unplaceable: list[UnplaceableFraction] = []
+    return list(session.scalars(query.order_by(Fraction.starts_at, Fraction.id)))
+
+
+def _replan_for(
+    session: Session,
+    downtime: Downtime,
+    linac: Linac,
+    affected: Sequence[Fraction],
+    *,
+    actor_id: int | None,
+    now: datetime,
+) -> DowntimeReport:
+    """Re-plan ``affected`` around ``downtime`` (flushed) and write the moves and flags."""
     department = session.get(
         Department, linac.department_id, options=[selectinload(Department.linacs)]
     )
-    assert department is not None
-    group = _group_order(department, linac_id)[1:]
-    for course_id, fractions in by_course.items():
-        course = _get_course(session, course_id)
-        keep = _scheduled(course)
-        free = {f.number for f in fractions}
-        earliest_start = max(now, min(f.starts_at for f in fractions))
-        schedule = _same_time_on_partner(
-            session, course, department, keep, free, group, not_before=now
-        ) or next(
-            iter(
-                _complete(
-                    session,
-                    course,
-                    department,
-                    keep,
-                    free,
-                    not_before=earliest_start,
-                    count=1,
-                    preferred_linacs=group,
-                )
+    assert department is not None  # foreign key
+    plan = replan.replan_displaced(session, department, linac.id, affected, now=now)
+    moved: list[MovedFraction] = []
+    for move in plan.moves:
+        fraction = move.fraction
+        before = _planned(fraction)
+        target = move.target
+        patient_id = fraction.patient_id
+        _apply_move(
+            session,
+            fraction.course,
+            fraction,
+            target,
+            actor_id=actor_id,
+            now=now,
+            cause="downtime",
+            # Each move is written before the next, so a lost race names the move that lost it.
+            flush=lambda t=target, p=patient_id: _flush_or_conflict(
+                session, {t.linac_id}, p, t.interval
             ),
-            None,
+            downtime_id=downtime.id,
         )
-        if schedule is None:
-            for f in fractions:
-                unplaceable.append(
-                    UnplaceableFraction(
-                        f.id,
-                        course.id,
-                        f.number,
-                        f.starts_at,
-                        f.ends_at,
-                        "no placement keeps the protocol's rules; needs a scheduler",
-                    )
-                )
-            course.status = CourseStatus.NEEDS_REVIEW
-            course.review_reason = f"linac {linac.name} downtime: fractions could not be re-planned"
-            _event(
-                session,
-                "course_needs_review",
-                course,
-                actor_id=actor_id,
-                now=now,
-                reason=course.review_reason,
-                downtime_id=downtime.id,
+        moved.append(
+            MovedFraction(fraction.id, fraction.course_id, fraction.number, before, target)
+        )
+    unplaceable: list[UnplaceableFraction] = []
+    for course_id, fractions in sorted(plan.unplaced.items()):
+        course = fractions[0].course
+        unplaceable += [
+            UnplaceableFraction(
+                f.id,
+                course_id,
+                f.number,
+                f.starts_at,
+                f.ends_at,
+                "no placement keeps the protocol's rules; needs a scheduler",
             )
-            continue
-        placed = {f.number: f for f in schedule.fractions}
-        for f in fractions:
-            before = _planned(f)
-            _apply_move(
-                session, course, f, placed[f.number], actor_id=actor_id, now=now, cause="downtime"
-            )
-            moved.append(MovedFraction(f.id, course.id, f.number, before, placed[f.number]))
-        # Later courses must see these new placements as taken.
-        session.flush()
+            for f in fractions
+        ]
+        course.status = CourseStatus.NEEDS_REVIEW
+        course.review_reason = f"linac {linac.name} downtime: fractions could not be re-planned"
+        _event(
+            session,
+            "course_needs_review",
+            course,
+            actor_id=actor_id,
+            now=now,
+            reason=course.review_reason,
+            downtime_id=downtime.id,
+        )
+    counts = plan.counts
+    return DowntimeReport(
+        downtime.id,
+        moved,
+        unplaceable,
+        kept_time=counts[replan.Outcome.KEPT_TIME],
+        same_day=counts[replan.Outcome.SAME_DAY],
+        other_day=counts[replan.Outcome.OTHER_DAY],
+        needs_human=counts[replan.Outcome.NEEDS_HUMAN],
+    )
+
+
+def _finish_downtime(session: Session, report: DowntimeReport, *, preview: bool) -> DowntimeReport:
+    """Roll a preview back (its report says what would happen), or commit."""
     if preview:
         session.rollback()
-        return DowntimeReport(None, moved, unplaceable)
+        return report
     try:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
         raise Conflict("bookings changed while re-planning; try again") from exc
-    return DowntimeReport(downtime.id, moved, unplaceable)
+    return report
+
+
+@_retry_lost_races
+def update_downtime(
+    session: Session,
+    downtime_id: int,
+    *,
+    starts_at: datetime,
+    ends_at: datetime,
+    kind: str,
+    reason: str,
+    preview: bool = False,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> DowntimeReport:
+    """Change a downtime's times, kind or reason.
+
+    Fractions the new times newly cover are re-planned like a new downtime's. Shortening moves
+    nobody back: the report lists the fractions this downtime moved that could now return.
+    With ``preview`` nothing is stored.
+    """
+    now = _now(now)
+    _check_downtime(starts_at, ends_at, kind)
+    downtime = _get_downtime(session, downtime_id)
+    linac = downtime.linac
+    before = Interval(downtime.starts_at, downtime.ends_at)
+    downtime.starts_at, downtime.ends_at = starts_at, ends_at
+    downtime.kind, downtime.reason = kind, reason
+    downtime.version += 1
+    downtime.updated_at, downtime.updated_by_id = now, actor_id
+    session.flush()
+    affected = _displaced_by(session, linac.id, Interval(starts_at, ends_at), already=before)
+    report = _replan_for(session, downtime, linac, affected, actor_id=actor_id, now=now)
+    returnable = returnable_fractions(session, downtime, now=now)
+    return _finish_downtime(session, replace(report, returnable=returnable), preview=preview)
+
+
+def delete_downtime(
+    session: Session,
+    downtime_id: int,
+    *,
+    preview: bool = False,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> DowntimeReport:
+    """Remove a downtime. Nobody is moved back: the report lists the fractions it moved that
+    could return to their own place. With ``preview`` nothing is stored."""
+    now = _now(now)
+    downtime = _get_downtime(session, downtime_id)
+    returnable = returnable_fractions(session, downtime, now=now, deleted=True)
+    report = DowntimeReport(downtime.id, [], [], returnable=returnable)
+    session.delete(downtime)
+    session.flush()
+    return _finish_downtime(session, report, preview=preview)
+
+
+def _get_downtime(session: Session, downtime_id: int) -> Downtime:
+    downtime = session.get(Downtime, downtime_id)
+    if downtime is None:
+        session.rollback()
+        raise NotFound(f"downtime {downtime_id} does not exist")
+    return downtime
+
+
+def _planned_from_payload(payload: dict) -> PlannedFraction:
+    return PlannedFraction(
+        payload["number"],
+        payload["linac_id"],
+        datetime.fromisoformat(payload["starts_at"]),
+        datetime.fromisoformat(payload["ends_at"]),
+    )
+
+
+def returnable_fractions(
+    session: Session, downtime: Downtime, *, now: datetime, deleted: bool = False
+) -> list[ReturnableFraction]:
+    """Fractions ``downtime`` moved away that could go back: not moved since, their own
+    place still ahead, outside the downtime as it now stands (or it is being deleted), and
+    free of every other booking and downtime on that linac and for that patient."""
+    events = session.scalars(
+        sa.select(BookingEvent)
+        .where(
+            BookingEvent.kind == "fraction_moved",
+            BookingEvent.fraction_id.is_not(None),
+            BookingEvent.created_at >= downtime.created_at,
+        )
+        .order_by(BookingEvent.id)
+    ).all()
+    # The last move this downtime caused per fraction; the original place is its "before".
+    moves = {
+        e.fraction_id: e
+        for e in events
+        if e.payload.get("cause") == "downtime" and e.payload.get("downtime_id") == downtime.id
+    }
+    found: list[ReturnableFraction] = []
+    for fraction_id, event in sorted(moves.items()):
+        fraction = session.get(Fraction, fraction_id)
+        if fraction is None or fraction.status not in ACTIVE_FRACTION_STATUSES:
+            continue
+        original = _planned_from_payload(event.payload["before"])
+        if _planned(fraction) != _planned_from_payload(event.payload["after"]):
+            continue  # moved again since: a scheduler placed it deliberately
+        own = original.interval
+        if original.start <= now or (
+            not deleted and own.overlaps(Interval(downtime.starts_at, downtime.ends_at))
+        ):
+            continue
+        taken = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Fraction)
+            .where(
+                sa.or_(
+                    Fraction.linac_id == original.linac_id,
+                    Fraction.patient_id == fraction.patient_id,
+                ),
+                Fraction.id != fraction.id,
+                Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+                Fraction.starts_at < own.end,
+                Fraction.ends_at > own.start,
+            )
+        )
+        down = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Downtime)
+            .where(
+                Downtime.linac_id == original.linac_id,
+                Downtime.id != downtime.id,
+                Downtime.starts_at < own.end,
+                Downtime.ends_at > own.start,
+            )
+        )
+        if taken or down:
+            continue
+        found.append(
+            ReturnableFraction(
+                fraction.id, fraction.course_id, fraction.number, _planned(fraction), original
+            )
+        )
+    return found
 
 
 # --- listing -----------------------------------------------------------------------------
@@ -1788,6 +1974,7 @@ __all__ = [
     "MovedFraction",
     "Placement",
     "ProposalResult",
+    "ReturnableFraction",
     "UnplaceableFraction",
     "add_downtime",
     "RebookingProposal",
@@ -1795,6 +1982,7 @@ __all__ = [
     "cancel_course",
     "cancel_fraction",
     "change_prescription",
+    "delete_downtime",
     "fraction_alternatives",
     "list_fractions",
     "move_fraction",
@@ -1804,5 +1992,7 @@ __all__ = [
     "propose_rebooking",
     "rebook_fractions",
     "record_readiness",
+    "returnable_fractions",
     "undo_missed",
+    "update_downtime",
 ]

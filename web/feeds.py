@@ -31,6 +31,7 @@ from scheduler import links
 from scheduler.models import (
     Course,
     Department,
+    Downtime,
     Fraction,
     FractionStatus,
     Linac,
@@ -86,7 +87,38 @@ def linac_feed_ics(session: Session, linac: Linac, *, host: str, now: datetime) 
         )
         for fraction, mrn, total in rows
     ]
+    events += downtime_events(
+        session, linac, host=host, start=now - FEED_PAST, end=now + FEED_AHEAD
+    )
+    events.sort(key=lambda e: (e.start, e.uid))
     return schedule_ics(events, tz=department.timezone, calendar_name=linac.name, stamp=now)
+
+
+def downtime_uid(downtime_id: int, host: str) -> str:
+    return f"downtime-{downtime_id}@{host}"
+
+
+def downtime_events(
+    session: Session, linac: Linac, *, host: str, start: datetime, end: datetime
+) -> list[IcsEvent]:
+    """The linac's downtime overlapping [start, end) as busy blocks, so a calendar shows the
+    machine unavailable; an edit raises SEQUENCE, a removed one leaves the feed."""
+    rows = session.scalars(
+        sa.select(Downtime)
+        .where(Downtime.linac_id == linac.id, Downtime.ends_at > start, Downtime.starts_at < end)
+        .order_by(Downtime.starts_at, Downtime.id)
+    )
+    return [
+        IcsEvent(
+            uid=downtime_uid(d.id, host),
+            sequence=d.version,
+            start=d.starts_at,
+            end=d.ends_at,
+            summary=f"Downtime ({d.kind})" + (f": {d.reason}" if d.reason else ""),
+            location=linac.name,
+        )
+        for d in rows
+    ]
 
 
 def ics_response(body: bytes, *, filename: str | None = None) -> Response:

@@ -421,8 +421,11 @@ def list_downtimes(linac_id: int, query: s.DowntimeQuery):
     tag="Linacs", role=ADMIN, body=s.DowntimeIn, response=s.DowntimeReportOut, errors=(409,),
 )  # fmt: skip
 def add_downtime(linac_id: int, body: s.DowntimeIn):
-    """Re-plans every affected fraction (beam-matched linacs first) and lists what could not
-    be re-planned. With ``preview`` nothing is stored: the report shows what would happen."""
+    """Re-plans every affected fraction for the whole department: first every fraction whose
+    own time is free on a beam-matched linac keeps it, then the rest go where they disturb
+    patients least. The report counts how many kept their time, moved the same day, moved to
+    another day or need a human, and lists what could not be re-planned. With ``preview``
+    nothing is stored: the report shows what would happen."""
     session = get_session()
     tz = records.department_timezone_for_linac(session, linac_id)
     report = services.add_downtime(
@@ -435,8 +438,12 @@ def add_downtime(linac_id: int, body: s.DowntimeIn):
         preview=body.preview,
         actor_id=current_user_id(),
     )
+    return _report_out(report, tz, preview=body.preview)
+
+
+def _report_out(report: services.DowntimeReport, tz: str, *, preview: bool) -> s.DowntimeReportOut:
     return s.DowntimeReportOut(
-        preview=body.preview,
+        preview=preview,
         downtime_id=report.downtime_id,
         timezone=tz,
         moved=[
@@ -453,4 +460,90 @@ def add_downtime(linac_id: int, body: s.DowntimeIn):
             s.UnplaceableFractionOut.model_validate(u, from_attributes=True)
             for u in report.unplaceable
         ],
+        kept_time=report.kept_time,
+        same_day=report.same_day,
+        other_day=report.other_day,
+        needs_human=report.needs_human,
+        returnable=[
+            s.ReturnableFractionOut(
+                fraction_id=r.fraction_id,
+                course_id=r.course_id,
+                number=r.number,
+                current=planned_out(r.current, tz),
+                original=planned_out(r.original, tz),
+            )
+            for r in report.returnable
+        ],
     )
+
+
+@routes.operation(
+    "GET", "/departments/{department_id}/downtimes", summary="List downtimes across a department",
+    tag="Linacs", role=VIEWER, query=s.DowntimeQuery, response=s.DowntimeOut, many=True,
+)  # fmt: skip
+def list_department_downtimes(department_id: int, query: s.DowntimeQuery):
+    """Every linac's downtimes overlapping [start, end), by start. Naive times are in the
+    department's zone."""
+    session = get_session()
+    tz = records.get_department(session, department_id).timezone
+    start = None if query.start is None else instant(query.start, tz, field="start")
+    end = None if query.end is None else instant(query.end, tz, field="end")
+    if start is not None and end is not None and end <= start:
+        raise InvalidInput("The range is empty.", [FieldError("end", "must be after start")])
+    found = records.list_department_downtimes(session, department_id, start=start, end=end)
+    return [downtime_out(d, tz) for d in found]
+
+
+@routes.operation(
+    "GET", "/downtimes/{downtime_id}", summary="Get a downtime", tag="Linacs", role=VIEWER,
+    response=s.DowntimeOut,
+)  # fmt: skip
+def get_downtime(downtime_id: int):
+    session = get_session()
+    downtime = records.get_downtime(session, downtime_id)
+    return downtime_out(downtime, records.department_timezone_for_linac(session, downtime.linac_id))
+
+
+@routes.operation(
+    "PATCH", "/downtimes/{downtime_id}", summary="Change a downtime and re-plan",
+    tag="Linacs", role=ADMIN, body=s.DowntimePatch, response=s.DowntimeReportOut, errors=(409,),
+)  # fmt: skip
+def update_downtime(downtime_id: int, body: s.DowntimePatch):
+    """Fractions the new times newly cover are re-planned like a new downtime's. Shortening
+    moves nobody back: ``returnable`` lists the fractions that could return to their own place.
+    With ``preview`` nothing is stored."""
+    session = get_session()
+    downtime = records.get_downtime(session, downtime_id)
+    tz = records.department_timezone_for_linac(session, downtime.linac_id)
+    starts_at, ends_at = downtime.starts_at, downtime.ends_at
+    if body.starts_at is not None:
+        starts_at = instant(body.starts_at, tz, field="starts_at", fold=body.starts_at_fold)
+    if body.ends_at is not None:
+        ends_at = instant(body.ends_at, tz, field="ends_at", fold=body.ends_at_fold)
+    report = services.update_downtime(
+        session,
+        downtime_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        kind=body.kind if body.kind is not None else downtime.kind,
+        reason=body.reason if body.reason is not None else downtime.reason,
+        preview=body.preview,
+        actor_id=current_user_id(),
+    )
+    return _report_out(report, tz, preview=body.preview)
+
+
+@routes.operation(
+    "DELETE", "/downtimes/{downtime_id}", summary="Remove a downtime", tag="Linacs", role=ADMIN,
+    query=s.DowntimeDeleteQuery, response=s.DowntimeReportOut,
+)  # fmt: skip
+def delete_downtime(downtime_id: int, query: s.DowntimeDeleteQuery):
+    """Nobody is moved back: ``returnable`` lists the fractions this downtime moved that could
+    return to their own place. With ``preview`` nothing is removed."""
+    session = get_session()
+    downtime = records.get_downtime(session, downtime_id)
+    tz = records.department_timezone_for_linac(session, downtime.linac_id)
+    report = services.delete_downtime(
+        session, downtime_id, preview=query.preview, actor_id=current_user_id()
+    )
+    return _report_out(report, tz, preview=query.preview)

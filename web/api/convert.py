@@ -120,4 +120,5 @@ def downtime_out(downtime: Downtime, tz: str) -> schemas.DowntimeOut:
         kind=downtime.kind,
         reason=downtime.reason,
         created_at=downtime.created_at,
+        version=downtime.version,
     )

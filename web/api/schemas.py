@@ -220,6 +220,22 @@ class DowntimeQuery(Query):
     end: When | None = None
 
 
+class DowntimePatch(Input):
+    """Fields left out keep their current values."""
+
+    starts_at: When | None = None
+    ends_at: When | None = None
+    starts_at_fold: Fold = None
+    ends_at_fold: Fold = None
+    kind: Literal["planned", "unplanned"] | None = None
+    reason: Annotated[str, Field(max_length=300)] | None = None
+    preview: bool = Field(False, description="Report what would change without changing anything")
+
+
+class DowntimeDeleteQuery(Query):
+    preview: bool = Field(False, description="Report what would change without changing anything")
+
+
 class DowntimeOut(Output):
     id: int
     linac_id: int
@@ -230,6 +246,7 @@ class DowntimeOut(Output):
     kind: str
     reason: str
     created_at: datetime
+    version: int
 
 
 class PlannedFractionOut(Output):
@@ -258,12 +275,28 @@ class UnplaceableFractionOut(Output):
     reason: str
 
 
+class ReturnableFractionOut(Output):
+    fraction_id: int
+    course_id: int
+    number: int
+    current: PlannedFractionOut
+    original: PlannedFractionOut = Field(description="Its place before this downtime moved it")
+
+
 class DowntimeReportOut(Output):
     preview: bool
     downtime_id: int | None
     timezone: str
     moved: list[MovedFractionOut]
     unplaceable: list[UnplaceableFractionOut]
+    kept_time: int = Field(description="Displaced fractions kept at their own time on a partner")
+    same_day: int = Field(description="Displaced fractions moved to another time the same day")
+    other_day: int = Field(description="Displaced fractions moved to another day")
+    needs_human: int = Field(description="Displaced fractions no placement could take")
+    returnable: list[ReturnableFractionOut] = Field(
+        description="After shortening or deleting: fractions this downtime moved whose own "
+        "place is free again; nobody is moved back automatically"
+    )
 
 
 # --- protocols ------------------------------------------------------------------------------

@@ -33,7 +33,13 @@ from scheduler.models import (
     Patient,
     Role,
 )
-from scheduler.timeutil import AmbiguousLocalTime, NonexistentLocalTime, format_local, localize
+from scheduler.timeutil import (
+    AmbiguousLocalTime,
+    NonexistentLocalTime,
+    format_local,
+    localize,
+    to_local,
+)
 from web import audit
 from web.auth import session_user
 from web.db import get_session
@@ -296,23 +302,40 @@ def _check(
     return Checked(linac, starts, ends), errors, ambiguous
 
 
-def _form_page(form: DowntimeForm, linacs, errors=None, ambiguous=(), status=200, error=None):
+def _form_page(
+    form: DowntimeForm,
+    linacs,
+    errors=None,
+    ambiguous=(),
+    status=200,
+    error=None,
+    *,
+    editing: Downtime | None = None,
+):
     page = render_template(
         "downtime/new.html",
-        title="New downtime",
+        title="Edit downtime" if editing is not None else "New downtime",
         form=form,
         linacs=linacs,
         kinds=KINDS,
         errors=errors or {},
         ambiguous=set(ambiguous),
         error=error,
+        editing=editing,
+        action_url=(
+            url_for("downtime.edit", downtime_id=editing.id) if editing is not None else None
+        ),
     )
     return page, status
 
 
 def _report_rows(session: Session, report: services.DowntimeReport, tz: str) -> dict[str, list]:
     """The report's fractions with the names the page shows (two small queries)."""
-    course_ids = {m.course_id for m in report.moved} | {u.course_id for u in report.unplaceable}
+    course_ids = (
+        {m.course_id for m in report.moved}
+        | {u.course_id for u in report.unplaceable}
+        | {r.course_id for r in report.returnable}
+    )
     courses = {
         c.id: c
         for c in session.scalars(
@@ -349,7 +372,17 @@ def _report_rows(session: Session, report: services.DowntimeReport, tz: str) -> 
         }
         for u in report.unplaceable
     ]
-    return {"moved": moved, "unplaceable": unplaceable}
+    returnable = [
+        {
+            "course_id": r.course_id,
+            "who": who(r.course_id),
+            "number": r.number,
+            "current": f"{names.get(r.current.linac_id)} {format_local(r.current.start, tz)}",
+            "original": f"{names.get(r.original.linac_id)} {format_local(r.original.start, tz)}",
+        }
+        for r in report.returnable
+    ]
+    return {"moved": moved, "unplaceable": unplaceable, "returnable": returnable}
 
 
 @bp.route("/downtime/new", methods=["GET", "POST"])
@@ -401,6 +434,7 @@ def new():
             linac=checked.linac,
             starts=format_local(checked.starts_at, tz),
             ends=format_local(checked.ends_at, tz),
+            counts=report,
             **rows,
         )
     moved_ids = [m.fraction_id for m in report.moved]
@@ -429,7 +463,193 @@ def new():
         f"{len(report.unplaceable)} need a human; "
         f"{_plural(notices, 'change notice', 'change notices')} queued."
     )
-    return done(message, "downtime.index")
+    return done(message + _outcomes(report), "downtime.index")
+
+
+# --- edit and remove ---------------------------------------------------------------------------
+
+
+def _downtime_or_404(session: Session, downtime_id: int) -> Downtime:
+    downtime = session.get(
+        Downtime,
+        downtime_id,
+        options=[selectinload(Downtime.linac).selectinload(Linac.department)],
+    )
+    if downtime is None:
+        abort(404)
+    return downtime
+
+
+def _form_of(downtime: Downtime) -> DowntimeForm:
+    """The stored downtime as the form shows it, in its department's zone."""
+    tz = downtime.linac.department.timezone
+    starts, ends = to_local(downtime.starts_at, tz), to_local(downtime.ends_at, tz)
+    return DowntimeForm(
+        linac_id=str(downtime.linac_id),
+        starts_local=f"{starts:%Y-%m-%dT%H:%M}",
+        ends_local=f"{ends:%Y-%m-%dT%H:%M}",
+        # The occurrence is known, so an ambiguous stored time needs no question.
+        starts_fold=str(starts.fold),
+        ends_fold=str(ends.fold),
+        kind=downtime.kind,
+        reason=downtime.reason,
+    )
+
+
+def _outcomes(report: services.DowntimeReport) -> str:
+    """How the displaced fractions fared, when any were."""
+    if not report.moved and not report.unplaceable:
+        return ""
+    return (
+        f" Own time kept: {report.kept_time}; moved the same day: {report.same_day}; "
+        f"moved to another day: {report.other_day}."
+    )
+
+
+def _change_message(report: services.DowntimeReport, notices: int) -> str:
+    message = (
+        f"Downtime updated: {_plural(len(report.moved), 'fraction', 'fractions')} moved, "
+        f"{len(report.unplaceable)} need a human; "
+        f"{_plural(notices, 'change notice', 'change notices')} queued."
+    ) + _outcomes(report)
+    if report.returnable:
+        message += (
+            f" {_plural(len(report.returnable), 'fraction', 'fractions')} could return to "
+            "their own place; nobody was moved back."
+        )
+    return message
+
+
+def _notices_since(session: Session, before_max: int, fraction_ids: list[int]) -> int:
+    if not fraction_ids:
+        return 0
+    return session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Reminder)
+        .where(
+            Reminder.id > before_max,
+            Reminder.kind == Kind.CHANGE.value,
+            Reminder.fraction_id.in_(fraction_ids),
+        )
+    )
+
+
+@bp.route("/downtime/<int:downtime_id>/edit", methods=["GET", "POST"])
+@role_required(Role.SCHEDULER)
+def edit(downtime_id: int):
+    session = get_session()
+    downtime = _downtime_or_404(session, downtime_id)
+    linacs = [downtime.linac]
+    if request.method == "GET":
+        return _form_page(_form_of(downtime), linacs, editing=downtime)
+    form = DowntimeForm.from_request()
+    form.linac_id = str(downtime.linac_id)  # a downtime stays on its linac
+    if request.form.get("action") == "edit":
+        return _form_page(form, linacs, editing=downtime)
+    checked, errors, ambiguous = _check(session, form, linacs)
+    if checked is None:
+        return _form_page(
+            form, linacs, errors, ambiguous, 400, "Check the highlighted fields.", editing=downtime
+        )
+    apply = request.form.get("action") == "apply"
+    tz = checked.linac.department.timezone
+    linac = checked.linac
+    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    try:
+        report = services.update_downtime(
+            session,
+            downtime_id,
+            starts_at=checked.starts_at,
+            ends_at=checked.ends_at,
+            kind=form.kind,
+            reason=form.reason,
+            preview=not apply,
+            actor_id=_actor_id(),
+        )
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        session.rollback()
+        return _form_page(
+            form, linacs, status=409 if apply else 400, error=str(exc), editing=downtime
+        )
+    if not apply:
+        rows = _report_rows(session, report, tz)
+        audit.record(
+            "view",
+            "downtime_preview",
+            downtime_id,
+            actor_id=_actor_id(),
+            linac_id=linac.id,
+            courses=sorted(
+                {r["course_id"] for r in rows["moved"] + rows["unplaceable"] + rows["returnable"]}
+            ),
+        )
+        return render_template(
+            "downtime/preview.html",
+            title="Preview the changed downtime",
+            form=form,
+            linac=linac,
+            starts=format_local(checked.starts_at, tz),
+            ends=format_local(checked.ends_at, tz),
+            counts=report,
+            action_url=url_for("downtime.edit", downtime_id=downtime_id),
+            **rows,
+        )
+    notices = _notices_since(session, before_max, [m.fraction_id for m in report.moved])
+    audit.record(
+        "update",
+        "downtime",
+        downtime_id,
+        actor_id=_actor_id(),
+        linac_id=linac.id,
+        moved=len(report.moved),
+        unplaceable=len(report.unplaceable),
+        returnable=[r.fraction_id for r in report.returnable],
+    )
+    return done(_change_message(report, notices), "downtime.index")
+
+
+@bp.route("/downtime/<int:downtime_id>/delete", methods=["GET", "POST"])
+@role_required(Role.SCHEDULER)
+def delete(downtime_id: int):
+    session = get_session()
+    downtime = _downtime_or_404(session, downtime_id)
+    tz = downtime.linac.department.timezone
+    apply = request.method == "POST" and request.form.get("action") == "apply"
+    report = services.delete_downtime(session, downtime_id, preview=not apply, actor_id=_actor_id())
+    if not apply:
+        # The preview rolled back: read the downtime again for the page.
+        downtime = _downtime_or_404(session, downtime_id)
+        rows = _report_rows(session, report, tz)
+        audit.record(
+            "view",
+            "downtime_delete_preview",
+            downtime_id,
+            actor_id=_actor_id(),
+            courses=sorted({r["course_id"] for r in rows["returnable"]}),
+        )
+        return render_template(
+            "downtime/delete.html",
+            title="Remove downtime",
+            downtime=downtime,
+            starts=format_local(downtime.starts_at, tz),
+            ends=format_local(downtime.ends_at, tz),
+            returnable=rows["returnable"],
+        )
+    audit.record(
+        "delete",
+        "downtime",
+        downtime_id,
+        actor_id=_actor_id(),
+        returnable=[r.fraction_id for r in report.returnable],
+    )
+    count = len(report.returnable)
+    return done(
+        f"Downtime removed; nobody was moved back. "
+        f"{_plural(count, 'fraction', 'fractions')} could return to their own place.",
+        "downtime.index",
+    )
 
 
 __all__ = ["bp", "incomplete_courses", "mark_reviewed", "overlapping_downtime"]
