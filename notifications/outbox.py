@@ -33,6 +33,7 @@ from scheduler.models import (
     Fraction,
     Linac,
     Patient,
+    Protocol,
 )
 
 # Statuses a change can still take back: not yet handed to a provider.
@@ -107,12 +108,27 @@ def course_snapshot(
         clinic_phone=department.phone,
         department_timezone=department.timezone,
         prep_instructions=protocol.prep_instructions,
-        settings=ReminderSettings(
-            prep_minutes_before=protocol.prep_reminder_minutes,
-            same_day_minutes_before=protocol.same_day_reminder_minutes,
-            window_start=time.fromisoformat(department.message_window_start),
-            window_end=time.fromisoformat(department.message_window_end),
+        settings=reminder_settings(department, protocol),
+    )
+
+
+def reminder_settings(department: Department, protocol: Protocol) -> ReminderSettings:
+    """The cadence a course follows: the protocol's choices over the department's."""
+
+    def chosen(protocol_value, department_value):
+        return department_value if protocol_value is None else protocol_value
+
+    return ReminderSettings(
+        day_before=chosen(protocol.day_before_reminder, department.day_before_reminder),
+        day_before_minutes_before=chosen(
+            protocol.day_before_reminder_minutes, department.day_before_reminder_minutes
         ),
+        same_day=chosen(protocol.same_day_reminder, department.same_day_reminder),
+        same_day_minutes_before=chosen(
+            protocol.same_day_reminder_minutes, department.same_day_reminder_minutes
+        ),
+        window_start=time.fromisoformat(department.message_window_start),
+        window_end=time.fromisoformat(department.message_window_end),
     )
 
 

@@ -513,7 +513,7 @@ PROTOCOL_INT_FIELDS = {
 }
 # Reminder offsets live on the protocol but outside records.PROTOCOL_FIELDS; checked here.
 REMINDER_FIELDS = {
-    "prep_reminder_minutes": (60, 7 * 24 * 60),
+    "day_before_reminder_minutes": (60, 7 * 24 * 60),
     "same_day_reminder_minutes": (15, 12 * 60),
 }
 
@@ -527,7 +527,7 @@ def _protocol_values(protocol: Protocol | None) -> dict[str, Any]:
             "code": "",
             "name": "",
             "fractions": 5,
-            "prep_reminder_minutes": 24 * 60,
+            "day_before_reminder_minutes": 24 * 60,
             "same_day_reminder_minutes": 120,
         }
     )
