@@ -29,6 +29,7 @@ from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
     Course,
+    CourseStatus,
     Department,
     Fraction,
     Linac,
@@ -39,6 +40,16 @@ from scheduler.models import (
 # Statuses a change can still take back: not yet handed to a provider.
 OPEN_STATUSES = (ReminderStatus.PENDING, ReminderStatus.CLAIMED)
 DEFAULT_LEASE = timedelta(minutes=5)
+# Why a reminder was held back for want of consent: the patient texted STOP, or the sender
+# found no consent when it came due. Consent given again plans such reminders anew (a reason
+# starting with the provider-refusal wording of notifications.replies counts too).
+OPTED_OUT_REASON = "opted out"
+NO_SMS_CONSENT_REASON = "no SMS consent, opted out or number refused"
+NO_EMAIL_CONSENT_REASON = "no email consent or address"
+_CONSENT_REASONS = frozenset({OPTED_OUT_REASON, NO_SMS_CONSENT_REASON, NO_EMAIL_CONSENT_REASON})
+PROVIDER_REFUSED_PREFIX = "the SMS provider refused this number"
+# Courses whose sessions may still happen (a draft has none booked yet).
+_FINISHED_COURSE_STATUSES = (CourseStatus.COMPLETED, CourseStatus.CANCELLED)
 
 
 def patient_snapshot(patient: Patient, department: Department) -> PatientSnapshot:
@@ -258,6 +269,67 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
     return write(session, course.patient_id, planned)
+
+
+def held_back_for_consent(row: Reminder) -> bool:
+    """Whether ``row`` was not sent only because consent was missing or withdrawn."""
+    reason = row.status_reason or ""
+    return row.status == ReminderStatus.SUPPRESSED and (
+        reason in _CONSENT_REASONS or reason.startswith(PROVIDER_REFUSED_PREFIX)
+    )
+
+
+def replan_patient_reminders(
+    session: Session, patient_id: int, *, now: datetime, reason: str
+) -> list[Reminder]:
+    """Plan again the reminders of every session still ahead in the patient's active courses.
+
+    Used when the patient may be messaged again (START, consent recorded by staff): a reminder
+    held back for want of consent is reopened at its planned time, one never planned is
+    written, and the ones whose time has passed stay as they are (the policy leaves them out).
+    Each reminder this returns carries ``reason``, so the message timeline shows the re-plan.
+    Flushes nothing and commits nothing: the caller's transaction holds the change.
+    """
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        return []
+    department = session.get(Department, patient.department_id)
+    linacs = linac_names(session)
+    courses = session.scalars(
+        sa.select(Course)
+        .where(Course.patient_id == patient_id, Course.status.not_in(_FINISHED_COURSE_STATUSES))
+        .order_by(Course.id)
+    )
+    planned: list[PlannedReminder] = []
+    for course in courses:
+        snapshot = course_snapshot(session, course, department=department, linacs=linacs)
+        for fraction in snapshot.fractions:
+            planned += policy.plan_for_fraction(snapshot, fraction, now=now)
+    if not planned:
+        return []
+    existing = {
+        row.dedupe_key: row
+        for row in session.scalars(
+            sa.select(Reminder).where(Reminder.dedupe_key.in_([p.dedupe_key for p in planned]))
+        )
+    }
+    reopened = []
+    for p in planned:
+        row = existing.get(p.dedupe_key)
+        if row is None or not held_back_for_consent(row):
+            continue
+        row.status = ReminderStatus.PENDING
+        row.due_at = p.due_at
+        row.context = p.context
+        row.attempts = 0
+        row.next_attempt_at = row.lease_until = row.send_started_at = None
+        row.status_reason = reason
+        row.updated_at = now
+        reopened.append(row)
+    added = write(session, patient_id, [p for p in planned if p.dedupe_key not in existing])
+    for row in added:
+        row.status_reason = reason
+    return reopened + added
 
 
 def _after(payload: dict, current: FractionSnapshot | None) -> dict | None:

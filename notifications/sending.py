@@ -242,10 +242,10 @@ def _check_and_render(
     )
     patient = snapshot.patient
     if row.channel == Channel.SMS and not patient.sms_allowed:
-        _finish(row, ReminderStatus.SUPPRESSED, "no SMS consent, opted out or number refused", now)
+        _finish(row, ReminderStatus.SUPPRESSED, outbox.NO_SMS_CONSENT_REASON, now)
         return None
     if row.channel == Channel.EMAIL and not patient.email_allowed:
-        _finish(row, ReminderStatus.SUPPRESSED, "no email consent or address", now)
+        _finish(row, ReminderStatus.SUPPRESSED, outbox.NO_EMAIL_CONSENT_REASON, now)
         return None
     window = snapshot.settings
     if row.kind in (Kind.DAY_BEFORE, Kind.SAME_DAY) and not _in_window(

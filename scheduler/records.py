@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from notifications import outbox
+from notifications.policy import allowed_channels
 from scheduler.errors import FieldError, InvalidInput, NotFound
 from scheduler.models import (
     Base,
@@ -756,8 +758,28 @@ def update_patient(
     cleaned = _validate_patient(
         session, {**_patient_values(patient), **changes}, patient, now=moment
     )
+    reachable_before = _reachable_channels(session, patient)
+    for name, value in cleaned.items():
+        setattr(patient, name, value)
+    if _reachable_channels(session, patient) - reachable_before:
+        # Consent recorded again: the sessions still ahead get their reminders on it, in the
+        # same transaction as the consent.
+        outbox.replan_patient_reminders(
+            session, patient.id, now=moment, reason=REPLANNED_AFTER_CONSENT
+        )
     _save(session, patient, cleaned, "patient")
     return patient
+
+
+# What the message timeline says about reminders planned when staff record consent again.
+REPLANNED_AFTER_CONSENT = "planned again: consent recorded by staff"
+
+
+def _reachable_channels(session: Session, patient: Patient) -> set[str]:
+    department = session.get(Department, patient.department_id)
+    if department is None:
+        return set()
+    return set(allowed_channels(outbox.patient_snapshot(patient, department)))
 
 
 def get_patient(session: Session, patient_id: int) -> Patient:
