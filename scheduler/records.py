@@ -47,6 +47,25 @@ PHONE_DEFAULT_REGION = "US"
 # stray capital or space would silently make a machine look incapable.
 WORD_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Reminder offsets, minutes before a session. A day-before reminder goes out on the day before
+# whatever its offset (the policy keeps it inside that day's message window), so offsets past
+# two days say nothing more; a same-day reminder must leave time to act on it yet stay on the day.
+DAY_BEFORE_MINUTES = (6 * 60, 48 * 60)
+SAME_DAY_MINUTES = (15, 12 * 60)
+# Department fields holding its reminder cadence; a protocol has the same ones, null meaning
+# "as the department".
+REMINDER_CADENCE_FIELDS = {
+    "day_before_reminder",
+    "day_before_reminder_minutes",
+    "same_day_reminder",
+    "same_day_reminder_minutes",
+}
+DEFAULT_REMINDER_CADENCE: dict[str, Any] = {
+    "day_before_reminder": True,
+    "day_before_reminder_minutes": 24 * 60,
+    "same_day_reminder": True,
+    "same_day_reminder_minutes": 120,
+}
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -104,6 +123,16 @@ def _bool(errors: _Errors, field: str, value: Any) -> Any:
     if not isinstance(value, bool):
         errors.add(field, "must be true or false")
     return value
+
+
+def _reminder_cadence(errors: _Errors, v: dict[str, Any], *, optional: bool) -> None:
+    """Check the reminder cadence fields in ``v``; ``optional``: null means the department's."""
+    for kind, (lo, hi) in (("day_before", DAY_BEFORE_MINUTES), ("same_day", SAME_DAY_MINUTES)):
+        switch, minutes = f"{kind}_reminder", f"{kind}_reminder_minutes"
+        if not (optional and v.get(switch) is None):
+            _bool(errors, switch, v.get(switch))
+        if not (optional and v.get(minutes) is None):
+            _int(errors, minutes, v.get(minutes), lo=lo, hi=hi)
 
 
 @lru_cache(maxsize=1)
@@ -307,6 +336,7 @@ DEPARTMENT_FIELDS = {
     "holiday_country",
     "holiday_subdivision",
     "opening_hours",
+    *REMINDER_CADENCE_FIELDS,
 }
 DEFAULT_OPENING_HOURS = {str(d): ["07:00", "19:00"] for d in range(5)}
 
@@ -333,6 +363,7 @@ def _validate_department(
                 errors.add("holiday_subdivision", f"is not a subdivision of {country}")
     elif subdivision is not None:
         errors.add("holiday_subdivision", "needs a holiday_country")
+    _reminder_cadence(errors, v, optional=False)
     errors.raise_if_any("department")
     return v
 
@@ -344,7 +375,7 @@ def create_department(session: Session, values: Mapping[str, Any]) -> Department
         None,
         values,
         fields=DEPARTMENT_FIELDS,
-        defaults={"opening_hours": DEFAULT_OPENING_HOURS},
+        defaults={"opening_hours": DEFAULT_OPENING_HOURS, **DEFAULT_REMINDER_CADENCE},
         validate=_validate_department,
         what="department",
     )
@@ -505,6 +536,7 @@ PROTOCOL_FIELDS = {
     "capabilities",
     "prep_instructions",
     "active",
+    *REMINDER_CADENCE_FIELDS,
 }
 PROTOCOL_DEFAULTS: dict[str, Any] = {
     "site": "generic",
@@ -520,6 +552,7 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "capabilities": ["sbrt"],
     "prep_instructions": "",
     "active": True,
+    **dict.fromkeys(REMINDER_CADENCE_FIELDS),  # as the department
 }
 
 
@@ -605,6 +638,7 @@ def _validate_protocol(
         errors.add("start_weekdays", "must be a subset of weekdays")
     v["capabilities"] = _words(errors, "capabilities", v.get("capabilities"))
     v["active"] = _bool(errors, "active", v.get("active"))
+    _reminder_cadence(errors, v, optional=True)
 
     if not errors.has("code"):
         clash = sa.select(Protocol.id).where(Protocol.code == v["code"])

@@ -73,6 +73,17 @@ def upgrade() -> None:
         f"WHERE same_day_reminder_minutes = {OLD_SAME_DAY_DEFAULT}"
     )
 
+    # Offsets outside today's ranges (scheduler.records) are brought to their edge; the policy
+    # keeps a day-before reminder on the day before, so the reminders go out as they did.
+    op.execute(
+        "UPDATE protocols SET day_before_reminder_minutes = 360 "
+        "WHERE day_before_reminder_minutes < 360"
+    )
+    op.execute(
+        "UPDATE protocols SET day_before_reminder_minutes = 2880 "
+        "WHERE day_before_reminder_minutes > 2880"
+    )
+
     # The message kind is named for what it is. Outbox rows keep their identity: the dedupe key
     # names the kind, so it is renamed with it and a re-plan still finds the row.
     op.execute(
