@@ -268,7 +268,70 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
+    if fraction is not None and kind.startswith("fraction_"):
+        replan_same_day_reminders(session, snapshot, now=now, changed_fraction_id=fraction.id)
     return write(session, course.patient_id, planned)
+
+
+# Why a same-day reminder is not sent although its session still is (see notifications.policy:
+# at most one reminder per evening).
+GIVES_WAY_REASON = "another session's day-before reminder goes out that evening"
+
+
+def replan_same_day_reminders(
+    session: Session, course: CourseSnapshot, *, now: datetime, changed_fraction_id: int
+) -> list[Reminder]:
+    """Bring the other sessions' same-day reminders in line after one session changed.
+
+    Whether a same-day reminder goes out depends on the next session's day-before reminder
+    (one reminder per evening), so a move can take one back or bring one back. Those not yet
+    handed to a provider follow; the changed session itself is planned by its caller.
+    """
+    others = [
+        f
+        for f in course.fractions
+        if f.id != changed_fraction_id and f.status in policy.ACTIVE_STATUSES and f.starts_at > now
+    ]
+    if not others:
+        return []
+    rows = {
+        row.dedupe_key: row
+        for row in session.scalars(
+            sa.select(Reminder).where(
+                Reminder.fraction_id.in_([f.id for f in others]),
+                Reminder.kind == Kind.SAME_DAY,
+            )
+        )
+    }
+    changed = []
+    for fraction in others:
+        wanted = {
+            p.dedupe_key: p
+            for p in policy.plan_for_fraction(course, fraction, now=now)
+            if p.kind is Kind.SAME_DAY
+        }
+        for key, row in rows.items():
+            if row.fraction_id != fraction.id or row.fraction_version != fraction.version:
+                continue
+            if key not in wanted and row.status in OPEN_STATUSES and row.send_started_at is None:
+                row.status, row.status_reason, row.updated_at = (
+                    ReminderStatus.SUPERSEDED,
+                    GIVES_WAY_REASON,
+                    now,
+                )
+                changed.append(row)
+            elif (
+                key in wanted
+                and row.status == ReminderStatus.SUPERSEDED
+                and row.status_reason == GIVES_WAY_REASON
+            ):
+                row.status, row.status_reason, row.updated_at = ReminderStatus.PENDING, None, now
+                row.due_at = wanted[key].due_at
+                changed.append(row)
+        changed += write(
+            session, course.patient.id, [p for k, p in wanted.items() if k not in rows]
+        )
+    return changed
 
 
 def held_back_for_consent(row: Reminder) -> bool:

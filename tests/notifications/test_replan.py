@@ -3,7 +3,8 @@ staff, plans the reminders of the sessions still ahead; the ones already past st
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -11,6 +12,7 @@ from notifications import outbox, replies
 from notifications.models import Reminder, ReminderStatus
 from notifications.replies import ReplyAction
 from scheduler import records, services
+from scheduler.models import Fraction
 from scheduler.services import Placement
 from tests import factories as f
 
@@ -155,3 +157,63 @@ def test_a_reminder_suppressed_by_staff_stays_suppressed(session):
     _inbound(session, "SM2", "START", now=NOW + timedelta(hours=2))
     assert session.get(Reminder, row.id).status == ReminderStatus.SUPPRESSED
     assert session.get(Reminder, row.id).status_reason == "suppressed by staff: duplicate"
+
+
+# --- one reminder per evening, kept through moves ----------------------------------------------
+
+
+def test_moving_a_session_takes_back_or_restores_the_previous_sessions_same_day_reminder(
+    session,
+):
+    """A patient in Madrid treated in New York: 13:00 New York is 19:00 in Madrid, so the
+    first session's same-day reminder goes out at 17:00 Madrid time, in the evening."""
+    w = f.world(session)
+    pat = f.patient(session, w["department"], sms_consent=True, timezone="Europe/Madrid")
+    course = f.course(session, pat, w["liver"])
+    session.commit()
+    linac = w["linacs"]["A"].id
+    ny = ZoneInfo("America/New_York")
+    monday = datetime(2026, 6, 8, tzinfo=ny)
+    # Monday, Wednesday, Thursday, Friday and the next Monday, all at 13:00 New York time.
+    starts = [(monday + timedelta(days=d)).replace(hour=13) for d in (0, 2, 3, 4, 7)]
+    services.book_course(
+        session, course.id, [Placement(n, linac, s) for n, s in enumerate(starts, 1)], now=NOW
+    )
+    first, second = session.scalars(
+        sa.select(Fraction).where(Fraction.course_id == course.id).order_by(Fraction.number)
+    ).all()[:2]
+
+    def first_same_day() -> list[tuple[str, str | None]]:
+        session.expire_all()
+        return [
+            (r.status, r.status_reason)
+            for r in session.scalars(
+                sa.select(Reminder).where(
+                    Reminder.fraction_id == first.id, Reminder.kind == "same_day"
+                )
+            )
+        ]
+
+    assert first_same_day() == [(ReminderStatus.PENDING, None)]
+    # Moved to Tuesday, its day-before reminder goes out at 19:00 Madrid time on Monday.
+    tuesday = starts[0] + timedelta(days=1)
+    services.move_fraction(session, second.id, linac_id=linac, starts_at=tuesday, now=NOW)
+    assert first_same_day() == [(ReminderStatus.SUPERSEDED, outbox.GIVES_WAY_REASON)]
+    texts = [
+        r
+        for r in session.scalars(
+            sa.select(Reminder).where(
+                Reminder.patient_id == pat.id,
+                Reminder.kind.in_(["day_before", "same_day"]),
+                Reminder.status == ReminderStatus.PENDING,
+            )
+        )
+    ]
+    madrid = ZoneInfo("Europe/Madrid")
+    evenings = [
+        r.due_at.astimezone(madrid).date() for r in texts if r.due_at.astimezone(madrid).hour >= 17
+    ]
+    assert len(evenings) == len(set(evenings))
+    # Back on Wednesday: Monday evening is free again and the same-day reminder returns.
+    services.move_fraction(session, second.id, linac_id=linac, starts_at=starts[1], now=NOW)
+    assert first_same_day() == [(ReminderStatus.PENDING, None)]
