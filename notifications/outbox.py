@@ -304,6 +304,9 @@ def replan_same_day_reminders(
         )
     }
     changed = []
+    # A reminder whose time has come is left to the dispatcher: the plan made now leaves it
+    # out only because it is due, not because it is no longer wanted.
+    rows = {key: row for key, row in rows.items() if row.due_at > now}
     for fraction in others:
         wanted = {
             p.dedupe_key: p
@@ -393,6 +396,92 @@ def replan_patient_reminders(
     for row in added:
         row.status_reason = reason
     return reopened + added
+
+
+# Why a reminder planned under an earlier cadence is not sent (it may come back if the cadence
+# is changed back).
+CADENCE_CHANGED_REASON = "the reminder cadence changed"
+
+
+def replan_for_cadence(
+    session: Session,
+    *,
+    now: datetime,
+    department_id: int | None = None,
+    protocol_id: int | None = None,
+) -> list[Reminder]:
+    """Bring the reminders still ahead in line with a department's or a protocol's new cadence.
+
+    Every active course of the department's patients (or under the protocol) is planned
+    again: reminders the cadence no longer wants are taken back, ones it moves get their new
+    time, new ones are written, and ones taken back by an earlier change come back. Reminders
+    already handed to a provider are left as they are. Commits nothing.
+    """
+    query = sa.select(Course).where(Course.status.not_in(_FINISHED_COURSE_STATUSES))
+    if department_id is not None:
+        query = query.join(Patient, Patient.id == Course.patient_id).where(
+            Patient.department_id == department_id
+        )
+    if protocol_id is not None:
+        query = query.where(Course.protocol_id == protocol_id)
+    linacs = linac_names(session)
+    changed: list[Reminder] = []
+    for course in session.scalars(query.order_by(Course.id)):
+        snapshot = course_snapshot(session, course, linacs=linacs)
+        changed += _reconcile_fraction_reminders(session, snapshot, now=now)
+    return changed
+
+
+def _reconcile_fraction_reminders(
+    session: Session, course: CourseSnapshot, *, now: datetime
+) -> list[Reminder]:
+    """Make the open fraction reminders of ``course`` what the policy plans now."""
+    versions = {
+        f.id: f.version
+        for f in course.fractions
+        if f.status in policy.ACTIVE_STATUSES and f.starts_at > now
+    }
+    if not versions:
+        return []
+    wanted = {
+        p.dedupe_key: p
+        for f in course.fractions
+        if f.id in versions
+        for p in policy.plan_for_fraction(course, f, now=now)
+    }
+    rows = session.scalars(
+        sa.select(Reminder).where(
+            Reminder.fraction_id.in_(list(versions)),
+            Reminder.kind.in_(list(policy.FRACTION_REMINDER_KINDS)),
+        )
+    )
+    changed = []
+    for row in rows:
+        if versions.get(row.fraction_id) != row.fraction_version:
+            continue  # an earlier version's: already superseded by the change that made it
+        if row.due_at <= now:
+            continue  # due: the dispatcher has it (a plan made now leaves it out for that alone)
+        planned = wanted.get(row.dedupe_key)
+        open_row = row.status in OPEN_STATUSES and row.send_started_at is None
+        if planned is None and open_row:
+            row.status, row.status_reason = ReminderStatus.SUPERSEDED, CADENCE_CHANGED_REASON
+        elif planned is not None and open_row and row.due_at != planned.due_at:
+            row.due_at = planned.due_at
+        elif (
+            planned is not None
+            and row.status == ReminderStatus.SUPERSEDED
+            and row.status_reason in (CADENCE_CHANGED_REASON, GIVES_WAY_REASON)
+        ):
+            row.status, row.status_reason, row.due_at = (
+                ReminderStatus.PENDING,
+                None,
+                planned.due_at,
+            )
+        else:
+            continue
+        row.updated_at = now
+        changed.append(row)
+    return changed + write(session, course.patient.id, wanted.values())
 
 
 def _after(payload: dict, current: FractionSnapshot | None) -> dict | None:

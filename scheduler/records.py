@@ -382,18 +382,35 @@ def create_department(session: Session, values: Mapping[str, Any]) -> Department
 
 
 def update_department(
-    session: Session, department_id: int, changes: Mapping[str, Any]
+    session: Session,
+    department_id: int,
+    changes: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
 ) -> Department:
-    return _upsert(
-        session,
-        Department,
-        department_id,
-        changes,
-        fields=DEPARTMENT_FIELDS,
-        defaults={},
-        validate=_validate_department,
-        what="department",
+    _unknown_fields(changes, DEPARTMENT_FIELDS)
+    department = _get(session, Department, department_id)
+    cleaned = _validate_department(
+        session, {**_current(department, DEPARTMENT_FIELDS), **changes}, department
     )
+    _apply_cadence(session, department, cleaned, now, department_id=department.id)
+    _save(session, department, cleaned, "department")
+    return department
+
+
+def _apply_cadence(
+    session: Session,
+    row: Department | Protocol,
+    cleaned: Mapping[str, Any],
+    now: datetime | None,
+    **which: int,
+) -> None:
+    """A changed reminder cadence re-plans the reminders still ahead, in the same transaction."""
+    if all(getattr(row, name) == cleaned[name] for name in REMINDER_CADENCE_FIELDS):
+        return
+    for name in REMINDER_CADENCE_FIELDS:
+        setattr(row, name, cleaned[name])
+    outbox.replan_for_cadence(session, now=now or datetime.now(UTC), **which)
 
 
 def get_department(session: Session, department_id: int) -> Department:
@@ -663,17 +680,21 @@ def create_protocol(session: Session, values: Mapping[str, Any]) -> Protocol:
     )
 
 
-def update_protocol(session: Session, protocol_id: int, changes: Mapping[str, Any]) -> Protocol:
-    return _upsert(
-        session,
-        Protocol,
-        protocol_id,
-        changes,
-        fields=PROTOCOL_FIELDS,
-        defaults={},
-        validate=_validate_protocol,
-        what="protocol",
+def update_protocol(
+    session: Session,
+    protocol_id: int,
+    changes: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> Protocol:
+    _unknown_fields(changes, PROTOCOL_FIELDS)
+    protocol = _get(session, Protocol, protocol_id)
+    cleaned = _validate_protocol(
+        session, {**_current(protocol, PROTOCOL_FIELDS), **changes}, protocol
     )
+    _apply_cadence(session, protocol, cleaned, now, protocol_id=protocol.id)
+    _save(session, protocol, cleaned, "protocol")
+    return protocol
 
 
 def get_protocol(session: Session, protocol_id: int) -> Protocol:

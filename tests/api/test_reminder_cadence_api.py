@@ -201,3 +201,70 @@ def test_staff_recording_sms_consent_through_the_api_plans_the_reminders_ahead(
     assert len(rows) == 5
     assert {(r.channel, r.status) for r in rows} == {("sms", ReminderStatus.PENDING)}
     assert {r.status_reason for r in rows} == {records.REPLANNED_AFTER_CONSENT}
+
+
+def test_changing_the_cadence_re_plans_the_reminders_still_ahead(
+    client: FlaskClient, db: Session, seed: Seed
+) -> None:
+    patient = records.create_patient(
+        db,
+        {
+            "department_id": seed.department_id,
+            "mrn": "MRN-78",
+            "given_name": "Rosa",
+            "family_name": "Delgado",
+            "phone": "+12125550178",
+            "sms_consent": True,
+        },
+        now=NOW,
+    )
+    course = records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})
+    # Afternoon sessions, Monday to Friday a week ahead: each gets both reminders.
+    monday = datetime(2026, 3, 9, 14, 0, tzinfo=ZONE)
+    starts = [monday + timedelta(days=d) for d in range(5)]
+    services.book_course(
+        db,
+        course.id,
+        [Placement(n, seed.linac_ids[0], s) for n, s in enumerate(starts, 1)],
+        now=NOW,
+    )
+    patient_id = patient.id
+    db.rollback()
+    before = _fraction_reminders(db, patient_id)
+    assert sorted(r.kind for r in before) == ["day_before"] * 5 + ["same_day"] * 5
+
+    # Wednesday: the first three sessions' reminders are past or sent; the change is for the rest.
+    wednesday = datetime(2026, 3, 11, 9, 0, tzinfo=ZONE)
+    with time_machine.travel(wednesday, tick=False):
+        response = client.patch(
+            f"/api/v1/protocols/{seed.protocol_id}",
+            json={"same_day_reminder": False, "day_before_reminder_minutes": 20 * 60},
+            headers=seed.auth(),
+        )
+    assert response.status_code == 200
+    after = {r.id: r for r in _fraction_reminders(db, patient_id)}
+    ahead = [r for r in after.values() if r.due_at > wednesday]
+    assert {(r.kind, r.status) for r in ahead} == {
+        ("day_before", ReminderStatus.PENDING),
+        ("same_day", ReminderStatus.SUPERSEDED),
+    }
+    for row in ahead:
+        if row.kind == "day_before":  # 20 h before 14:00 is 18:00 the day before
+            assert row.due_at.astimezone(ZONE).hour == 18
+        else:
+            assert row.status_reason == "the reminder cadence changed"
+    # Reminders whose time had come are not re-planned.
+    for row in before:
+        if row.due_at <= wednesday:
+            assert after[row.id].due_at == row.due_at
+            assert after[row.id].status == ReminderStatus.PENDING
+
+    # Back to the department's same-day reminder: the ones taken back return.
+    with time_machine.travel(wednesday, tick=False):
+        client.patch(
+            f"/api/v1/protocols/{seed.protocol_id}",
+            json={"same_day_reminder": None},
+            headers=seed.auth(),
+        )
+    again = [r for r in _fraction_reminders(db, patient_id) if r.kind == "same_day"]
+    assert {r.status for r in again if r.due_at > wednesday} == {ReminderStatus.PENDING}
