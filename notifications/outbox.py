@@ -268,7 +268,11 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
-    if fraction is not None and kind.startswith("fraction_"):
+    if fraction is not None and kind in (
+        "fraction_moved",
+        "fraction_rebooked",
+        "fraction_cancelled",
+    ):
         replan_same_day_reminders(session, snapshot, now=now, changed_fraction_id=fraction.id)
     return write(session, course.patient_id, planned)
 
