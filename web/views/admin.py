@@ -536,7 +536,7 @@ def _cadence_values(row: Department | Protocol | None) -> dict[str, str]:
 
 
 def _cadence_form_values(form: MultiDict[str, str], current: Mapping[str, str]) -> dict[str, str]:
-    # A form without the fields (an older page still open) leaves the cadence as it was.
+    # A field missing from the form (an older page still open) keeps its value in `current`.
     return {
         name: (form.get(name) if name in form else current.get(name, "")).strip()
         for name in (*REMINDER_SWITCHES, *REMINDER_MINUTES)
