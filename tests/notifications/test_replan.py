@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import time_machine
 
 from notifications import outbox, replies
 from notifications.models import Reminder, ReminderStatus
@@ -15,6 +16,14 @@ from scheduler import records, services
 from scheduler.models import Fraction
 from scheduler.services import Placement
 from tests import factories as f
+
+# The signed Twilio webhook client of the webhook tests, and its helpers.
+from tests.notifications.test_webhooks import (  # noqa: F401
+    client,
+    inbound,
+    twilio_settings,
+    twiml_messages,
+)
 
 NOW = f.MONDAY
 PHONE = "+12125550123"  # the factories' patient number
@@ -217,3 +226,18 @@ def test_moving_a_session_takes_back_or_restores_the_previous_sessions_same_day_
     # Back on Wednesday: Monday evening is free again and the same-day reminder returns.
     services.move_fraction(session, second.id, linac_id=linac, starts_at=starts[1], now=NOW)
     assert first_same_day() == [(ReminderStatus.PENDING, None)]
+
+
+def test_stop_then_start_through_the_signed_webhook(client, session):  # noqa: F811
+    w = f.world(session)
+    patient_id, _ = _book(session, w, sms_consent=True)
+    first = _fraction_reminders(session, patient_id)[0]
+    session.rollback()  # the app writes next (SQLite takes its write lock at BEGIN)
+    with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+        assert twiml_messages(inbound(client, "SM1", "STOP")) == []
+    with time_machine.travel(first.due_at + timedelta(minutes=1), tick=False):
+        assert twiml_messages(inbound(client, "SM2", "START")) == []
+    rows = _fraction_reminders(session, patient_id)
+    assert [(r.status, r.status_reason) for r in rows] == [
+        (ReminderStatus.SUPPRESSED, outbox.OPTED_OUT_REASON)
+    ] + [(ReminderStatus.PENDING, replies.REPLANNED_AFTER_START)] * 4
