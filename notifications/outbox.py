@@ -358,7 +358,7 @@ def replan_patient_reminders(
     held back for want of consent is reopened at its planned time, one never planned is
     written, and the ones whose time has passed stay as they are (the policy leaves them out).
     Each reminder this returns carries ``reason``, so the message timeline shows the re-plan.
-    Flushes nothing and commits nothing: the caller's transaction holds the change.
+    Commits nothing: the change rides in the caller's transaction.
     """
     patient = session.get(Patient, patient_id)
     if patient is None:
