@@ -329,7 +329,7 @@ def _baseline(fake: FakeTwilioProcess) -> tuple[float, int, int]:
 def _zone_in_window(now: datetime) -> str:
     """A patient time zone where the whole run falls inside the default message window.
 
-    PREP and SAME_DAY messages are held back outside 08:00-21:00 in the patient's zone; the
+    DAY_BEFORE and SAME_DAY messages are held back outside 08:00-21:00 in the patient's zone; the
     benchmark runs at any hour, so its patients live where it is daytime now.
     """
     for name in ZONES:
@@ -481,7 +481,7 @@ def _seed(engine: sa.Engine, zone: str, now: datetime) -> _Seeded:
         department_id = department.id
         linacs = [(linac.id, linac.name) for linac in linac_rows]
     scheduled_patients = SCHEDULED // 20  # 5 fractions each, 4 reminders per fraction
-    # (b)'s fractions start a day and an hour from now (its first PREP reminder is due in an
+    # (b)'s fractions start a day and an hour from now (its first DAY_BEFORE reminder is due in an
     # hour) and fill about 29 days; (a)'s come after them.
     first_b = (now + timedelta(days=1, hours=1)).replace(second=0, microsecond=0)
     slots_b = -(-scheduled_patients * 5 // len(linacs))
@@ -531,13 +531,16 @@ def _seed(engine: sa.Engine, zone: str, now: datetime) -> _Seeded:
 
 
 def _insert_scheduled(engine: sa.Engine, fractions: list[_Fraction]) -> float:
-    """SCHEDULED pending rows: PREP (a day before) and SAME_DAY (2 h before), SMS and email."""
+    """SCHEDULED pending rows: DAY_BEFORE (a day before), SAME_DAY (2 h before), SMS and email."""
     started = clock.perf_counter()
     now = datetime.now(UTC)
     rows = [
         _reminder_row(f, kind, channel, f.starts_at - before, now)
         for f in fractions
-        for kind, before in ((Kind.PREP, timedelta(days=1)), (Kind.SAME_DAY, timedelta(hours=2)))
+        for kind, before in (
+            (Kind.DAY_BEFORE, timedelta(days=1)),
+            (Kind.SAME_DAY, timedelta(hours=2)),
+        )
         for channel in (Channel.SMS, Channel.EMAIL)
     ]
     assert len(rows) == SCHEDULED
@@ -1784,8 +1787,9 @@ def report(run: ReminderRun, machine: dict[str, str], command: str) -> str:
             "RSS summed over the worker's process tree (main + pool processes; psutil; the "
             f"median of {m.samples} samples 0.5 s apart). Ours: the same worker as in (a), "
             "idle after it (the send queue drained), then "
-            f"{SCHEDULED:,} pending outbox rows (PREP and SAME_DAY, SMS and email, for 25,000 "
-            f"booked fractions) due from 1 h to {SCHEDULED_DAYS} days ahead are bulk-inserted "
+            f"{SCHEDULED:,} pending outbox rows (DAY_BEFORE and SAME_DAY, SMS and email, for "
+            f"25,000 booked fractions) due from 1 h to {SCHEDULED_DAYS} days ahead are "
+            "bulk-inserted "
             f"and measured again after {TICKS_AFTER_LOAD} more dispatcher ticks. Naive, side "
             "by side in the same run on the same Redis server (db 11): a separate Celery app "
             "defined in bench/memory.py, the same worker command and settings, one task per "

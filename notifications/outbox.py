@@ -29,15 +29,27 @@ from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
     Course,
+    CourseStatus,
     Department,
     Fraction,
     Linac,
     Patient,
+    Protocol,
 )
 
 # Statuses a change can still take back: not yet handed to a provider.
 OPEN_STATUSES = (ReminderStatus.PENDING, ReminderStatus.CLAIMED)
 DEFAULT_LEASE = timedelta(minutes=5)
+# Why a reminder was held back for want of consent: the patient texted STOP, or the sender
+# found no consent when it came due. Consent given again plans such reminders anew (a reason
+# starting with the provider-refusal wording of notifications.replies counts too).
+OPTED_OUT_REASON = "opted out"
+NO_SMS_CONSENT_REASON = "no SMS consent, opted out or number refused"
+NO_EMAIL_CONSENT_REASON = "no email consent or address"
+_CONSENT_REASONS = frozenset({OPTED_OUT_REASON, NO_SMS_CONSENT_REASON, NO_EMAIL_CONSENT_REASON})
+PROVIDER_REFUSED_PREFIX = "the SMS provider refused this number"
+# Courses whose sessions may still happen (a draft has none booked yet).
+_FINISHED_COURSE_STATUSES = (CourseStatus.COMPLETED, CourseStatus.CANCELLED)
 
 
 def patient_snapshot(patient: Patient, department: Department) -> PatientSnapshot:
@@ -107,12 +119,27 @@ def course_snapshot(
         clinic_phone=department.phone,
         department_timezone=department.timezone,
         prep_instructions=protocol.prep_instructions,
-        settings=ReminderSettings(
-            prep_minutes_before=protocol.prep_reminder_minutes,
-            same_day_minutes_before=protocol.same_day_reminder_minutes,
-            window_start=time.fromisoformat(department.message_window_start),
-            window_end=time.fromisoformat(department.message_window_end),
+        settings=reminder_settings(department, protocol),
+    )
+
+
+def reminder_settings(department: Department, protocol: Protocol) -> ReminderSettings:
+    """The cadence a course follows: the protocol's choices over the department's."""
+
+    def chosen(protocol_value, department_value):
+        return department_value if protocol_value is None else protocol_value
+
+    return ReminderSettings(
+        day_before=chosen(protocol.day_before_reminder, department.day_before_reminder),
+        day_before_minutes_before=chosen(
+            protocol.day_before_reminder_minutes, department.day_before_reminder_minutes
         ),
+        same_day=chosen(protocol.same_day_reminder, department.same_day_reminder),
+        same_day_minutes_before=chosen(
+            protocol.same_day_reminder_minutes, department.same_day_reminder_minutes
+        ),
+        window_start=time.fromisoformat(department.message_window_start),
+        window_end=time.fromisoformat(department.message_window_end),
     )
 
 
@@ -241,7 +268,224 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
+    if fraction is not None and kind in (
+        "fraction_moved",
+        "fraction_rebooked",
+        "fraction_cancelled",
+    ):
+        replan_same_day_reminders(session, snapshot, now=now, changed_fraction_id=fraction.id)
     return write(session, course.patient_id, planned)
+
+
+# Why a same-day reminder is not sent although its session still is (see notifications.policy:
+# at most one reminder per evening).
+GIVES_WAY_REASON = "another session's day-before reminder goes out that evening"
+
+
+def replan_same_day_reminders(
+    session: Session, course: CourseSnapshot, *, now: datetime, changed_fraction_id: int
+) -> list[Reminder]:
+    """Bring the other sessions' same-day reminders in line after one session changed.
+
+    Whether a same-day reminder goes out depends on the next session's day-before reminder
+    (one reminder per evening), so a move can take one back or bring one back. Those not yet
+    handed to a provider follow; the changed session itself is planned by its caller.
+    """
+    others = [
+        f
+        for f in course.fractions
+        if f.id != changed_fraction_id and f.status in policy.ACTIVE_STATUSES and f.starts_at > now
+    ]
+    if not others:
+        return []
+    rows = {
+        row.dedupe_key: row
+        for row in session.scalars(
+            sa.select(Reminder).where(
+                Reminder.fraction_id.in_([f.id for f in others]),
+                Reminder.kind == Kind.SAME_DAY,
+            )
+        )
+    }
+    changed = []
+    # A reminder whose time has come is left to the dispatcher: the plan made now leaves it
+    # out only because it is due, not because it is no longer wanted.
+    rows = {key: row for key, row in rows.items() if row.due_at > now}
+    for fraction in others:
+        wanted = {
+            p.dedupe_key: p
+            for p in policy.plan_for_fraction(course, fraction, now=now)
+            if p.kind is Kind.SAME_DAY
+        }
+        for key, row in rows.items():
+            if row.fraction_id != fraction.id or row.fraction_version != fraction.version:
+                continue
+            if key not in wanted and row.status in OPEN_STATUSES and row.send_started_at is None:
+                row.status, row.status_reason, row.updated_at = (
+                    ReminderStatus.SUPERSEDED,
+                    GIVES_WAY_REASON,
+                    now,
+                )
+                changed.append(row)
+            elif (
+                key in wanted
+                and row.status == ReminderStatus.SUPERSEDED
+                and row.status_reason == GIVES_WAY_REASON
+            ):
+                row.status, row.status_reason, row.updated_at = ReminderStatus.PENDING, None, now
+                row.due_at = wanted[key].due_at
+                changed.append(row)
+        changed += write(
+            session, course.patient.id, [p for k, p in wanted.items() if k not in rows]
+        )
+    return changed
+
+
+def held_back_for_consent(row: Reminder) -> bool:
+    """Whether ``row`` was not sent only because consent was missing or withdrawn."""
+    reason = row.status_reason or ""
+    return row.status == ReminderStatus.SUPPRESSED and (
+        reason in _CONSENT_REASONS or reason.startswith(PROVIDER_REFUSED_PREFIX)
+    )
+
+
+def replan_patient_reminders(
+    session: Session, patient_id: int, *, now: datetime, reason: str
+) -> list[Reminder]:
+    """Plan again the reminders of every session still ahead in the patient's active courses.
+
+    Used when the patient may be messaged again (START, consent recorded by staff): a reminder
+    held back for want of consent is reopened at its planned time, one never planned is
+    written, and the ones whose time has passed stay as they are (the policy leaves them out).
+    Each reminder this returns carries ``reason``, so the message timeline shows the re-plan.
+    Commits nothing: the change rides in the caller's transaction.
+    """
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        return []
+    department = session.get(Department, patient.department_id)
+    linacs = linac_names(session)
+    courses = session.scalars(
+        sa.select(Course)
+        .where(Course.patient_id == patient_id, Course.status.not_in(_FINISHED_COURSE_STATUSES))
+        .order_by(Course.id)
+    )
+    planned: list[PlannedReminder] = []
+    for course in courses:
+        snapshot = course_snapshot(session, course, department=department, linacs=linacs)
+        for fraction in snapshot.fractions:
+            planned += policy.plan_for_fraction(snapshot, fraction, now=now)
+    if not planned:
+        return []
+    existing = {
+        row.dedupe_key: row
+        for row in session.scalars(
+            sa.select(Reminder).where(Reminder.dedupe_key.in_([p.dedupe_key for p in planned]))
+        )
+    }
+    reopened = []
+    for p in planned:
+        row = existing.get(p.dedupe_key)
+        if row is None or not held_back_for_consent(row):
+            continue
+        row.status = ReminderStatus.PENDING
+        row.due_at = p.due_at
+        row.context = p.context
+        row.attempts = 0
+        row.next_attempt_at = row.lease_until = row.send_started_at = None
+        row.status_reason = reason
+        row.updated_at = now
+        reopened.append(row)
+    added = write(session, patient_id, [p for p in planned if p.dedupe_key not in existing])
+    for row in added:
+        row.status_reason = reason
+    return reopened + added
+
+
+# Why a reminder planned under an earlier cadence is not sent (it may come back if the cadence
+# is changed back).
+CADENCE_CHANGED_REASON = "the reminder cadence changed"
+
+
+def replan_for_cadence(
+    session: Session,
+    *,
+    now: datetime,
+    department_id: int | None = None,
+    protocol_id: int | None = None,
+) -> list[Reminder]:
+    """Bring the reminders still ahead in line with a department's or a protocol's new cadence.
+
+    Every active course of the department's patients (or under the protocol) is planned
+    again: reminders the cadence no longer wants are taken back, ones it moves get their new
+    time, new ones are written, and ones taken back by an earlier change come back. Reminders
+    already handed to a provider are left as they are. Commits nothing.
+    """
+    query = sa.select(Course).where(Course.status.not_in(_FINISHED_COURSE_STATUSES))
+    if department_id is not None:
+        query = query.join(Patient, Patient.id == Course.patient_id).where(
+            Patient.department_id == department_id
+        )
+    if protocol_id is not None:
+        query = query.where(Course.protocol_id == protocol_id)
+    linacs = linac_names(session)
+    changed: list[Reminder] = []
+    for course in session.scalars(query.order_by(Course.id)):
+        snapshot = course_snapshot(session, course, linacs=linacs)
+        changed += _reconcile_fraction_reminders(session, snapshot, now=now)
+    return changed
+
+
+def _reconcile_fraction_reminders(
+    session: Session, course: CourseSnapshot, *, now: datetime
+) -> list[Reminder]:
+    """Make the open fraction reminders of ``course`` what the policy plans now."""
+    versions = {
+        f.id: f.version
+        for f in course.fractions
+        if f.status in policy.ACTIVE_STATUSES and f.starts_at > now
+    }
+    if not versions:
+        return []
+    wanted = {
+        p.dedupe_key: p
+        for f in course.fractions
+        if f.id in versions
+        for p in policy.plan_for_fraction(course, f, now=now)
+    }
+    rows = session.scalars(
+        sa.select(Reminder).where(
+            Reminder.fraction_id.in_(list(versions)),
+            Reminder.kind.in_(list(policy.FRACTION_REMINDER_KINDS)),
+        )
+    )
+    changed = []
+    for row in rows:
+        if versions.get(row.fraction_id) != row.fraction_version:
+            continue  # an earlier version's: already superseded by the change that made it
+        if row.due_at <= now:
+            continue  # due: the dispatcher has it (a plan made now leaves it out for that alone)
+        planned = wanted.get(row.dedupe_key)
+        open_row = row.status in OPEN_STATUSES and row.send_started_at is None
+        if planned is None and open_row:
+            row.status, row.status_reason = ReminderStatus.SUPERSEDED, CADENCE_CHANGED_REASON
+        elif planned is not None and open_row and row.due_at != planned.due_at:
+            row.due_at = planned.due_at
+        elif (
+            planned is not None
+            and row.status == ReminderStatus.SUPERSEDED
+            and row.status_reason in (CADENCE_CHANGED_REASON, GIVES_WAY_REASON)
+        ):
+            row.status, row.status_reason, row.due_at = (
+                ReminderStatus.PENDING,
+                None,
+                planned.due_at,
+            )
+        else:
+            continue
+        row.updated_at = now
+        changed.append(row)
+    return changed + write(session, course.patient.id, wanted.values())
 
 
 def _after(payload: dict, current: FractionSnapshot | None) -> dict | None:

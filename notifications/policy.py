@@ -6,12 +6,25 @@ always passed in), so every rule is tested directly. The outbox turns the return
 
 Timing rules, all in the PATIENT's zone:
 
-* Fraction reminders (PREP, SAME_DAY) are due an offset before the fraction. The offset is
-  taken on the wall clock, so a day-before reminder for a 09:00 session arrives at 09:00 the day
-  before even across a DST change (a result inside a spring-forward gap is read leniently).
+* Fraction reminders (DAY_BEFORE, SAME_DAY) are due an offset before the fraction; which of
+  them are on and their offsets are the course's cadence (``ReminderSettings``: the
+  department's, overridden per protocol). The offset is taken on the wall clock, so a
+  day-before reminder for a 09:00 session arrives at 09:00 the day before even across a DST
+  change (a result inside a spring-forward gap is read leniently).
 * The message window (default 08:00-21:00) is half-open, ``[window_start, window_end)``. A due
   time outside it moves EARLIER, to one minute before the window closed on the latest allowed
-  day (see :func:`apply_message_window`). It never moves later, so never past the fraction.
+  day (see :func:`apply_message_window`). It never moves past the fraction.
+* Every reminder goes out under a label that is true when it arrives. A DAY_BEFORE reminder is
+  always sent inside the window of the local day before the session: a time outside that day's
+  window is brought to its nearest edge (for a 07:00 session with a 24 h offset: 08:00 the day
+  before, not 20:59 two days before). A SAME_DAY reminder is sent on the session's local day
+  or not at all: when quiet hours would move it to the evening before (an early-morning
+  session), it is merged into that evening's day-before reminder (dropped when the course has
+  day-before reminders, sent as the day-before reminder when it has none).
+* A patient gets at most one reminder per local evening (from ``EVENING_STARTS`` until the
+  window closes): a same-day reminder that would share its evening with the next session's
+  day-before reminder is dropped; the day-before one carries the preparation. The choice
+  depends only on the course's fractions, never on ``now``, so re-planning is stable.
 * A fraction reminder whose window-adjusted time has already passed when it is planned (a
   booking, move or readiness change close to the fraction) is dropped, not sent late. Every
   such plan comes with a notice (the booking confirmation or the change notice) that tells the
@@ -31,7 +44,8 @@ missed). Every planned reminder's ``due_at`` is >= ``now`` and before the fracti
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, time, timedelta
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta
 
 from notifications.types import (
     Channel,
@@ -50,6 +64,11 @@ ACTIVE_STATUSES = frozenset({"tentative", "booked", "confirmed"})
 # Moving a message out of quiet hours lands it this long before the window closes: the latest
 # whole minute that is still inside the window.
 _WINDOW_END_MARGIN = timedelta(minutes=1)
+# Reminders due from this local time until the window closes count as one evening's: a patient
+# gets at most one of them (see the module docstring).
+EVENING_STARTS = time(17, 0)
+# The fraction reminders, in the order a patient receives them before a session.
+FRACTION_REMINDER_KINDS = (Kind.DAY_BEFORE, Kind.SAME_DAY)
 
 
 # --- channels ---------------------------------------------------------------------------------
@@ -136,21 +155,95 @@ def _offset_before(start: datetime, minutes: int, tz: str) -> datetime:
     return due if due < start else start - timedelta(minutes=minutes)
 
 
-def _reminder_due(
-    course: CourseSnapshot, fraction: FractionSnapshot, kind: Kind, now: datetime
-) -> datetime | None:
-    """When a PREP or SAME_DAY reminder for ``fraction`` is due (None: not sent at all)."""
+def _window_on(
+    day: date, tz: str, window_start: time, window_end: time
+) -> tuple[datetime, datetime]:
+    """The first and the last minute of the message window on local ``day``, as UTC instants."""
+    opens = local_to_utc(datetime.combine(day, window_start), tz)
+    last = local_to_utc(datetime.combine(day, window_end), tz) - _WINDOW_END_MARGIN
+    return opens, last
+
+
+def _day_before_at(
+    course: CourseSnapshot, fraction: FractionSnapshot, candidate: datetime
+) -> datetime:
+    """``candidate`` brought inside the window of the local day before ``fraction``'s day."""
+    s = course.settings
+    tz = course.patient.timezone
+    session_day = to_local(fraction.starts_at, tz).date()
+    opens, last = _window_on(session_day - timedelta(days=1), tz, s.window_start, s.window_end)
+    return min(max(candidate, opens), last)
+
+
+def fraction_reminder_times(
+    course: CourseSnapshot, fraction: FractionSnapshot
+) -> dict[Kind, datetime]:
+    """When each fraction reminder of ``fraction`` goes out under the course's cadence.
+
+    Independent of ``now`` (the caller drops what has passed). A same-day reminder that
+    cannot go out on the session's day is merged into the day-before one (see the module
+    docstring); so is one sharing its evening with the next session's day-before reminder.
+    """
     s = course.settings
     tz = course.patient.timezone
     start = fraction.starts_at
-    minutes = s.prep_minutes_before if kind is Kind.PREP else s.same_day_minutes_before
-    placed = apply_message_window(
-        _offset_before(start, minutes, tz),
-        tz=tz,
-        window_start=s.window_start,
-        window_end=s.window_end,
-        deadline=start,
-    )
+    times: dict[Kind, datetime] = {}
+    if s.day_before:
+        times[Kind.DAY_BEFORE] = _day_before_at(
+            course, fraction, _offset_before(start, s.day_before_minutes_before, tz)
+        )
+    if s.same_day:
+        placed = apply_message_window(
+            _offset_before(start, s.same_day_minutes_before, tz),
+            tz=tz,
+            window_start=s.window_start,
+            window_end=s.window_end,
+            deadline=start,
+        )
+        on_the_day = (
+            placed is not None and to_local(placed, tz).date() == to_local(start, tz).date()
+        )
+        if on_the_day and placed is not None:
+            if not _evening_has_a_day_before_reminder(course, fraction, placed):
+                times[Kind.SAME_DAY] = placed
+        elif Kind.DAY_BEFORE not in times:
+            # No day-before reminder to merge into: this one becomes it, under its true label.
+            times[Kind.DAY_BEFORE] = _day_before_at(
+                course, fraction, placed if placed is not None else start
+            )
+    return times
+
+
+def _evening(moment: datetime, course: CourseSnapshot) -> date | None:
+    """The local day whose evening ``moment`` falls in; None when it is not in an evening."""
+    local = to_local(moment, course.patient.timezone)
+    return local.date() if local.time() >= EVENING_STARTS else None
+
+
+def _evening_has_a_day_before_reminder(
+    course: CourseSnapshot, fraction: FractionSnapshot, moment: datetime
+) -> bool:
+    """Whether another session's day-before reminder goes out in ``moment``'s evening."""
+    evening = _evening(moment, course)
+    if evening is None:
+        return False
+    for other in course.fractions:
+        if other.id == fraction.id or other.status not in ACTIVE_STATUSES:
+            continue
+        # Only the day-before reminder can share an evening with a same-day one; computing
+        # it alone (the course reduced to that fraction) never recurses into this check.
+        other_times = fraction_reminder_times(replace(course, fractions=(other,)), other)
+        day_before = other_times.get(Kind.DAY_BEFORE)
+        if day_before is not None and _evening(day_before, course) == evening:
+            return True
+    return False
+
+
+def _reminder_due(
+    course: CourseSnapshot, fraction: FractionSnapshot, kind: Kind, now: datetime
+) -> datetime | None:
+    """When a DAY_BEFORE or SAME_DAY reminder for ``fraction`` is due (None: not sent at all)."""
+    placed = fraction_reminder_times(course, fraction).get(kind)
     if placed is None or placed < now:
         return None  # late: the notice planned with it covers it (see the module docstring)
     return placed
@@ -235,7 +328,7 @@ def _sorted(reminders: Iterable[PlannedReminder]) -> list[PlannedReminder]:
 def plan_for_fraction(
     course: CourseSnapshot, fraction: FractionSnapshot, *, now: datetime
 ) -> list[PlannedReminder]:
-    """PREP and SAME_DAY reminders for ``fraction``'s current version, per allowed channel."""
+    """DAY_BEFORE and SAME_DAY reminders for ``fraction``'s current version, per allowed channel."""
     if not _upcoming(fraction, now):
         return []
     context = {
@@ -245,7 +338,7 @@ def plan_for_fraction(
         "awaiting_readiness": awaiting_readiness(course, fraction),
     }
     planned = []
-    for kind in (Kind.PREP, Kind.SAME_DAY):
+    for kind in FRACTION_REMINDER_KINDS:
         due = _reminder_due(course, fraction, kind, now)
         if due is None:
             continue

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from notifications import outbox
 from notifications.models import InboundMessage, ProviderEvent, Reminder, ReminderStatus
 from notifications.types import Channel
 from scheduler import services
@@ -104,7 +105,9 @@ _GENERIC_CLINIC = {"en": "Your clinic", "es": "Su clinica"}
 # an SMS must not, so such a name is replaced by a neutral one.
 _REVEALING_WORDS = ("cancer", "oncolog", "radiat", "radiother", "sbrt", "tumo", "metasta")
 # Same wording as the send path uses for a number the provider refuses.
-SMS_BLOCKED_PREFIX = "the SMS provider refused this number"
+SMS_BLOCKED_PREFIX = outbox.PROVIDER_REFUSED_PREFIX
+# What the message timeline says about reminders planned again after the patient opted back in.
+REPLANNED_AFTER_START = "planned again: the patient texted START"
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def handle_inbound(
     if action is ReplyAction.OPT_OUT:
         for patient in patients:
             patient.sms_opted_out = True
-        _suppress_pending_sms(session, [p.id for p in patients], "opted out", now)
+        _suppress_pending_sms(session, [p.id for p in patients], outbox.OPTED_OUT_REASON, now)
         if word in _ASK_A_PERSON_WORDS or len(patients) > 1:
             row.needs_attention = True
     elif action is ReplyAction.OPT_IN:
@@ -171,6 +174,11 @@ def handle_inbound(
             # The number just texted us, so whatever made the provider refuse it (invalid,
             # landline, unsubscribed) no longer holds.
             patient.sms_blocked_reason = None
+        # Texts held back while opted out are planned again for the sessions still ahead.
+        for patient in patients:
+            outbox.replan_patient_reminders(
+                session, patient.id, now=now, reason=REPLANNED_AFTER_START
+            )
         row.needs_attention = row.needs_attention or len(patients) > 1
     elif action is ReplyAction.CONFIRM:
         patient = _patient_to_confirm(session, patients, now)

@@ -242,13 +242,13 @@ def _check_and_render(
     )
     patient = snapshot.patient
     if row.channel == Channel.SMS and not patient.sms_allowed:
-        _finish(row, ReminderStatus.SUPPRESSED, "no SMS consent, opted out or number refused", now)
+        _finish(row, ReminderStatus.SUPPRESSED, outbox.NO_SMS_CONSENT_REASON, now)
         return None
     if row.channel == Channel.EMAIL and not patient.email_allowed:
-        _finish(row, ReminderStatus.SUPPRESSED, "no email consent or address", now)
+        _finish(row, ReminderStatus.SUPPRESSED, outbox.NO_EMAIL_CONSENT_REASON, now)
         return None
     window = snapshot.settings
-    if row.kind in (Kind.PREP, Kind.SAME_DAY) and not _in_window(
+    if row.kind in (Kind.DAY_BEFORE, Kind.SAME_DAY) and not _in_window(
         now, patient.timezone, window.window_start, window.window_end
     ):
         # A retry must not wake the patient: it waits for the next window if that still
@@ -343,7 +343,7 @@ def _stale_reason(
     if row.fraction_id is not None:
         if fraction is None or fraction.version != row.fraction_version:
             return "the fraction changed after this message was planned"
-        if row.kind in (Kind.PREP, Kind.SAME_DAY, Kind.CHANGE):
+        if row.kind in (Kind.DAY_BEFORE, Kind.SAME_DAY, Kind.CHANGE):
             if fraction.status not in ACTIVE_FRACTION_STATUSES:
                 return f"the fraction is {fraction.status}"
             if fraction.starts_at <= now:

@@ -191,7 +191,7 @@ def _variants(kind: str, course: CourseSnapshot) -> list[tuple[str, int | None, 
             ("all cancelled", None, {"cancelled": [fraction_facts(f) for f in course.fractions]}),
             ("one cancelled", second.id, {"cancelled": [fraction_facts(second)]}),
         ]
-    if kind in (Kind.PREP, Kind.SAME_DAY):
+    if kind in (Kind.DAY_BEFORE, Kind.SAME_DAY):
         return [("first session", course.fractions[0].id, {})]
     return [("booked", None, {})]
 

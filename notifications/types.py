@@ -13,7 +13,7 @@ from datetime import datetime, time
 
 class Kind(enum.StrEnum):
     CONFIRMATION = "confirmation"  # on booking: every fraction, preparation, link
-    PREP = "prep"  # the day before a fraction: preparation instructions
+    DAY_BEFORE = "day_before"  # the day before a fraction: preparation instructions
     SAME_DAY = "same_day"  # a short reminder a few hours before a fraction
     CHANGE = "change"  # a fraction moved or was rebooked: before -> after
     CANCELLATION = "cancellation"  # a fraction or the whole course was cancelled
@@ -49,10 +49,15 @@ class FractionSnapshot:
 
 @dataclass(frozen=True)
 class ReminderSettings:
-    """Per-protocol offsets and the allowed sending window (patient local time)."""
+    """The reminder cadence (department's, overridden per protocol) and the sending window.
 
-    prep_minutes_before: int = 24 * 60
+    Which fraction reminders are on and their offsets; the window is patient local time.
+    """
+
+    day_before_minutes_before: int = 24 * 60
     same_day_minutes_before: int = 120
+    day_before: bool = True
+    same_day: bool = True
     window_start: time = time(8, 0)
     window_end: time = time(21, 0)
 

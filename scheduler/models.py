@@ -126,6 +126,12 @@ class Department(Base):
     # Patient messages go out only inside this window of the patient's local day.
     message_window_start: Mapped[str] = mapped_column(sa.String(5), default="08:00")
     message_window_end: Mapped[str] = mapped_column(sa.String(5), default="21:00")
+    # Reminder cadence: which fraction reminders go out and how long before each session.
+    # A protocol may override any of these (None there means the department's setting).
+    day_before_reminder: Mapped[bool] = mapped_column(default=True)
+    day_before_reminder_minutes: Mapped[int] = mapped_column(default=24 * 60)
+    same_day_reminder: Mapped[bool] = mapped_column(default=True)
+    same_day_reminder_minutes: Mapped[int] = mapped_column(default=120)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     linacs: Mapped[list[Linac]] = relationship(back_populates="department", order_by="Linac.id")
@@ -216,9 +222,11 @@ class Protocol(Base):
     session_minutes: Mapped[int] = mapped_column(default=45)
     capabilities: Mapped[list] = mapped_column(default=lambda: ["sbrt"])
     prep_instructions: Mapped[str] = mapped_column(sa.Text, default="")
-    # Reminder policy: how long before each fraction the prep and same-day messages are due.
-    prep_reminder_minutes: Mapped[int] = mapped_column(default=24 * 60)
-    same_day_reminder_minutes: Mapped[int] = mapped_column(default=120)
+    # Reminder cadence for this protocol; None means the department's setting.
+    day_before_reminder: Mapped[bool | None]
+    day_before_reminder_minutes: Mapped[int | None]
+    same_day_reminder: Mapped[bool | None]
+    same_day_reminder_minutes: Mapped[int | None]
     active: Mapped[bool] = mapped_column(default=True)
 
 

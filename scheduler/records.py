@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from notifications import outbox
+from notifications.policy import allowed_channels
 from scheduler.errors import FieldError, InvalidInput, NotFound
 from scheduler.models import (
     Base,
@@ -48,6 +50,25 @@ WORD_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # A date of birth before this is a typing slip (1857 for 1957), not a patient.
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+# Reminder offsets, minutes before a session. A day-before reminder goes out on the day before
+# whatever its offset (the policy keeps it inside that day's message window), so offsets past
+# two days say nothing more; a same-day reminder must leave time to act on it yet stay on the day.
+DAY_BEFORE_MINUTES = (6 * 60, 48 * 60)
+SAME_DAY_MINUTES = (15, 12 * 60)
+# Department fields holding its reminder cadence; a protocol has the same ones, null meaning
+# "as the department".
+REMINDER_CADENCE_FIELDS = {
+    "day_before_reminder",
+    "day_before_reminder_minutes",
+    "same_day_reminder",
+    "same_day_reminder_minutes",
+}
+DEFAULT_REMINDER_CADENCE: dict[str, Any] = {
+    "day_before_reminder": True,
+    "day_before_reminder_minutes": 24 * 60,
+    "same_day_reminder": True,
+    "same_day_reminder_minutes": 120,
+}
 
 ModelT = TypeVar("ModelT", bound=Base)
 
@@ -105,6 +126,16 @@ def _bool(errors: _Errors, field: str, value: Any) -> Any:
     if not isinstance(value, bool):
         errors.add(field, "must be true or false")
     return value
+
+
+def _reminder_cadence(errors: _Errors, v: dict[str, Any], *, optional: bool) -> None:
+    """Check the reminder cadence fields in ``v``; ``optional``: null means the department's."""
+    for kind, (lo, hi) in (("day_before", DAY_BEFORE_MINUTES), ("same_day", SAME_DAY_MINUTES)):
+        switch, minutes = f"{kind}_reminder", f"{kind}_reminder_minutes"
+        if not (optional and v.get(switch) is None):
+            _bool(errors, switch, v.get(switch))
+        if not (optional and v.get(minutes) is None):
+            _int(errors, minutes, v.get(minutes), lo=lo, hi=hi)
 
 
 @lru_cache(maxsize=1)
@@ -320,6 +351,7 @@ DEPARTMENT_FIELDS = {
     "holiday_country",
     "holiday_subdivision",
     "opening_hours",
+    *REMINDER_CADENCE_FIELDS,
 }
 DEFAULT_OPENING_HOURS = {str(d): ["07:00", "19:00"] for d in range(5)}
 
@@ -346,6 +378,7 @@ def _validate_department(
                 errors.add("holiday_subdivision", f"is not a subdivision of {country}")
     elif subdivision is not None:
         errors.add("holiday_subdivision", "needs a holiday_country")
+    _reminder_cadence(errors, v, optional=False)
     errors.raise_if_any("department")
     return v
 
@@ -357,25 +390,42 @@ def create_department(session: Session, values: Mapping[str, Any]) -> Department
         None,
         values,
         fields=DEPARTMENT_FIELDS,
-        defaults={"opening_hours": DEFAULT_OPENING_HOURS},
+        defaults={"opening_hours": DEFAULT_OPENING_HOURS, **DEFAULT_REMINDER_CADENCE},
         validate=_validate_department,
         what="department",
     )
 
 
 def update_department(
-    session: Session, department_id: int, changes: Mapping[str, Any]
+    session: Session,
+    department_id: int,
+    changes: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
 ) -> Department:
-    return _upsert(
-        session,
-        Department,
-        department_id,
-        changes,
-        fields=DEPARTMENT_FIELDS,
-        defaults={},
-        validate=_validate_department,
-        what="department",
+    _unknown_fields(changes, DEPARTMENT_FIELDS)
+    department = _get(session, Department, department_id)
+    cleaned = _validate_department(
+        session, {**_current(department, DEPARTMENT_FIELDS), **changes}, department
     )
+    _apply_cadence(session, department, cleaned, now, department_id=department.id)
+    _save(session, department, cleaned, "department")
+    return department
+
+
+def _apply_cadence(
+    session: Session,
+    row: Department | Protocol,
+    cleaned: Mapping[str, Any],
+    now: datetime | None,
+    **which: int,
+) -> None:
+    """A changed reminder cadence re-plans the reminders still ahead, in the same transaction."""
+    if all(getattr(row, name) == cleaned[name] for name in REMINDER_CADENCE_FIELDS):
+        return
+    for name in REMINDER_CADENCE_FIELDS:
+        setattr(row, name, cleaned[name])
+    outbox.replan_for_cadence(session, now=now or datetime.now(UTC), **which)
 
 
 def get_department(session: Session, department_id: int) -> Department:
@@ -518,6 +568,7 @@ PROTOCOL_FIELDS = {
     "capabilities",
     "prep_instructions",
     "active",
+    *REMINDER_CADENCE_FIELDS,
 }
 PROTOCOL_DEFAULTS: dict[str, Any] = {
     "site": "generic",
@@ -533,6 +584,7 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "capabilities": ["sbrt"],
     "prep_instructions": "",
     "active": True,
+    **dict.fromkeys(REMINDER_CADENCE_FIELDS),  # as the department
 }
 
 
@@ -618,6 +670,7 @@ def _validate_protocol(
         errors.add("start_weekdays", "must be a subset of weekdays")
     v["capabilities"] = _words(errors, "capabilities", v.get("capabilities"))
     v["active"] = _bool(errors, "active", v.get("active"))
+    _reminder_cadence(errors, v, optional=True)
 
     if not errors.has("code"):
         clash = sa.select(Protocol.id).where(Protocol.code == v["code"])
@@ -642,17 +695,21 @@ def create_protocol(session: Session, values: Mapping[str, Any]) -> Protocol:
     )
 
 
-def update_protocol(session: Session, protocol_id: int, changes: Mapping[str, Any]) -> Protocol:
-    return _upsert(
-        session,
-        Protocol,
-        protocol_id,
-        changes,
-        fields=PROTOCOL_FIELDS,
-        defaults={},
-        validate=_validate_protocol,
-        what="protocol",
+def update_protocol(
+    session: Session,
+    protocol_id: int,
+    changes: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> Protocol:
+    _unknown_fields(changes, PROTOCOL_FIELDS)
+    protocol = _get(session, Protocol, protocol_id)
+    cleaned = _validate_protocol(
+        session, {**_current(protocol, PROTOCOL_FIELDS), **changes}, protocol
     )
+    _apply_cadence(session, protocol, cleaned, now, protocol_id=protocol.id)
+    _save(session, protocol, cleaned, "protocol")
+    return protocol
 
 
 def get_protocol(session: Session, protocol_id: int) -> Protocol:
@@ -781,8 +838,28 @@ def update_patient(
     cleaned = _validate_patient(
         session, {**_patient_values(patient), **changes}, patient, now=moment
     )
+    reachable_before = _reachable_channels(session, patient)
+    for name, value in cleaned.items():
+        setattr(patient, name, value)
+    if _reachable_channels(session, patient) - reachable_before:
+        # Consent recorded again: the sessions still ahead get their reminders on it, in the
+        # same transaction as the consent.
+        outbox.replan_patient_reminders(
+            session, patient.id, now=moment, reason=REPLANNED_AFTER_CONSENT
+        )
     _save(session, patient, cleaned, "patient")
     return patient
+
+
+# What the message timeline says about reminders planned when staff record consent again.
+REPLANNED_AFTER_CONSENT = "planned again: consent recorded by staff"
+
+
+def _reachable_channels(session: Session, patient: Patient) -> set[str]:
+    department = session.get(Department, patient.department_id)
+    if department is None:
+        return set()
+    return set(allowed_channels(outbox.patient_snapshot(patient, department)))
 
 
 def get_patient(session: Session, patient_id: int) -> Patient:

@@ -1,7 +1,7 @@
 """patient date of birth
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-05 14:30:00.000000
 """
 

@@ -278,10 +278,10 @@ def test_a_reminder_whose_fraction_moved_after_its_claim_is_never_sent(
                 sa.select(Reminder.id, Reminder.kind).where(Reminder.fraction_id == fraction.id)
             )
         }
-    target = stale["prep"]
-    # The fraction's same-day reminder stays days away; its prep reminder comes due last of all,
-    # so its send task waits at the back of the queue.
-    due = [i for i in ids if i != stale["same_day"]]
+    target = stale["day_before"]
+    # The fraction's same-day reminder (if any) stays days away; its day-before reminder comes
+    # due last of all, so its send task waits at the back of the queue.
+    due = [i for i in ids if i != stale.get("same_day")]
     now = datetime.now(UTC)
     pipeline = _running(make_pipeline, redis_broker, engine, due)
     fake_twilio.program(delay=4.0, times=4)  # holds every pool process for four seconds
@@ -295,7 +295,9 @@ def test_a_reminder_whose_fraction_moved_after_its_claim_is_never_sent(
             ).one()
         return len(waiting) == 4 and row == (ReminderStatus.CLAIMED, None)
 
-    pipeline.wait_for("the prep reminder claimed, its task queued", claimed_and_waiting, timeout=30)
+    pipeline.wait_for(
+        "the day-before reminder claimed, its task queued", claimed_and_waiting, timeout=30
+    )
     with sessions() as session:
         moved_at = datetime.now(UTC)
         slot = next(
@@ -316,8 +318,9 @@ def test_a_reminder_whose_fraction_moved_after_its_claim_is_never_sent(
             .tuples()
             .all()
         )
-    assert {"change", "prep"} <= set(new), new
-    # The superseding reminders (the new prep and the change notice, and the same-day one) go now.
+    assert {"change", "day_before"} <= set(new), new
+    # The superseding reminders (the new day-before reminder, the change notice and any
+    # same-day one) go now.
     make_due(engine, list(new.values()), datetime.now(UTC))
     expected = [i for i in due if i != target] + list(new.values())
 

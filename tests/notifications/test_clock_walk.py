@@ -98,7 +98,7 @@ def test_walking_the_clock_through_a_dst_week_sends_each_reminder_at_its_local_t
         fraction_day = datetime.fromisoformat(row.context["starts_at"]).astimezone(ZONE).date()
         # The same wall-clock time whichever side of the change: the day before at 14:00 for
         # the preparation reminder, 12:00 on the day (two hours ahead) for the same-day one.
-        expected = {"prep": (fraction_day - timedelta(days=1), time(14, 0)),
+        expected = {"day_before": (fraction_day - timedelta(days=1), time(14, 0)),
                     "same_day": (fraction_day, time(12, 0))}[row.kind]  # fmt: skip
         assert (local.date(), local.time().replace(tzinfo=None)) == expected, row.kind
 
@@ -117,7 +117,7 @@ def test_a_retry_at_the_window_edge_goes_at_once_or_waits_for_the_morning(
         _book(session, days, booked_at)
         prep = session.scalars(
             sa.select(Reminder)
-            .where(Reminder.kind == "prep", Reminder.channel == "sms")
+            .where(Reminder.kind == "day_before", Reminder.channel == "sms")
             .order_by(Reminder.due_at)
         ).first()
         fraction_day = datetime.fromisoformat(prep.context["starts_at"]).astimezone(ZONE).date()

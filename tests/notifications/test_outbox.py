@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from scheduler.services import Placement
 from tests import factories as f
 
 NOW = f.MONDAY
+ZONE = ZoneInfo("America/New_York")  # the test department's and its patients' zone
 
 
 def _book(session, w, **patient):
@@ -45,7 +47,11 @@ def test_booking_writes_confirmation_and_reminders_for_each_fraction(session):
     rows = _reminders(session)
     kinds = sorted(r.kind for r in rows)
     assert kinds.count("confirmation") == 1
-    assert kinds.count("prep") == 5 and kinds.count("same_day") == 5
+    assert kinds.count("day_before") == 5
+    # The first free slots open the day at 07:00: a same-day reminder would be due before the
+    # message window opens, so the day-before reminder is the only one each session gets.
+    starts = {r.fraction.starts_at.astimezone(ZONE).time() for r in rows if r.fraction}
+    assert starts == {time(7, 0)} and kinds.count("same_day") == 0
     assert {r.channel for r in rows} == {"sms"}
     assert all(r.status == ReminderStatus.PENDING for r in rows)
     assert len({r.dedupe_key for r in rows}) == len(rows)
@@ -93,7 +99,8 @@ def test_moving_supersedes_old_reminders_and_queues_a_change_notice(session):
     old = [r for r in rows if r.fraction_version == 1]
     new = [r for r in rows if r.fraction_version == 2]
     assert old and all(r.status == ReminderStatus.SUPERSEDED for r in old)
-    assert sorted(r.kind for r in new) == ["change", "prep", "same_day"]
+    same_day = [] if target.start.astimezone(ZONE).time() < time(10, 0) else ["same_day"]
+    assert sorted(r.kind for r in new) == ["change", "day_before", *same_day]
     (notice,) = [r for r in new if r.kind == "change"]
     assert notice.context["before"]["starts_at"] != notice.context["after"]["starts_at"]
 

@@ -16,6 +16,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from notifications.policy import (
+    EVENING_STARTS,
+    FRACTION_REMINDER_KINDS,
     allowed_channels,
     apply_message_window,
     in_message_window,
@@ -253,7 +255,7 @@ def test_booking_plan_for_a_five_fraction_course() -> None:
     assert [r.due_at for r in confirmations] == [now]
     assert confirmations[0].dedupe_key == "course:7:confirmation:42:sms"
     assert confirmations[0].fraction_id is None
-    preps = by_kind(plan, Kind.PREP, Channel.EMAIL)
+    preps = by_kind(plan, Kind.DAY_BEFORE, Channel.EMAIL)
     assert [r.due_at for r in preps] == [s - timedelta(days=1) for s in starts]
     same_day = by_kind(plan, Kind.SAME_DAY)
     assert [r.due_at for r in same_day] == [s - timedelta(hours=2) for s in starts]
@@ -262,11 +264,52 @@ def test_booking_plan_for_a_five_fraction_course() -> None:
     assert len({r.dedupe_key for r in plan}) == len(plan)
 
 
-def test_same_day_reminder_before_the_window_moves_to_the_previous_evening() -> None:
-    start = ny(2026, 6, 16, 8, 30)  # 2 h before is 06:30: quiet
+def test_same_day_reminder_that_cannot_go_out_on_the_day_is_merged_into_the_day_before_one() -> (
+    None
+):
+    start = ny(2026, 6, 16, 8, 30)  # 2 h before is 06:30: quiet, and 20:59 is the evening before
     plan = plan_for_fraction(course([start]), course([start]).fractions[0], now=ny(2026, 6, 1))
-    assert by_kind(plan, Kind.SAME_DAY)[0].due_at == ny(2026, 6, 15, 20, 59)
-    assert by_kind(plan, Kind.PREP)[0].due_at == ny(2026, 6, 15, 8, 30)
+    assert by_kind(plan, Kind.SAME_DAY) == []
+    assert [r.due_at for r in by_kind(plan, Kind.DAY_BEFORE)] == [ny(2026, 6, 15, 8, 30)]
+
+
+def test_without_day_before_reminders_an_early_session_gets_one_under_its_true_label() -> None:
+    start = ny(2026, 6, 16, 8, 30)
+    c = course([start], reminder_settings=ReminderSettings(day_before=False))
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    assert by_kind(plan, Kind.SAME_DAY) == []
+    assert [r.due_at for r in by_kind(plan, Kind.DAY_BEFORE, Channel.SMS)] == [
+        ny(2026, 6, 15, 20, 59)
+    ]
+
+
+def test_a_day_before_reminder_is_sent_on_the_day_before_inside_its_window() -> None:
+    early = ny(2026, 6, 16, 7, 0)  # 24 h before is 07:00 the day before: quiet
+    c = course([early])
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    # Not 20:59 two evenings before, which would not be "the day before" any more.
+    assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == ny(2026, 6, 15, 8, 0)
+    late = ny(2026, 6, 16, 10, 0)
+    c = course([late], reminder_settings=ReminderSettings(day_before_minutes_before=48 * 60))
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == ny(2026, 6, 15, 8, 0)
+    c = course([late], reminder_settings=ReminderSettings(day_before_minutes_before=12 * 60))
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == ny(2026, 6, 15, 20, 59)
+
+
+def test_a_same_day_reminder_gives_way_to_the_next_sessions_day_before_one_in_the_evening() -> None:
+    # 20:00 Monday (same-day at 18:00) then 18:30 Tuesday (day-before at 18:30 Monday).
+    starts = [ny(2026, 6, 15, 20, 0), ny(2026, 6, 16, 18, 30)]
+    c = course(starts)
+    plan = plan_for_booking(c, now=ny(2026, 6, 1), event_id=1)
+    sms = [r for r in plan if r.channel is Channel.SMS and r.kind in FRACTION_REMINDER_KINDS]
+    monday_evening = [r for r in sms if to_local(r.due_at, NY).date() == date(2026, 6, 15)]
+    assert [(r.kind, r.fraction_id) for r in monday_evening] == [(Kind.DAY_BEFORE, 102)]
+    # Its same-day reminder comes back when the next session no longer shares the evening.
+    c = course([starts[0], ny(2026, 6, 17, 18, 30)])
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    assert [r.due_at for r in by_kind(plan, Kind.SAME_DAY, Channel.SMS)] == [ny(2026, 6, 15, 18)]
 
 
 def test_prep_offset_is_wall_clock_across_dst() -> None:
@@ -277,16 +320,16 @@ def test_prep_offset_is_wall_clock_across_dst() -> None:
     for start, expected in ((spring, ny(2026, 3, 7, 10)), (fall, ny(2026, 10, 31, 10))):
         c = course([start])
         plan = plan_for_fraction(c, c.fractions[0], now=start - timedelta(days=10))
-        assert by_kind(plan, Kind.PREP)[0].due_at == expected
+        assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == expected
         assert by_kind(plan, Kind.SAME_DAY)[0].due_at == start - timedelta(hours=2)
 
 
 def test_offsets_come_from_the_protocol_settings() -> None:
     start = ny(2026, 6, 16, 14, 0)
-    s = ReminderSettings(prep_minutes_before=48 * 60, same_day_minutes_before=180)
+    s = ReminderSettings(day_before_minutes_before=26 * 60, same_day_minutes_before=180)
     c = course([start], reminder_settings=s)
     plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
-    assert by_kind(plan, Kind.PREP)[0].due_at == ny(2026, 6, 14, 14)
+    assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == ny(2026, 6, 15, 12)
     assert by_kind(plan, Kind.SAME_DAY)[0].due_at == ny(2026, 6, 16, 11)
 
 
@@ -294,8 +337,10 @@ def test_window_uses_the_patients_zone_not_the_departments() -> None:
     start = ny(2026, 6, 16, 9, 0)  # 06:00 in Los Angeles
     c = course([start], pat=patient(timezone=LA))
     plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
-    # 2 h before is 04:00 LA: moved to 20:59 LA the previous day (23:59 New York).
-    assert by_kind(plan, Kind.SAME_DAY)[0].due_at == ny(2026, 6, 15, 23, 59)
+    # 2 h before is 04:00 LA, too early on the day: merged into the day-before reminder, which
+    # is moved from 06:00 LA into the window (08:00 LA, 11:00 New York).
+    assert by_kind(plan, Kind.SAME_DAY) == []
+    assert by_kind(plan, Kind.DAY_BEFORE)[0].due_at == ny(2026, 6, 15, 11, 0)
 
 
 def test_nothing_for_past_started_or_inactive_fractions() -> None:
@@ -474,7 +519,9 @@ def test_first_fraction_awaits_readiness_until_the_course_is_ready() -> None:
     for ready in (False, True):
         plan = plan_for_booking(course(starts, ready=ready), now=now, event_id=1)
         flags = {
-            r.fraction_id: r.context["awaiting_readiness"] for r in plan if r.kind is Kind.PREP
+            r.fraction_id: r.context["awaiting_readiness"]
+            for r in plan
+            if r.kind is Kind.DAY_BEFORE
         }
         assert flags == {101: not ready, 102: False}
         assert by_kind(plan, Kind.CONFIRMATION)[0].context["awaiting_readiness"] is (not ready)
@@ -484,7 +531,7 @@ def test_first_fraction_awaits_readiness_until_the_course_is_ready() -> None:
 
 
 @st.composite
-def courses(draw, *, first_after: datetime | None = None):
+def courses(draw, *, first_after: datetime | None = None, any_cadence: bool = False):
     tz = draw(st.sampled_from(ZONES))
     start_day = draw(st.sampled_from(DST_DAYS))
     count = draw(st.integers(1, 5))
@@ -492,10 +539,12 @@ def courses(draw, *, first_after: datetime | None = None):
     minutes = draw(st.lists(st.integers(0, 24 * 60 - 1), min_size=count, max_size=count))
     window_start, window_end = draw(windows)
     reminder_settings = ReminderSettings(
-        prep_minutes_before=draw(st.sampled_from([12 * 60, 24 * 60, 36 * 60, 48 * 60])),
+        day_before_minutes_before=draw(st.sampled_from([12 * 60, 24 * 60, 36 * 60, 48 * 60])),
         same_day_minutes_before=draw(st.sampled_from([60, 120, 180])),
         window_start=window_start,
         window_end=window_end,
+        day_before=draw(st.booleans()) if any_cadence else True,
+        same_day=draw(st.booleans()) if any_cadence else True,
     )
     fractions = []
     day = start_day
@@ -537,15 +586,16 @@ def test_booked_ahead_every_reminder_is_in_the_window_and_before_its_fraction(
     assert {r.channel for r in plan} == set(channels)
     if Channel.SMS in channels:
         assert c.patient.sms_allowed and c.patient.phone_e164
-    # Exactly one of each kind per fraction per channel, and one confirmation per channel.
+    # One confirmation per channel, a day-before reminder per fraction per channel, and at
+    # most one same-day reminder (those that cannot go out on the day are merged).
     counts = Counter((r.kind, r.fraction_id, r.channel) for r in plan)
     expected = {(Kind.CONFIRMATION, None, ch) for ch in channels} | {
-        (kind, f.id, ch)
-        for f in c.fractions
-        for kind in (Kind.PREP, Kind.SAME_DAY)
-        for ch in channels
+        (Kind.DAY_BEFORE, f.id, ch) for f in c.fractions for ch in channels
     }
-    assert set(counts) == expected
+    assert expected <= set(counts)
+    assert set(counts) - expected <= {
+        (Kind.SAME_DAY, f.id, ch) for f in c.fractions for ch in channels
+    }
     assert set(counts.values()) <= {1}
 
     starts = {f.id: f.starts_at for f in c.fractions}
@@ -554,11 +604,15 @@ def test_booked_ahead_every_reminder_is_in_the_window_and_before_its_fraction(
         assert in_window(c, r.due_at), (r, to_local(r.due_at, c.patient.timezone))
         if r.fraction_id is not None:
             assert r.due_at < starts[r.fraction_id]
-            # Never later than the nominal offset: quiet hours only move messages earlier.
-            s = c.settings
-            minutes = s.prep_minutes_before if r.kind is Kind.PREP else s.same_day_minutes_before
-            nominal_latest = starts[r.fraction_id] - timedelta(minutes=minutes - 60)
-            assert r.due_at <= nominal_latest  # within a DST hour of the wall-clock offset
+            session_day = to_local(starts[r.fraction_id], c.patient.timezone).date()
+            sent_day = to_local(r.due_at, c.patient.timezone).date()
+            if r.kind is Kind.SAME_DAY:
+                # Never later than the nominal offset: quiet hours only move it earlier.
+                lead = timedelta(minutes=c.settings.same_day_minutes_before - 60)
+                assert r.due_at <= starts[r.fraction_id] - lead  # within a DST hour
+                assert sent_day == session_day
+            else:
+                assert sent_day == session_day - timedelta(days=1)
 
 
 @settings(max_examples=300, deadline=None)
@@ -615,3 +669,96 @@ def test_change_notices_are_never_after_the_earlier_appointment(
     assert {r.channel for r in plan} == set(allowed_channels(c.patient))
     for r in plan:
         assert now <= r.due_at < min(ahead)
+
+
+# --- cadence: one reminder text per evening, true labels ----------------------------------------
+
+
+def _evening_of(c: CourseSnapshot, instant: datetime) -> date | None:
+    local = to_local(instant, c.patient.timezone)
+    return local.date() if local.time() >= EVENING_STARTS else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(courses(any_cadence=True), st.integers(0, 10 * 24 * 60))
+def test_at_most_one_reminder_text_per_evening_and_no_same_day_reminder_on_another_day(
+    c: CourseSnapshot, lead_minutes: int
+) -> None:
+    now = c.fractions[0].starts_at - timedelta(minutes=lead_minutes)
+    plan = plan_for_booking(c, now=now, event_id=5)
+    tz = c.patient.timezone
+    starts = {f.id: f.starts_at for f in c.fractions}
+    texts = [r for r in plan if r.channel is Channel.SMS and r.kind in FRACTION_REMINDER_KINDS]
+    evenings = Counter(_evening_of(c, r.due_at) for r in texts)
+    evenings.pop(None, None)
+    assert set(evenings.values()) <= {1}, [(r.kind, to_local(r.due_at, tz)) for r in texts]
+    for r in plan:
+        if r.kind is Kind.SAME_DAY:
+            assert c.settings.same_day
+            assert to_local(r.due_at, tz).date() == to_local(starts[r.fraction_id], tz).date()
+        if r.kind is Kind.DAY_BEFORE:
+            sent_day = to_local(r.due_at, tz).date()
+            assert sent_day == to_local(starts[r.fraction_id], tz).date() - timedelta(days=1)
+    if not (c.settings.day_before or c.settings.same_day):
+        assert not [r for r in plan if r.kind in FRACTION_REMINDER_KINDS]
+
+
+@pytest.mark.parametrize("tz", [NY, MADRID])
+@pytest.mark.parametrize(
+    "monday",
+    [date(2026, 3, 2), date(2026, 3, 9), date(2026, 10, 26), date(2026, 11, 2), date(2026, 6, 15)],
+)
+@pytest.mark.parametrize("session_time", [time(7, 0), time(8, 30), time(9, 45)])
+def test_a_morning_monday_to_friday_course_gets_one_reminder_per_session_and_evening(
+    tz: str, monday: date, session_time: time
+) -> None:
+    starts = [
+        local_to_utc(datetime.combine(monday + timedelta(days=i), session_time), tz)
+        for i in range(5)
+    ]
+    c = course(starts, pat=patient(timezone=tz))
+    plan = plan_for_booking(c, now=starts[0] - timedelta(days=7), event_id=1)
+    for channel in Channel:
+        sent = [r for r in plan if r.channel is channel]
+        # A confirmation and one day-before reminder per session: 6. The previous policy
+        # planned 11 (it also sent each "same day" reminder at 20:59 the evening before).
+        assert len(sent) == 6, [(r.kind, to_local(r.due_at, tz)) for r in sent]
+        assert Counter(r.kind for r in sent) == {Kind.CONFIRMATION: 1, Kind.DAY_BEFORE: 5}
+    texts = [r for r in plan if r.channel is Channel.SMS and r.kind is Kind.DAY_BEFORE]
+    days = [to_local(r.due_at, tz).date() for r in texts]
+    assert days == [monday + timedelta(days=i - 1) for i in range(5)]
+
+
+@pytest.mark.parametrize("tz", [NY, MADRID])
+@pytest.mark.parametrize("monday", [date(2026, 3, 2), date(2026, 10, 26), date(2026, 6, 15)])
+def test_an_afternoon_course_keeps_both_reminders_of_each_session(tz: str, monday: date) -> None:
+    starts = [
+        local_to_utc(datetime.combine(monday + timedelta(days=i), time(14, 0)), tz)
+        for i in range(5)
+    ]
+    c = course(starts, pat=patient(timezone=tz))
+    plan = plan_for_booking(c, now=starts[0] - timedelta(days=7), event_id=1)
+    sms = [r for r in plan if r.channel is Channel.SMS]
+    assert Counter(r.kind for r in sms) == {
+        Kind.CONFIRMATION: 1,
+        Kind.DAY_BEFORE: 5,
+        Kind.SAME_DAY: 5,
+    }
+    assert {to_local(r.due_at, tz).time() for r in by_kind(plan, Kind.SAME_DAY)} == {time(12, 0)}
+
+
+@pytest.mark.parametrize(
+    ("cadence", "kinds"),
+    [
+        (ReminderSettings(day_before=False), {Kind.SAME_DAY}),
+        (ReminderSettings(same_day=False), {Kind.DAY_BEFORE}),
+        (ReminderSettings(day_before=False, same_day=False), set()),
+        (ReminderSettings(), {Kind.DAY_BEFORE, Kind.SAME_DAY}),
+    ],
+)
+def test_the_cadence_says_which_reminders_a_session_gets(
+    cadence: ReminderSettings, kinds: set[Kind]
+) -> None:
+    c = course([ny(2026, 6, 16, 14, 0)], reminder_settings=cadence)
+    plan = plan_for_fraction(c, c.fractions[0], now=ny(2026, 6, 1))
+    assert {r.kind for r in plan} == kinds

@@ -100,7 +100,7 @@ def test_a_reminder_whose_fraction_moved_after_the_claim_is_never_sent(
     channels = sending.Channels(sms=_twilio(fake_twilio), email=LocalOutboxChannel())
     first = services.list_fractions(session, start=NOW, end=NOW + timedelta(days=40))[0]
     prep = session.scalars(
-        sa.select(Reminder).where(Reminder.fraction_id == first.id, Reminder.kind == "prep")
+        sa.select(Reminder).where(Reminder.fraction_id == first.id, Reminder.kind == "day_before")
     ).one()
     due = prep.due_at + timedelta(minutes=1)
     assert prep.id in outbox.claim_due(session, now=due)
@@ -236,7 +236,7 @@ def test_a_retry_outside_the_message_window_waits_for_the_morning_or_is_dropped(
     first.starts_at = datetime.combine(day, local_start, zone).astimezone(UTC)
     first.ends_at = first.starts_at + length
     prep = session.scalars(
-        sa.select(Reminder).where(Reminder.fraction_id == first.id, Reminder.kind == "prep")
+        sa.select(Reminder).where(Reminder.fraction_id == first.id, Reminder.kind == "day_before")
     ).one()
     late = datetime.combine(day - timedelta(days=1), time(22, 0), zone).astimezone(UTC)
     prep.status, prep.lease_until = ReminderStatus.CLAIMED, late + timedelta(minutes=5)

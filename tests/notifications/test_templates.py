@@ -175,7 +175,7 @@ def test_every_sms_fits_one_gsm7_segment_without_diagnosis_words(
             assert LINK in text, where
             assert gsm7_fold(clinic) in text, where
             assert given not in text, where
-            if not ready and reminder.kind in (Kind.CONFIRMATION, Kind.PREP, Kind.SAME_DAY):
+            if not ready and reminder.kind in (Kind.CONFIRMATION, Kind.DAY_BEFORE, Kind.SAME_DAY):
                 assert not NOT_FINAL_WORDS.search(text), where
                 assert "provisional" in text, where
             rendered += 1
@@ -263,7 +263,7 @@ def test_every_email_renders_subject_text_and_html(language: str, ready: bool) -
         assert f'<html lang="{language}">' in msg.html, where
         assert "Maximiliana-Josefina" in msg.text and LINK in msg.text and LINK in msg.html
         assert "{{" not in msg.text + msg.html, where
-        awaiting_kinds = (Kind.CONFIRMATION, Kind.PREP, Kind.SAME_DAY, Kind.CHANGE)
+        awaiting_kinds = (Kind.CONFIRMATION, Kind.DAY_BEFORE, Kind.SAME_DAY, Kind.CHANGE)
         if not ready and reminder.kind in awaiting_kinds:
             for part in (msg.subject, msg.text, msg.html):
                 assert not NOT_FINAL_WORDS.search(part), (where, part)
@@ -289,20 +289,22 @@ def test_awaiting_readiness_is_worded_as_provisional() -> None:
     c = course("en", [ny(2026, 6, 15, 10, 30), ny(2026, 6, 17, 10, 30)], ready=False)
     plan = plan_for_booking(c, now=ny(2026, 6, 1), event_id=1)
     by_key = {(r.kind, r.fraction_id, r.channel): r for r in plan}
-    first_prep = by_key[(Kind.PREP, 101, Channel.EMAIL)]
-    second_prep = by_key[(Kind.PREP, 102, Channel.EMAIL)]
+    first_prep = by_key[(Kind.DAY_BEFORE, 101, Channel.EMAIL)]
+    second_prep = by_key[(Kind.DAY_BEFORE, 102, Channel.EMAIL)]
     assert (
         "provisional"
-        in render("prep", "email", "en", message_context(c, first_prep, link=LINK)).text
+        in render("day_before", "email", "en", message_context(c, first_prep, link=LINK)).text
     )
     assert (
         "provisional"
-        not in render("prep", "email", "en", message_context(c, second_prep, link=LINK)).text
+        not in render("day_before", "email", "en", message_context(c, second_prep, link=LINK)).text
     )
     # Readiness recorded after planning: the wording follows the course as it is now.
     ready_now = replace(c, ready_to_treat=True)
     assert first_prep.context["awaiting_readiness"] is True
-    text = render("prep", "email", "en", message_context(ready_now, first_prep, link=LINK)).text
+    text = render(
+        "day_before", "email", "en", message_context(ready_now, first_prep, link=LINK)
+    ).text
     assert "provisional" not in text
 
 

@@ -170,7 +170,7 @@ def test_admin_manages_records_users_and_tokens_and_sees_them_in_the_audit_log(
         "weekdays": ["0", "1", "2", "3", "4"],
         "capabilities": ["sbrt"],
         "active": "on",
-        "prep_reminder_minutes": "1440",
+        "day_before_reminder_minutes": "1440",
         "same_day_reminder_minutes": "120",
         "prep_instructions": "Bring your inhalers.",
     }

@@ -48,7 +48,7 @@ def _reminder(
 ) -> int:
     row = Reminder(
         dedupe_key=f"test:{course_id}:{n}",
-        kind="prep",
+        kind="day_before",
         channel="sms",
         patient_id=patient_id,
         course_id=course_id,

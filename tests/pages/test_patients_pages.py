@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
+from notifications.models import Reminder
 from scheduler import services
 from scheduler.models import AuditEntry, Course, Downtime, Fraction, Patient
 from tests.api.conftest import Seed
@@ -215,7 +216,17 @@ def test_create_course_and_book_a_proposal(
     assert booked.status_code == 302
     page = _html(client.get(booked.headers["Location"]))
     assert "Booked 5 fractions" in page
-    assert "Queued messages: 1 confirmation (SMS), 10 reminders (SMS)." in page
+    # A day-before reminder per session, and a same-day one for each session late enough in
+    # the day for it to go out on the day (the proposals' times depend on the free slots).
+    queued = re.search(r"Queued messages: 1 confirmation \(SMS\), (\d+) reminders \(SMS\)\.", page)
+    assert queued is not None and 5 <= int(queued.group(1)) <= 10
+    reminders = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(Reminder)
+        .where(Reminder.course_id == course_id, Reminder.fraction_id.is_not(None))
+    )
+    db.rollback()
+    assert int(queued.group(1)) == reminders
     assert "awaiting readiness" in page
     rows = re.findall(r'<tr class="status-(\w+)">\s*<th scope="row">(\d)/5', page)
     assert [n for _, n in rows] == ["1", "2", "3", "4", "5"]

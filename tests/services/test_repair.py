@@ -134,7 +134,7 @@ def test_a_cancelled_fraction_leaves_the_course_incomplete_until_rebooked(sessio
     assert event.fraction_id == new.id and event.payload["replaces"] == third.id
     # The patient hears about the new session and gets its reminders.
     kinds = set(session.scalars(sa.select(Reminder.kind).where(Reminder.fraction_id == new.id)))
-    assert "change" in kinds and "prep" in kinds
+    assert "change" in kinds and "day_before" in kinds
 
 
 def test_rebooking_places_exactly_the_missing_fractions_within_the_rules(session):

@@ -48,6 +48,7 @@ def get_department(department_id: int):
     tag="Departments", role=ADMIN, body=s.DepartmentPatch, response=s.DepartmentOut,
 )  # fmt: skip
 def update_department(department_id: int, body: s.DepartmentPatch):
+    """A changed reminder cadence re-plans the reminders still ahead of its patients."""
     return records.update_department(get_session(), department_id, _set(body))
 
 
@@ -143,7 +144,8 @@ def get_protocol(protocol_id: int):
     role=ADMIN, body=s.ProtocolPatch, response=s.ProtocolOut,
 )  # fmt: skip
 def update_protocol(protocol_id: int, body: s.ProtocolPatch):
-    """Changes apply to future bookings; booked courses keep their placements."""
+    """Changes apply to future bookings; booked courses keep their placements. A changed
+    reminder cadence re-plans the reminders still ahead of the courses under it."""
     return records.update_protocol(get_session(), protocol_id, _set(body))
 
 
@@ -196,5 +198,6 @@ def get_patient(patient_id: int):
     role=SCHEDULER, body=s.PatientPatch, response=s.PatientOut,
 )  # fmt: skip
 def update_patient(patient_id: int, body: s.PatientPatch):
-    """Giving SMS consent records its time; it needs a phone number."""
+    """Giving SMS consent records its time; it needs a phone number. Consent given again
+    plans the reminders of the sessions still ahead."""
     return records.update_patient(get_session(), patient_id, _set(body))

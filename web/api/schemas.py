@@ -66,6 +66,24 @@ OpeningHours = Annotated[
     ),
 ]
 Text = Annotated[str, Field(max_length=5000)]
+DayBeforeMinutes = Annotated[
+    int,
+    Field(
+        ge=records.DAY_BEFORE_MINUTES[0],
+        le=records.DAY_BEFORE_MINUTES[1],
+        description="Minutes before each session; the reminder always goes out on the day "
+        "before, inside the message window",
+    ),
+]
+SameDayMinutes = Annotated[
+    int,
+    Field(
+        ge=records.SAME_DAY_MINUTES[0],
+        le=records.SAME_DAY_MINUTES[1],
+        description="Minutes before each session; a reminder that cannot go out on the day "
+        "(quiet hours) is merged into the day-before one",
+    ),
+]
 
 
 def _storable_text(value: Any) -> Any:
@@ -126,6 +144,10 @@ class DepartmentIn(Input):
     holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
     opening_hours: OpeningHours | None = None
+    day_before_reminder: bool = True
+    day_before_reminder_minutes: DayBeforeMinutes = 24 * 60
+    same_day_reminder: bool = True
+    same_day_reminder_minutes: SameDayMinutes = 120
 
 
 class DepartmentPatch(Input):
@@ -135,6 +157,10 @@ class DepartmentPatch(Input):
     holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
     opening_hours: OpeningHours | None = None
+    day_before_reminder: bool | None = None
+    day_before_reminder_minutes: DayBeforeMinutes | None = None
+    same_day_reminder: bool | None = None
+    same_day_reminder_minutes: SameDayMinutes | None = None
 
 
 class DepartmentOut(Output):
@@ -145,6 +171,10 @@ class DepartmentOut(Output):
     holiday_country: str | None
     holiday_subdivision: str | None
     opening_hours: dict[str, list[str]]
+    day_before_reminder: bool
+    day_before_reminder_minutes: int
+    same_day_reminder: bool
+    same_day_reminder_minutes: int
     created_at: datetime
 
 
@@ -310,6 +340,9 @@ OverallDays = Annotated[int, Field(ge=1, le=90)]
 Hours = Annotated[float, Field(ge=0, le=336)]
 
 
+AS_DEPARTMENT = "null: as the department"
+
+
 class ProtocolIn(Input):
     code: Annotated[str, Field(min_length=1, max_length=50)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -327,6 +360,10 @@ class ProtocolIn(Input):
     capabilities: Annotated[list[Word], Field(max_length=20)] = ["sbrt"]
     prep_instructions: Text = ""
     active: bool = True
+    day_before_reminder: Annotated[bool | None, Field(description=AS_DEPARTMENT)] = None
+    day_before_reminder_minutes: DayBeforeMinutes | None = None
+    same_day_reminder: Annotated[bool | None, Field(description=AS_DEPARTMENT)] = None
+    same_day_reminder_minutes: SameDayMinutes | None = None
 
 
 class ProtocolPatch(Input):
@@ -346,6 +383,10 @@ class ProtocolPatch(Input):
     capabilities: Annotated[list[Word], Field(max_length=20)] | None = None
     prep_instructions: Text | None = None
     active: bool | None = None
+    day_before_reminder: Annotated[bool | None, Field(description=AS_DEPARTMENT)] = None
+    day_before_reminder_minutes: DayBeforeMinutes | None = None
+    same_day_reminder: Annotated[bool | None, Field(description=AS_DEPARTMENT)] = None
+    same_day_reminder_minutes: SameDayMinutes | None = None
 
 
 class ProtocolQuery(Query):
@@ -370,6 +411,10 @@ class ProtocolOut(Output):
     capabilities: list[str]
     prep_instructions: str
     active: bool
+    day_before_reminder: bool | None
+    day_before_reminder_minutes: int | None
+    same_day_reminder: bool | None
+    same_day_reminder_minutes: int | None
 
 
 # --- patients -------------------------------------------------------------------------------

@@ -367,6 +367,7 @@ def _department_values(department: Department) -> dict[str, Any]:
         "message_window_start": department.message_window_start,
         "message_window_end": department.message_window_end,
         **_hours_values(department.opening_hours),
+        **_cadence_values(department),
     }
 
 
@@ -414,8 +415,10 @@ def department(department_id: int):
     values["message_window_start"] = values["message_window_start"][:5]
     values["message_window_end"] = values["message_window_end"][:5]
     values.update(_hours_form_values(form))
+    values.update(_cadence_form_values(form, _cadence_values(row)))
     errors: Errors = {}
     hours = _hours_from_values(values, errors)
+    cadence = _cadence_changes(values, errors)
     # The message window is not part of records.update_department; it is checked here with
     # the same HH:MM rule, before anything is saved, so a bad window saves nothing.
     start, end = values["message_window_start"], values["message_window_end"]
@@ -436,6 +439,7 @@ def department(department_id: int):
         "holiday_country": values["holiday_country"] or None,
         "holiday_subdivision": values["holiday_subdivision"] or None,
         "opening_hours": hours,
+        **cadence,
     }
     try:
         row = records.update_department(session, row.id, changes)
@@ -511,28 +515,61 @@ PROTOCOL_INT_FIELDS = {
     "first_session_minutes": True,
     "session_minutes": True,
 }
-# Reminder offsets live on the protocol but outside records.PROTOCOL_FIELDS; checked here.
-REMINDER_FIELDS = {
-    "prep_reminder_minutes": (60, 7 * 24 * 60),
-    "same_day_reminder_minutes": (15, 12 * 60),
-}
+# The reminder cadence: each kind switched on or off, and its offset in minutes. On a protocol
+# an empty choice means "as the department"; records checks the values for both.
+REMINDER_SWITCHES = ("day_before_reminder", "same_day_reminder")
+REMINDER_MINUTES = ("day_before_reminder_minutes", "same_day_reminder_minutes")
+SWITCH_VALUES = {"on": True, "off": False, "": None}
+
+
+def _switch_value(value: bool | None) -> str:
+    return {True: "on", False: "off", None: ""}[value]
+
+
+def _cadence_values(row: Department | Protocol | None) -> dict[str, str]:
+    """The cadence fields of a department or protocol as the forms show them."""
+    values = {name: _switch_value(getattr(row, name, None)) for name in REMINDER_SWITCHES}
+    for name in REMINDER_MINUTES:
+        minutes = getattr(row, name, None)
+        values[name] = "" if minutes is None else str(minutes)
+    return values
+
+
+def _cadence_form_values(form: MultiDict[str, str], current: Mapping[str, str]) -> dict[str, str]:
+    # A field missing from the form (an older page still open) keeps its value in `current`.
+    return {
+        name: (form.get(name) if name in form else current.get(name, "")).strip()
+        for name in (*REMINDER_SWITCHES, *REMINDER_MINUTES)
+    }
+
+
+def _cadence_changes(values: Mapping[str, str], errors: Errors) -> dict[str, Any]:
+    """Form text -> the cadence record values (None: empty, as the department)."""
+    changes: dict[str, Any] = {}
+    for name in REMINDER_SWITCHES:
+        if values[name] not in SWITCH_VALUES:
+            _add(errors, name, "choose on or off")
+        changes[name] = SWITCH_VALUES.get(values[name])
+    for name in REMINDER_MINUTES:
+        changes[name] = _parse_int(values, errors, name, required=False)
+    return changes
 
 
 def _protocol_values(protocol: Protocol | None) -> dict[str, Any]:
     source: Mapping[str, Any] = (
-        {name: getattr(protocol, name) for name in records.PROTOCOL_FIELDS | set(REMINDER_FIELDS)}
+        {name: getattr(protocol, name) for name in records.PROTOCOL_FIELDS}
         if protocol is not None
         else {
             **records.PROTOCOL_DEFAULTS,
             "code": "",
             "name": "",
             "fractions": 5,
-            "prep_reminder_minutes": 24 * 60,
-            "same_day_reminder_minutes": 120,
         }
     )
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = _cadence_values(protocol)
     for name, value in source.items():
+        if name in records.REMINDER_CADENCE_FIELDS:
+            continue
         if name in ("weekdays", "start_weekdays", "capabilities"):
             values[name] = list(value or [])
         elif name == "active":
@@ -553,9 +590,9 @@ def _protocol_form_values(form: MultiDict[str, str]) -> dict[str, Any]:
             "site",
             "min_hours_between",
             *PROTOCOL_INT_FIELDS,
-            *REMINDER_FIELDS,
         )
     }
+    values.update(_cadence_form_values(form, {}))
     values["prep_instructions"] = (form.get("prep_instructions") or "").replace("\r\n", "\n")
     values["weekdays"] = _weekday_list(form, "weekdays")
     values["start_weekdays"] = _weekday_list(form, "start_weekdays")
@@ -564,7 +601,7 @@ def _protocol_form_values(form: MultiDict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _protocol_payload(values: Mapping[str, Any], errors: Errors) -> tuple[dict, dict]:
+def _protocol_payload(values: Mapping[str, Any], errors: Errors) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "code": values["code"],
         "name": values["name"],
@@ -582,13 +619,8 @@ def _protocol_payload(values: Mapping[str, Any], errors: Errors) -> tuple[dict, 
         payload["min_hours_between"] = float(values["min_hours_between"] or 0)
     except ValueError:
         _add(errors, "min_hours_between", "must be a number of hours")
-    reminders: dict[str, Any] = {}
-    for name, (lo, hi) in REMINDER_FIELDS.items():
-        minutes = _parse_int(values, errors, name)
-        if minutes is not None and not lo <= minutes <= hi:
-            _add(errors, name, f"must be {lo} to {hi} minutes")
-        reminders[name] = minutes
-    return payload, reminders
+    payload.update(_cadence_changes(values, errors))
+    return payload
 
 
 def _protocol_page(
@@ -625,7 +657,7 @@ def protocol_form(protocol_id: int | None = None):
         return _protocol_page(protocol, _protocol_values(protocol), {})
     values = _protocol_form_values(request.form)
     errors: Errors = {}
-    payload, reminders = _protocol_payload(values, errors)
+    payload = _protocol_payload(values, errors)
     if errors:
         return _protocol_page(protocol, values, errors, 422)
     try:
@@ -638,8 +670,6 @@ def protocol_form(protocol_id: int | None = None):
     except InvalidInput as exc:
         session.rollback()
         return _protocol_page(protocol, values, _field_errors(exc), 422)
-    for name, minutes in reminders.items():
-        setattr(protocol, name, minutes)
     audit.record(action, "protocol", protocol.id, actor_id=_actor_id(), commit=False)
     session.commit()
     return done(f"Protocol {protocol.code} saved.", "admin.protocols")

@@ -80,10 +80,10 @@ READINESS_LABELS = {
     "fiducials_placed": "Fiducial markers placed",
 }
 PRIORITY_LABELS = {1: "1 (urgent)", 2: "2", 3: "3 (normal)", 4: "4", 5: "5 (routine)"}
-# How messages are named in flash messages: prep and same-day are both "reminders" to a person.
+# How messages are named in flash messages: day-before and same-day are both "reminders".
 MESSAGE_KIND_NAMES = {
     "confirmation": ("confirmation", "confirmations"),
-    "prep": ("reminder", "reminders"),
+    "day_before": ("reminder", "reminders"),
     "same_day": ("reminder", "reminders"),
     "change": ("change notice", "change notices"),
     "cancellation": ("cancellation notice", "cancellation notices"),
