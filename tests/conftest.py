@@ -4,8 +4,9 @@ A service that cannot be reached is a skip on a developer's machine and a failur
 REQUIRE_SERVICES=1 (CI), so nothing silently goes untested there.
 
 Tests whose outcome could depend on the day they run are marked ``pinned_dates``: each runs
-once on the real clock and once under every instant in PINNED_INSTANTS, with the process clock
-moved there (see ``_pinned_clock``), and builds its data around the ``now`` fixture.
+on the real clock and under every instant in PINNED_INSTANTS (on PostgreSQL: under
+POSTGRESQL_INSTANTS), with the process clock moved there (see ``_pinned_clock``), and builds
+its data around the ``now`` fixture.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ TODAY = PinnedInstant("today", None)
 # the UTC date is already tomorrow, and a weekend evening after quiet hours (08:00-21:00).
 PINNED_INSTANTS = (
     TODAY,
-    # The Monday of the week in which New York springs forward (Sunday 14 March 2027).
-    PinnedInstant("dst-week", datetime(2027, 3, 8, 8, 30, tzinfo=NEW_YORK)),
+    # The Monday of the week in which New York springs forward (Sunday 14 March 2027), early
+    # morning: the clinic (07:00-19:00) has not opened yet.
+    PinnedInstant("dst-week", datetime(2027, 3, 8, 6, 30, tzinfo=NEW_YORK)),
     # Christmas week: next week holds New Year's Day, so a course of five spans two weeks.
     PinnedInstant("christmas-week", datetime(2026, 12, 21, 9, 0, tzinfo=NEW_YORK)),
     # 31 December at 22:30 local is 1 January in UTC.
@@ -70,11 +72,17 @@ PINNED_INSTANTS = (
 )
 
 
+# The date arithmetic is Python's, the same on both backends: PostgreSQL repeats a pinned
+# test on the real clock and on the instant whose UTC date is already tomorrow (the one most
+# likely to trip a query on dates), which keeps the suite's added time to a few minutes.
+POSTGRESQL_INSTANTS = ("today", "new-years-eve")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "pinned_dates(postgresql=None): run on the real clock and under each of "
-        "PINNED_INSTANTS; postgresql=[names] limits the PostgreSQL runs to those instants",
+        "pinned_dates(postgresql=POSTGRESQL_INSTANTS): run on the real clock and under each "
+        "of PINNED_INSTANTS on SQLite, and under the named ones on PostgreSQL",
     )
 
 
@@ -85,17 +93,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the PostgreSQL runs a ``pinned_dates(postgresql=[...])`` test does not ask for:
-    a slow test then checks every date once (on SQLite) and PostgreSQL on a few."""
+    """Drop the PostgreSQL runs of a ``pinned_dates`` test under instants it does not name."""
     kept, dropped = [], []
     for item in items:
         marker = item.get_closest_marker("pinned_dates")
         params = getattr(getattr(item, "callspec", None), "params", {})
-        wanted = marker.kwargs.get("postgresql") if marker else None
         if (
-            wanted is not None
+            marker is not None
             and params.get("database_url") == "postgresql"
-            and params["pinned_instant"].name not in wanted
+            and params["pinned_instant"].name
+            not in marker.kwargs.get("postgresql", POSTGRESQL_INSTANTS)
         ):
             dropped.append(item)
         else:
