@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -40,7 +41,12 @@ def test_seed_demo_books_every_course_whatever_the_day(session, settings, now: d
     """`make run` loads the demo on whatever day it is run: holidays ahead, a weekend, late at
     night or a DST change must not leave a course unbooked or a fraction in the past."""
     seed_demo(session, settings, now=now)
-    courses = session.scalars(sa.select(Course)).all()
+    courses = session.scalars(sa.select(Course).order_by(Course.id)).all()
+    # Ready from tomorrow on, in the department's calendar (late at night UTC is a day ahead).
+    tomorrow = now.astimezone(ZoneInfo("America/New_York")).date() + timedelta(days=1)
+    assert [c.ready_to_treat_on for c in courses] == [
+        tomorrow + timedelta(days=i) for i in range(len(DEMO_PATIENTS))
+    ]
     assert len(courses) == len(DEMO_PATIENTS)
     assert all(c.status == CourseStatus.BOOKED for c in courses), [c.status for c in courses]
     starts = session.scalars(sa.select(Fraction.starts_at)).all()
