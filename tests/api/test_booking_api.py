@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,10 +32,13 @@ def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
     return course.json["id"]
 
 
-def _propose(client: FlaskClient, seed: Seed, course_id: int, now: datetime) -> list[dict]:
+def _propose(
+    client: FlaskClient, seed: Seed, course_id: int, now: datetime | None = None
+) -> list[dict]:
     # A week ahead of the department's today: its remaining hours would make the result
-    # depend on the time of day.
-    earliest = now.astimezone(ZoneInfo("America/New_York")).date() + timedelta(days=7)
+    # depend on the time of day. Without ``now``, the (possibly pinned) clock the API reads.
+    local_today = (now or datetime.now(UTC)).astimezone(ZoneInfo("America/New_York")).date()
+    earliest = local_today + timedelta(days=7)
     response = client.post(
         f"/api/v1/courses/{course_id}/proposals",
         json={

@@ -20,9 +20,9 @@ from tests.pages.conftest import SignIn
 NY = ZoneInfo("America/New_York")
 
 
-def future_monday(now: datetime) -> date:
+def future_monday(now: datetime | None = None) -> date:
     """A Monday two to three weeks ahead: re-plans never place anything in the past."""
-    today = now.astimezone(NY).date()
+    today = (now or datetime.now(UTC)).astimezone(NY).date()
     return today + timedelta(days=(7 - today.weekday()) % 7 + 14)
 
 

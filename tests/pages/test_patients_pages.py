@@ -86,13 +86,15 @@ def _course(client: FlaskClient, csrf: str, patient_id: int, seed: Seed) -> int:
     return _id_from(response.headers["Location"], "/courses")
 
 
-def _next_week(now: datetime) -> date:
+def _next_week(now: datetime | None = None) -> date:
     # A week after the department's today: every reminder of the booking is still due, so
-    # the counts are exact.
-    return now.astimezone(NEW_YORK).date() + timedelta(days=7)
+    # the counts are exact. Without ``now``, the (possibly pinned) clock the pages read.
+    return (now or datetime.now(UTC)).astimezone(NEW_YORK).date() + timedelta(days=7)
 
 
-def _proposals(client: FlaskClient, course_id: int, now: datetime) -> list[MultiDict[str, str]]:
+def _proposals(
+    client: FlaskClient, course_id: int, now: datetime | None = None
+) -> list[MultiDict[str, str]]:
     page = client.get(
         f"/courses/{course_id}/propose",
         query_string={
@@ -105,7 +107,9 @@ def _proposals(client: FlaskClient, course_id: int, now: datetime) -> list[Multi
     return _forms(_html(page), f"/courses/{course_id}/book")
 
 
-def _booked(client: FlaskClient, csrf: str, seed: Seed, now: datetime, mrn: str = "PG-1") -> int:
+def _booked(
+    client: FlaskClient, csrf: str, seed: Seed, now: datetime | None = None, mrn: str = "PG-1"
+) -> int:
     course_id = _course(client, csrf, _patient(client, csrf, mrn), seed)
     option = _proposals(client, course_id, now)[0]
     response = client.post(f"/courses/{course_id}/book", data=option)
