@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from scheduler.demo import seed_demo
@@ -35,4 +37,10 @@ def test_sign_in_with_the_keyboard_and_read_messages(
     assert page.get_by_role("heading", name="Patient messages").is_visible()
     assert "confirmation" in page.content()
     screenshot(page, "messages")
+    # The server runs in a thread of this process, so it reads the pinned clock too: the
+    # calendar marks the department's today.
+    page.goto(f"{live_server.url}/calendar/week")
+    today = now.astimezone(ZoneInfo("America/New_York")).date()
+    href = page.locator("tr.is-today th a").get_attribute("href") or ""
+    assert href.endswith(f"date={today.isoformat()}"), href
     page.close()
