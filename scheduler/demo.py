@@ -15,6 +15,7 @@ from config import Settings
 from scheduler import accounts, records, services
 from scheduler.models import Department
 from scheduler.protocols import DEFAULT_PROTOCOLS, PREP_INSTRUCTIONS
+from scheduler.timeutil import local_date
 
 DEMO_DEPARTMENT = "Riverside Radiation Oncology (demo)"
 SBRT_MACHINE = ["sbrt", "cbct", "gating", "breath_hold"]
@@ -111,7 +112,9 @@ def _create(session: Session, creds: dict[str, str], now: datetime) -> None:
             {
                 "patient_id": patient.id,
                 "protocol_id": protocols[code].id,
-                "ready_to_treat_on": (now + timedelta(days=1 + index)).date(),
+                # Days in the department's calendar: late in its evening, UTC is a day ahead.
+                "ready_to_treat_on": local_date(now, department.timezone)
+                + timedelta(days=1 + index),
             },
         )
         if index < 3:  # the last one stays not yet ready, to show a tentative first fraction

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.api.conftest import Seed
@@ -31,13 +33,18 @@ def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
     return course.json["id"]
 
 
-def _propose(client: FlaskClient, seed: Seed, course_id: int) -> list[dict]:
+def _propose(
+    client: FlaskClient, seed: Seed, course_id: int, now: datetime | None = None
+) -> list[dict]:
+    # A week ahead of the department's today: its remaining hours would make the result
+    # depend on the time of day. Without ``now``, the (possibly pinned) clock the API reads.
+    local_today = (now or datetime.now(UTC)).astimezone(ZoneInfo("America/New_York")).date()
+    earliest = local_today + timedelta(days=7)
     response = client.post(
         f"/api/v1/courses/{course_id}/proposals",
-        # A week ahead: today's remaining hours would make the result depend on the clock.
         json={
             "count": 2,
-            "earliest": (date.today() + timedelta(days=7)).isoformat(),
+            "earliest": earliest.isoformat(),
             "preferred_window": {"start": "08:00", "end": "12:00"},
         },
         headers=seed.auth("scheduler"),
@@ -57,10 +64,11 @@ def _placements(fractions: list[dict]) -> list[dict]:
     ]
 
 
-def test_booking_flow(client: FlaskClient, seed: Seed) -> None:
+@pytest.mark.pinned_dates
+def test_booking_flow(client: FlaskClient, seed: Seed, now: datetime) -> None:
     auth = seed.auth("scheduler")
     course_id = _course(client, seed, "FLOW-1")
-    proposed = _propose(client, seed, course_id)
+    proposed = _propose(client, seed, course_id, now)
     first = proposed[0]
     local = datetime.fromisoformat(first["local_start"])
     assert local.utcoffset() is not None and 8 <= local.hour < 12
@@ -137,12 +145,13 @@ def test_booking_flow(client: FlaskClient, seed: Seed) -> None:
     assert twice.status_code == 409 and twice.mimetype == PROBLEM
 
 
+@pytest.mark.pinned_dates
 def test_booking_over_another_course_is_409_naming_the_time(
-    client: FlaskClient, seed: Seed
+    client: FlaskClient, seed: Seed, now: datetime
 ) -> None:
     auth = seed.auth("scheduler")
     first_course = _course(client, seed, "A-1")
-    proposed = _propose(client, seed, first_course)
+    proposed = _propose(client, seed, first_course, now)
     placements = _placements(proposed)
     ok = client.post(
         f"/api/v1/courses/{first_course}/booking", json={"fractions": placements}, headers=auth
@@ -162,10 +171,13 @@ def test_booking_over_another_course_is_409_naming_the_time(
     assert after.json["fractions"] == []
 
 
-def test_nonexistent_and_ambiguous_local_times(client: FlaskClient, seed: Seed) -> None:
+@pytest.mark.pinned_dates
+def test_nonexistent_and_ambiguous_local_times(
+    client: FlaskClient, seed: Seed, now: datetime
+) -> None:
     auth = seed.auth("scheduler")
     course_id = _course(client, seed, "DST-1")
-    proposed = _propose(client, seed, course_id)
+    proposed = _propose(client, seed, course_id, now)
     placements = _placements(proposed)
 
     gap = [dict(placements[0], starts_at="2026-03-08T02:30:00"), *placements[1:]]
@@ -204,9 +216,10 @@ def test_nonexistent_and_ambiguous_local_times(client: FlaskClient, seed: Seed) 
     assert [e["field"] for e in listing.json["errors"]] == ["start"]
 
 
-def test_downtime_preview_then_commit(client: FlaskClient, seed: Seed) -> None:
+@pytest.mark.pinned_dates
+def test_downtime_preview_then_commit(client: FlaskClient, seed: Seed, now: datetime) -> None:
     course_id = _course(client, seed, "DOWN-1")
-    proposed = _propose(client, seed, course_id)
+    proposed = _propose(client, seed, course_id, now)
     booked = client.post(
         f"/api/v1/courses/{course_id}/booking",
         json={"fractions": _placements(proposed)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import Flask
@@ -14,10 +15,10 @@ from tests.api.test_booking_api import _course, _placements, _propose
 CLIENTS = 16
 
 
-def test_sixteen_clients_race_for_one_schedule(app: Flask, seed: Seed, db) -> None:
+def test_sixteen_clients_race_for_one_schedule(app: Flask, seed: Seed, db, now: datetime) -> None:
     setup = app.test_client()
     courses = [_course(setup, seed, f"RACE-{i}") for i in range(CLIENTS)]
-    wanted = _placements(_propose(setup, seed, courses[0]))
+    wanted = _placements(_propose(setup, seed, courses[0], now))
     db.rollback()
     barrier = threading.Barrier(CLIENTS)
     answers: list[tuple[int, dict]] = []

@@ -89,14 +89,13 @@ def live_server(settings: Settings, engine) -> Iterator[LiveServer]:  # type: ig
 def screenshot(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Save a full-page screenshot as a test artifact: shot(page, "name")."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    backend = (
-        request.node.callspec.params.get("database_url", "db")
-        if hasattr(request.node, "callspec")
-        else "db"
-    )
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    backend = params.get("database_url", "db")
+    # A test run under pinned dates keeps one set of pictures per date.
+    suffix = f"{backend}-{params['pinned_instant']}" if "pinned_instant" in params else backend
 
     def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
-        path = ARTIFACTS / f"{name}-{backend}.png"
+        path = ARTIFACTS / f"{name}-{suffix}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 

@@ -7,6 +7,12 @@ then open the patient's link on a phone and confirm the next appointment.
 
 Every form is driven through its label, every page is screenshotted, and no page may log a
 console error (a Content-Security-Policy violation is one) or throw.
+
+The flow runs on the real clock and under every pinned instant (a DST week, holidays, New
+Year's Eve late at night, a Saturday): the demo department's own courses then sit in the same
+weeks as the course under test, so every calendar block is found by its course's link, never
+by its label alone. It takes about 10 s a run, so PostgreSQL runs it on two instants only;
+SQLite covers the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from scheduler.demo import DEMO_DEPARTMENT, seed_demo
 from scheduler.links import issue_patient_link, patient_link_url
@@ -80,11 +88,11 @@ class PageWatch:
             self.problems.append(f"HTTP {response.status} for {response.url}")
 
 
-def _earliest_monday() -> date:
-    """The first Monday at least a week from today (department time): the proposals then do
-    not depend on the time of day the test runs, and a course of five fits in one week
+def _earliest_monday(now: datetime) -> date:
+    """The first Monday at least a week after ``now`` (department time): the proposals then
+    do not depend on the time of day the test runs, and a course of five fits in one week
     unless a holiday intervenes."""
-    day = datetime.now(ZoneInfo(TZ)).date() + timedelta(days=7)
+    day = now.astimezone(ZoneInfo(TZ)).date() + timedelta(days=7)
     return day + timedelta(days=(7 - day.weekday()) % 7)
 
 
@@ -227,7 +235,13 @@ def _propose_and_book_with_the_keyboard(page: Page, earliest: date, shot: Shot) 
     return booked
 
 
-def _check_calendar(page: Page, url: str, booked: list[Booked], shot: Shot) -> None:
+def _block(within: Page | Locator, course_id: int, number: int) -> Locator:
+    """The calendar block of fraction ``number`` of exactly this course: other courses (the
+    demo department's) have blocks labelled with the same fraction number."""
+    return within.locator(f'a.blk[href="/courses/{course_id}"]', has_text=f"fraction {number}/5")
+
+
+def _check_calendar(page: Page, url: str, course_id: int, booked: list[Booked], shot: Shot) -> None:
     mondays = sorted({f.day - timedelta(days=f.day.weekday()) for f in booked})
     for index, monday in enumerate(mondays):
         page.goto(f"{url}/calendar/week?start={monday.isoformat()}")
@@ -241,7 +255,7 @@ def _check_calendar(page: Page, url: str, booked: list[Booked], shot: Shot) -> N
             if f.day - timedelta(days=f.day.weekday()) != monday:
                 continue
             cell = page.locator(f'td[data-cell="{f.day.isoformat()}/{ids[f.linac]}"]')
-            block = cell.locator("a.blk", has_text=f"fraction {f.number}/5")
+            block = _block(cell, course_id, f.number)
             assert block.count() == 1, (f, cell.inner_text())
             assert MRN in block.inner_text()
             assert f"{f.start}–{f.end}" in block.inner_text()
@@ -256,7 +270,9 @@ def _move_one(
     monday = moving.day - timedelta(days=moving.day.weekday())
     if f"start={monday.isoformat()}" not in page.url:
         page.goto(f"{url}/calendar/week?start={monday.isoformat()}")
-    page.locator("a.blk", has_text=f"fraction {moving.number}/5").first.click()
+    block = _block(page, course_id, moving.number)
+    assert block.count() == 1, block.all_inner_texts()
+    block.click()
     page.wait_for_url(f"**/courses/{course_id}")
     with page.expect_navigation():
         page.get_by_role("link", name=f"Move fraction {moving.number}").click()
@@ -314,8 +330,9 @@ def _downtime_over_another(
     return target
 
 
+@pytest.mark.pinned_dates(postgresql=["today", "christmas-week"])
 def test_book_move_replan_and_confirm_in_a_browser(
-    browser, live_server, session, settings, screenshot
+    browser, live_server, session, settings, screenshot, now
 ) -> None:
     from playwright.sync_api import expect
 
@@ -324,9 +341,10 @@ def test_book_move_replan_and_confirm_in_a_browser(
         assert page.evaluate(UNLABELLED) == [], name
         return screenshot(page, name)
 
-    shown = seed_demo(session, settings)
+    # The demo's own courses start tomorrow, in the weeks the course under test is booked in.
+    shown = seed_demo(session, settings, now=now)
     email, password = shown["login (scheduler)"].split(" / ")
-    earliest = _earliest_monday()
+    earliest = _earliest_monday(now)
     watch = PageWatch()
 
     staff = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
@@ -339,7 +357,7 @@ def test_book_move_replan_and_confirm_in_a_browser(
     patient_id = _create_patient_with_the_keyboard(page, shot)
     course_id = _create_ready_course(page, shot)
     booked = _propose_and_book_with_the_keyboard(page, earliest, shot)
-    _check_calendar(page, live_server.url, booked, shot)
+    _check_calendar(page, live_server.url, course_id, booked, shot)
     moved, fractions = _move_one(page, live_server.url, course_id, booked, shot)
     target = _downtime_over_another(page, moved, fractions, shot)
 

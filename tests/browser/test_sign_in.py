@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
+import pytest
+
 from scheduler.demo import seed_demo
 
 
-def _credentials(session, settings) -> tuple[str, str]:
-    shown = seed_demo(session, settings)
+def _credentials(session, settings, now) -> tuple[str, str]:
+    shown = seed_demo(session, settings, now=now)
     email, password = shown["login (scheduler)"].split(" / ")
     return email, password
 
 
+# The demo's confirmations are queued at "now": the page must list them whatever the date.
+@pytest.mark.pinned_dates(postgresql=["today"])
 def test_sign_in_with_the_keyboard_and_read_messages(
-    browser, live_server, session, settings, screenshot
+    browser, live_server, session, settings, screenshot, now
 ) -> None:
-    email, password = _credentials(session, settings)
+    email, password = _credentials(session, settings, now)
     page = browser.new_page()
     page.goto(f"{live_server.url}/login")
     screenshot(page, "sign-in")
@@ -31,4 +37,10 @@ def test_sign_in_with_the_keyboard_and_read_messages(
     assert page.get_by_role("heading", name="Patient messages").is_visible()
     assert "confirmation" in page.content()
     screenshot(page, "messages")
+    # The server runs in a thread of this process, so it reads the pinned clock too: the
+    # calendar marks the department's today.
+    page.goto(f"{live_server.url}/calendar/week")
+    today = now.astimezone(ZoneInfo("America/New_York")).date()
+    href = page.locator("tr.is-today th a").get_attribute("href") or ""
+    assert href.endswith(f"date={today.isoformat()}"), href
     page.close()

@@ -4,14 +4,18 @@ and the audit log that records every change. Admin only."""
 from __future__ import annotations
 
 import re
+from datetime import date, datetime, timedelta
 from html import unescape
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from notifications import rendering, template_store
 from notifications.models import MessageTemplate
+from scheduler import records
 from scheduler.models import ApiToken, AuditEntry, Closure, Department, Linac, Protocol, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 
@@ -127,7 +131,7 @@ def test_template_editor_checks_previews_saves_and_resets(
 
 
 def test_admin_manages_records_users_and_tokens_and_sees_them_in_the_audit_log(
-    client: FlaskClient, db: Session, seed: Seed
+    client: FlaskClient, db: Session, seed: Seed, now: datetime
 ) -> None:
     csrf = sign_in(client, db, "admin")
 
@@ -234,7 +238,12 @@ def test_admin_manages_records_users_and_tokens_and_sees_them_in_the_audit_log(
     assert tuple(window) == ("09:00", "20:00")
     added = client.post(
         f"{department_url}/closures",
-        data={"csrf_token": csrf, "day": "2030-12-24", "reason": "Staff training"},
+        # Ahead of today, or the page would not list it.
+        data={
+            "csrf_token": csrf,
+            "day": str(now.date() + timedelta(days=30)),
+            "reason": "Staff training",
+        },
     )
     assert added.status_code == 302
     closure_id = _count(db, sa.select(Closure.id))
@@ -305,3 +314,19 @@ def test_admin_manages_records_users_and_tokens_and_sees_them_in_the_audit_log(
     assert "api_token" in log and "revoke" in log and "Admin" in log
     assert "role: viewer -&gt; scheduler" in log
     assert client.get("/admin/audit?page=2").status_code == 200
+
+
+def test_department_page_lists_closures_from_the_departments_today(
+    client: FlaskClient, db: Session, seed: Seed
+) -> None:
+    records.add_closure(db, seed.department_id, day=date(2026, 12, 30), reason="Fire drill")
+    records.add_closure(db, seed.department_id, day=date(2026, 12, 31), reason="Year-end stock")
+    db.commit()
+    # 22:30 on 31 December in New York, with the server's own zone UTC: there it is already
+    # 1 January, but the department's closure of the 31st is today's and still ahead.
+    late = datetime(2026, 12, 31, 22, 30, tzinfo=ZoneInfo("America/New_York"))
+    with time_machine.travel(late.astimezone(ZoneInfo("UTC")), tick=False):
+        sign_in(client, db, "admin")
+        html = client.get(f"/admin/departments/{seed.department_id}").get_data(as_text=True)
+    assert "Year-end stock" in html
+    assert "Fire drill" not in html

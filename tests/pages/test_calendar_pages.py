@@ -157,20 +157,25 @@ def test_utilisation_is_booked_over_open_sbrt_minutes(
     assert figures[1] == (0, 660)
 
 
+@pytest.mark.pinned_dates
 def test_calendar_roles_and_bad_input(
-    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn
+    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn, now: datetime
 ) -> None:
     assert client.get("/calendar/week").status_code == 302  # to the sign-in page
     signed_in(client, "viewer")
     week = client.get("/calendar/week")
     assert week.status_code == 200
     html = week.get_data(as_text=True)
-    # This week holds today: its row is marked and carries the "now" marker.
+    # This week holds the department's today: its row is marked and carries the "now" marker.
+    local = now.astimezone(NY)
+    monday = local.date() - timedelta(days=local.weekday())
+    assert f"/calendar/week?start={monday + timedelta(days=7)}" in html  # "next" after it
     assert "badge-today" in html and 'class="now-marker"' in html
     assert client.get("/calendar/week?start=yesterday").status_code == 400
     assert client.get("/calendar/linac/999/week").status_code == 404
 
 
+@pytest.mark.pinned_dates
 @pytest.mark.parametrize("path", ["/calendar/week", "/calendar/day"])
 def test_csp_safe_markup(
     client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn, path: str

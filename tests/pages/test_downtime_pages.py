@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -19,9 +20,9 @@ from tests.pages.conftest import SignIn
 NY = ZoneInfo("America/New_York")
 
 
-def future_monday() -> date:
+def future_monday(now: datetime | None = None) -> date:
     """A Monday two to three weeks ahead: re-plans never place anything in the past."""
-    today = datetime.now(NY).date()
+    today = (now or datetime.now(UTC)).astimezone(NY).date()
     return today + timedelta(days=(7 - today.weekday()) % 7 + 14)
 
 
@@ -57,10 +58,11 @@ def change_notices(db: Session) -> int:
     return count
 
 
+@pytest.mark.pinned_dates
 def test_preview_stores_nothing_and_apply_moves_and_queues_notices(
-    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn
+    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn, now: datetime
 ) -> None:
-    monday = future_monday()
+    monday = future_monday(now)
     wednesday = monday + timedelta(days=2)
     course_id = book_week(db, seed, monday, seed.linac_ids[0])
     csrf = signed_in(client, "scheduler")
@@ -91,10 +93,11 @@ def test_preview_stores_nothing_and_apply_moves_and_queues_notices(
     assert third.linac_id == seed.linac_ids[1] and third.version == 2
 
 
+@pytest.mark.pinned_dates
 def test_unplaceable_course_stays_on_the_work_queue_until_reviewed(
-    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn
+    client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn, now: datetime
 ) -> None:
-    monday = future_monday()
+    monday = future_monday(now)
     wednesday, thursday = monday + timedelta(days=2), monday + timedelta(days=3)
     course_id = book_week(db, seed, monday, seed.linac_ids[0])
     # The partner is down all Wednesday too, and fraction 3 must fall between Tue and Thu.

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 import time_machine
 from flask.testing import FlaskClient
@@ -22,6 +23,8 @@ from scheduler import services
 from scheduler.models import AuditEntry, Course, Downtime, Fraction, Patient
 from tests.api.conftest import Seed
 from tests.pages.conftest import SignIn
+
+NEW_YORK = ZoneInfo("America/New_York")  # the seeded department's zone
 
 
 class _Forms(HTMLParser):
@@ -85,23 +88,32 @@ def _course(client: FlaskClient, csrf: str, patient_id: int, seed: Seed) -> int:
     return _id_from(response.headers["Location"], "/courses")
 
 
-def _next_week() -> str:
-    # A week ahead: every reminder of the booking is still due, so the counts are exact.
-    return (date.today() + timedelta(days=7)).isoformat()
+def _next_week(now: datetime | None = None) -> date:
+    # A week after the department's today: every reminder of the booking is still due, so
+    # the counts are exact. Without ``now``, the (possibly pinned) clock the pages read.
+    return (now or datetime.now(UTC)).astimezone(NEW_YORK).date() + timedelta(days=7)
 
 
-def _proposals(client: FlaskClient, course_id: int) -> list[MultiDict[str, str]]:
+def _proposals(
+    client: FlaskClient, course_id: int, now: datetime | None = None
+) -> list[MultiDict[str, str]]:
     page = client.get(
         f"/courses/{course_id}/propose",
-        query_string={"earliest": _next_week(), "window_start": "08:00", "window_end": "10:00"},
+        query_string={
+            "earliest": _next_week(now).isoformat(),
+            "window_start": "08:00",
+            "window_end": "10:00",
+        },
     )
     assert page.status_code == 200, _html(page)
     return _forms(_html(page), f"/courses/{course_id}/book")
 
 
-def _booked(client: FlaskClient, csrf: str, seed: Seed, mrn: str = "PG-1") -> int:
+def _booked(
+    client: FlaskClient, csrf: str, seed: Seed, now: datetime | None = None, mrn: str = "PG-1"
+) -> int:
     course_id = _course(client, csrf, _patient(client, csrf, mrn), seed)
-    option = _proposals(client, course_id)[0]
+    option = _proposals(client, course_id, now)[0]
     response = client.post(f"/courses/{course_id}/book", data=option)
     assert response.status_code == 302, _html(response)
     return course_id
@@ -197,8 +209,9 @@ def test_search_is_posted_and_lists_matches(client: FlaskClient, signed_in: Sign
 # --- courses, proposals, booking ---------------------------------------------------------
 
 
+@pytest.mark.pinned_dates
 def test_create_course_and_book_a_proposal(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
     patient_id = _patient(client, csrf, "BOOK-1")
@@ -208,7 +221,7 @@ def test_create_course_and_book_a_proposal(
     draft = _html(client.get(f"/courses/{course_id}"))
     assert "Course created" in draft and "CT simulation" in draft and "draft" in draft
 
-    options = _proposals(client, course_id)
+    options = _proposals(client, course_id, now)
     assert len(options) == 3
     assert all(len(o.getlist("number")) == 5 for o in options)
 
@@ -249,12 +262,15 @@ def test_create_course_and_book_a_proposal(
     assert _fractions(db, course_id)[0].status == "booked"
 
 
-def test_lost_race_names_the_taken_time(client: FlaskClient, signed_in: SignIn, seed: Seed) -> None:
+@pytest.mark.pinned_dates
+def test_lost_race_names_the_taken_time(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, now: datetime
+) -> None:
     csrf = signed_in(client, "scheduler")
     first = _course(client, csrf, _patient(client, csrf, "RACE-1"), seed)
     second = _course(client, csrf, _patient(client, csrf, "RACE-2"), seed)
     # Both schedulers look at the same free week, then the first one books.
-    mine, theirs = _proposals(client, first)[0], _proposals(client, second)[0]
+    mine, theirs = _proposals(client, first, now)[0], _proposals(client, second, now)[0]
     assert client.post(f"/courses/{first}/book", data=mine).status_code == 302
     lost = client.post(f"/courses/{second}/book", data=theirs)
     assert lost.status_code == 409
@@ -263,13 +279,14 @@ def test_lost_race_names_the_taken_time(client: FlaskClient, signed_in: SignIn, 
     assert "Book option" in html  # fresh proposals to choose from
 
 
+@pytest.mark.pinned_dates
 def test_no_proposal_explains_and_offers_the_earliest_start(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
     course_id = _course(client, csrf, _patient(client, csrf, "NONE-1"), seed)
     # Both machines are down for the whole proposal horizon (eight weeks) from next week.
-    earliest = date.today() + timedelta(days=7)
+    earliest = _next_week(now)
     down_from = datetime.combine(earliest, datetime.min.time(), tzinfo=UTC)
     for linac_id in seed.linac_ids:
         db.add(
@@ -304,11 +321,12 @@ def test_no_proposal_explains_and_offers_the_earliest_start(
 # --- moving ------------------------------------------------------------------------------
 
 
+@pytest.mark.pinned_dates
 def test_move_via_an_alternative(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
-    course_id = _booked(client, csrf, seed)
+    course_id = _booked(client, csrf, seed, now)
     last = _fractions(db, course_id)[-1]
     page = client.get(f"/fractions/{last.id}/move")
     assert page.status_code == 200
@@ -327,11 +345,12 @@ def test_move_via_an_alternative(
     assert after.version == 2
 
 
+@pytest.mark.pinned_dates
 def test_typed_move_shows_broken_rules_then_overrides(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
-    course_id = _booked(client, csrf, seed)
+    course_id = _booked(client, csrf, seed, now)
     first, second = _fractions(db, course_id)[:2]
     # Fraction 2 three hours after fraction 1, the same day, on the other machine: it keeps
     # every hard rule (hours, no overlap) but breaks the protocol's day spacing.
@@ -363,11 +382,12 @@ def test_typed_move_shows_broken_rules_then_overrides(
     assert _fractions(db, course_id)[1].override_reason == reason
 
 
+@pytest.mark.pinned_dates
 def test_typed_time_in_a_dst_gap_or_overlap(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
-    course_id = _booked(client, csrf, seed)
+    course_id = _booked(client, csrf, seed, now)
     fraction = _fractions(db, course_id)[2]
     base = {"csrf_token": csrf, "linac_id": str(fraction.linac_id)}
     # New York springs forward at 02:00 on 10 March 2030: 02:30 never happens.
@@ -398,11 +418,12 @@ def test_typed_time_in_a_dst_gap_or_overlap(
 # --- cancelling, missed ------------------------------------------------------------------
 
 
+@pytest.mark.pinned_dates
 def test_cancel_a_fraction_after_confirming(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
-    course_id = _booked(client, csrf, seed)
+    course_id = _booked(client, csrf, seed, now)
     fraction = _fractions(db, course_id)[3]
     confirm = client.get(f"/fractions/{fraction.id}/cancel")
     assert confirm.status_code == 200 and 'for="reason"' in _html(confirm)
@@ -417,9 +438,12 @@ def test_cancel_a_fraction_after_confirming(
     assert _fractions(db, course_id)[3].status == "cancelled"
 
 
-def test_cancel_a_course(client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session) -> None:
+@pytest.mark.pinned_dates
+def test_cancel_a_course(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
+) -> None:
     csrf = signed_in(client, "scheduler")
-    course_id = _booked(client, csrf, seed)
+    course_id = _booked(client, csrf, seed, now)
     assert client.get(f"/courses/{course_id}/cancel").status_code == 200
     done = client.post(
         f"/courses/{course_id}/cancel", data={"csrf_token": csrf, "reason": "plan changed"}
@@ -431,19 +455,21 @@ def test_cancel_a_course(client: FlaskClient, signed_in: SignIn, seed: Seed, db:
     assert db.get(Course, course_id).status == "cancelled"
 
 
+@pytest.mark.pinned_dates
 def test_record_missed_fraction(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
     course_id = _course(client, csrf, _patient(client, csrf, "MISS-1"), seed)
-    # Booked as if two days ago, so fraction 1 has started (the pages always use "now").
-    then = datetime.now(UTC) - timedelta(days=2)
+    # Booked as if a week ago, so fraction 1 has started (the pages always use "now"); two
+    # days before a Monday morning, no session had started yet.
+    then = now - timedelta(days=7)
     proposal = services.propose_schedules(db, course_id, earliest=then.date(), now=then)
     placements = [
         services.Placement(f.number, f.linac_id, f.start) for f in proposal.schedules[0].fractions
     ]
     services.book_course(db, course_id, placements, now=then)
-    started = [f for f in _fractions(db, course_id) if f.starts_at <= datetime.now(UTC)]
+    started = [f for f in _fractions(db, course_id) if f.starts_at <= now]
     assert started
     course_page = _html(client.get(f"/courses/{course_id}"))
     assert f"/fractions/{started[0].id}/missed" in course_page
@@ -460,12 +486,13 @@ def test_record_missed_fraction(
 # --- roles, CSRF, unknown ids ------------------------------------------------------------
 
 
+@pytest.mark.pinned_dates
 def test_viewer_reads_but_cannot_change(
-    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session
+    client: FlaskClient, signed_in: SignIn, seed: Seed, db: Session, now: datetime
 ) -> None:
     csrf = signed_in(client, "scheduler")
     course_id = _course(client, csrf, _patient(client, csrf, "VIEW-1"), seed)
-    option = _proposals(client, course_id)[0]
+    option = _proposals(client, course_id, now)[0]
 
     viewer = client.application.test_client()
     viewer_csrf = signed_in(viewer, "viewer")
@@ -484,10 +511,13 @@ def test_viewer_reads_but_cannot_change(
     assert _fractions(db, course_id) == []
 
 
-def test_post_without_csrf_is_400(client: FlaskClient, signed_in: SignIn, seed: Seed) -> None:
+@pytest.mark.pinned_dates
+def test_post_without_csrf_is_400(
+    client: FlaskClient, signed_in: SignIn, seed: Seed, now: datetime
+) -> None:
     csrf = signed_in(client, "scheduler")
     course_id = _course(client, csrf, _patient(client, csrf, "CSRF-1"), seed)
-    option = _proposals(client, course_id)[0]
+    option = _proposals(client, course_id, now)[0]
     del option["csrf_token"]
     assert client.post(f"/courses/{course_id}/book", data=option).status_code == 400
     option["csrf_token"] = "not-the-token"

@@ -32,7 +32,7 @@ from scheduler.models import (
     Role,
     User,
 )
-from scheduler.timeutil import format_local
+from scheduler.timeutil import format_local, zone
 from web import SETTINGS_KEY, audit
 from web.auth import session_user
 from web.db import get_session
@@ -387,7 +387,10 @@ def _department_page(
         values=values,
         errors=errors,
         weekdays=WEEKDAYS,
-        closures=records.list_closures(get_session(), department.id, start=date.today()),
+        # From the department's today: the server's own date can already be tomorrow.
+        closures=records.list_closures(
+            get_session(), department.id, start=datetime.now(zone(department.timezone)).date()
+        ),
         closure_values=closure_values or {"day": "", "reason": ""},
         closure_errors=closure_errors or {},
     )
