@@ -53,12 +53,26 @@ from scheduler.types import (
     Rules,
     Schedule,
     ScheduleRequest,
+    Score,
+    ScorePart,
     SearchContext,
 )
 
 SAME_TIME_TOLERANCE_MINUTES = 30
 DISTINCT_START_MINUTES = 60
 EXPLAIN_HORIZON_DAYS = 56
+
+# The score's weights, in penalty points (see "Ranking" above); lower totals rank first.
+WAIT_POINTS_PER_DAY = 10
+OVERALL_POINTS_PER_DAY = 5
+GROUP_POINTS = 5
+MIXED_LINACS_POINTS = 40
+TIME_POINTS_PER_QUARTER_HOUR = 1
+OUTSIDE_WINDOW_POINTS = 5
+SPACING_POINTS_PER_DAY = 2
+FRAGMENT_POINTS = 2
+# A free piece shorter than the shortest session the product allows can never be booked.
+STRANDED_MINUTES = 30
 
 # Linac scope of a tier: the first free fraction's linac, its beam group, or any capable one.
 _SCOPE_LINAC, _SCOPE_GROUP, _SCOPE_ANY = 0, 1, 2
@@ -74,6 +88,8 @@ class _Slot:
     day: date  # local date of start
     tod: int  # local minutes since midnight of start
     end_tod: int  # local minutes since midnight of end
+    # Free-time fragments this session leaves on its linac's day (see _fragments).
+    frag: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +156,7 @@ class _Search:
         # Failed (fraction, linac, start) subproblems of the loosest tier, per course first day.
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
         self._tiers: dict[int, list[_Tier]] = {}
+        self._linac_points_cache: dict[int, dict[int, int]] = {}
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -176,6 +193,10 @@ class _Search:
         not_before = self.request.not_before
         out: list[_Slot] = []
         for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
+            # Free time that lapses before the first grid point after now is no fragment.
+            free_from = gap_start
+            if not_before is not None and gap_start < not_before:
+                free_from = opens + -((opens - not_before) // self.step) * self.step
             for start, end in self.blocked.free(gap_start, gap_end):
                 if not_before is not None and start < not_before:
                     start = not_before
@@ -195,6 +216,7 @@ class _Search:
                             day,
                             local_minutes(t, self.tz),
                             local_minutes(t + length, self.tz),
+                            _fragments(t - free_from, gap_end - t - length),
                         )
                     )
                     t += self.step
@@ -352,6 +374,64 @@ class _Search:
             return self.window[0] <= slot.tod and slot.end_tod <= self.window[1]
         return True
 
+    def scored_candidates(
+        self,
+        k: int,
+        prev: _Slot,
+        course: _Course,
+        tier: _Tier,
+        ids: Sequence[int],
+        ref: int,
+        anchor: int,
+    ) -> list[_Slot]:
+        """Slots for free fraction ``k`` after ``prev``, cheapest first by their share of the
+        score: days past the earliest possible one, time of day away from ``ref``, outside
+        the preferred window, fragments left, and leaving linac ``anchor``."""
+        r = self.rules
+        earliest_day = prev.day + timedelta(days=r.min_interval_days)
+        lo = max(course.lo[k], earliest_day)
+        hi = course.hi[k]
+        if r.max_interval_days is not None:
+            hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
+        earliest_start = max(prev.end, prev.start + self.min_gap)
+        minutes = r.minutes_for(k)
+        linac_points = self._linac_points(anchor)
+        window = self.window
+        found: list[tuple[int, date, int, int, datetime, _Slot]] = []
+        for day in _date_range(lo, hi):
+            day_points = OVERALL_POINTS_PER_DAY * (day - earliest_day).days
+            for lid in ids:
+                day_slots = self.slots(lid, day, minutes)
+                if not day_slots:
+                    continue
+                base = day_points + linac_points[lid]
+                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                for s in day_slots[i:]:
+                    if not self.fits_tier(s, tier, ref):
+                        continue
+                    off = abs(s.tod - ref)
+                    points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
+                    if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
+                        points += OUTSIDE_WINDOW_POINTS
+                    found.append((points, day, off, lid, s.start, s))
+        found.sort(key=lambda c: c[:5])
+        return [c[5] for c in found]
+
+    def _linac_points(self, anchor: int) -> dict[int, int]:
+        cached = self._linac_points_cache.get(anchor)
+        if cached is None:
+            group = self.by_id[anchor].beam_group
+            cached = {
+                lid: 0
+                if lid == anchor
+                else GROUP_POINTS
+                if group is not None and self.by_id[lid].beam_group == group
+                else MIXED_LINACS_POINTS
+                for lid in self.linac_ids
+            }
+            self._linac_points_cache[anchor] = cached
+        return cached
+
     def candidates(
         self, k: int, prev: _Slot, course: _Course, tier: _Tier, ids: Sequence[int], ref: int
     ) -> list[_Slot]:
@@ -396,21 +476,30 @@ class _Search:
         ids: Sequence[int],
         ref: int,
         dead: set[tuple[int, int, datetime]],
+        anchor: int | None = None,
     ) -> list[_Slot] | None:
-        """Fractions k..n after ``prev``, or None; ``dead`` memoises failed subproblems."""
+        """Fractions k..n after ``prev``, or None; ``dead`` memoises failed subproblems.
+
+        With an ``anchor`` linac, candidates come cheapest first by score (whole courses);
+        without, in the re-planning order of :meth:`candidates`.
+        """
         if k > self.n:
             return []
         fixed = self.fixed.get(k)
         if fixed is not None:
             if not self.follows(prev, fixed):
                 return None
-            rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead)
+            rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead, anchor)
             return None if rest is None else [fixed, *rest]
-        for slot in self.candidates(k, prev, course, tier, ids, ref):
+        if anchor is None:
+            options = self.candidates(k, prev, course, tier, ids, ref)
+        else:
+            options = self.scored_candidates(k, prev, course, tier, ids, ref, anchor)
+        for slot in options:
             key = (k, slot.linac, slot.start)
             if key in dead:
                 continue
-            rest = self.complete(k + 1, slot, course, tier, ids, ref, dead)
+            rest = self.complete(k + 1, slot, course, tier, ids, ref, dead, anchor)
             if rest is not None:
                 return [slot, *rest]
             dead.add(key)
@@ -531,7 +620,150 @@ class _Search:
         problems = self.validator.validate(
             schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
         )
-        return None if problems else schedule
+        if problems:
+            return None
+        slots = [self.fixed[k] for k in range(1, first_number)] + placed
+        return replace(schedule, score=self.score(slots))
+
+    # -- ranking whole courses by score --------------------------------------------------
+
+    def ranked(self, count: int) -> tuple[list[Schedule], bool]:
+        """Up to ``count`` distinct schedules of a whole course (nothing fixed), lowest score
+        first, and whether that ranking is settled: True when no first day after the horizon
+        could rank among them (its wait alone would cost more than the last one's score)."""
+        if count <= 0 or self.n < 1 or not self.linacs:
+            return [], True
+        minutes = self.rules.minutes_for(1)
+        starts = self.rules.start_weekdays
+        anchors = sorted(
+            self.linac_ids, key=lambda lid: (self.pref_rank.get(lid, self.no_pref), lid)
+        )
+        candidates: list[Schedule] = []
+        chosen: list[Schedule] = []
+        for day in _date_range(self.first_day, self.last_start_day):
+            if len(chosen) >= count and self._wait_points(day) >= _total(chosen[-1]):
+                return chosen, True
+            if not self.day_open(day, minutes):
+                continue
+            if starts is not None and day.weekday() not in starts:
+                continue
+            course = self.course(day)
+            if course is None or not self.days_possible(course):
+                continue
+            found = [self._best_from(day, course, lid, minutes) for lid in anchors]
+            found_any = [schedule for schedule in found if schedule is not None]
+            if found_any:
+                candidates.extend(found_any)
+                chosen = _pick(candidates, count, self.tz, self.pref_rank)
+        return chosen, False
+
+    def _wait_points(self, day: date) -> int:
+        return WAIT_POINTS_PER_DAY * (day - self.request.earliest).days
+
+    def _best_from(self, day: date, course: _Course, anchor: int, minutes: int) -> Schedule | None:
+        """The best course the search finds whose first fraction is on ``anchor`` on ``day``.
+
+        Tiers go from one linac at the same time of day (inside the preferred window) to any
+        linac at any time; the first tier that completes a course gives it, each fraction
+        chosen cheapest first by its share of the score. First fractions are tried leaving
+        the fewest free-time fragments, then earliest.
+        """
+        placements = sorted(self.slots(anchor, day, minutes), key=lambda s: (s.frag, s.start))
+        if not placements:
+            return None
+        dead = self._dead.setdefault(course.first_day, set())
+        for tier in self.tiers(anchor):
+            ids = self.scope_ids(tier, anchor)
+            # As in _rank_day: a failure without a filter holds for the whole course start;
+            # a window-only filter holds for this tier; a time-of-day filter per first slot.
+            shared = len(ids) == len(self.linac_ids) and not (tier.same_time or tier.in_window)
+            tier_memo: set[tuple[int, int, datetime]] = dead if shared else set()
+            for first in placements:
+                if not self.fits_tier(first, tier, first.tod):
+                    continue
+                memo = set() if tier.same_time else tier_memo
+                rest = self.complete(2, first, course, tier, ids, first.tod, memo, anchor)
+                schedule = None if rest is None else self._schedule([first, *rest])
+                if schedule is not None:
+                    return schedule
+        return None
+
+    def score(self, slots: Sequence[_Slot]) -> Score:
+        """The score of a course whose fractions 1..n sit in ``slots`` (see "Ranking")."""
+        r = self.rules
+        free = [s for k, s in enumerate(slots, start=1) if k not in self.fixed]
+        days = [s.day for s in slots]
+        gaps = tuple((b - a).days for a, b in zip(days, days[1:], strict=False))
+        overall = (days[-1] - days[0]).days + 1
+        shortest = max(r.min_overall_days or 1, (len(slots) - 1) * r.min_interval_days + 1)
+        wait = (free[0].day - self.request.earliest).days if free else 0
+        linac_ids = sorted({s.linac for s in slots})
+        groups = {
+            self.all_linacs[lid].beam_group if lid in self.all_linacs else None for lid in linac_ids
+        }
+        spread = max(abs(s.tod - slots[0].tod) for s in slots)
+        window = self.window
+        outside = (
+            0
+            if window is None
+            else sum(1 for s in free if not (window[0] <= s.tod and s.end_tod <= window[1]))
+        )
+        uneven = max(gaps) - min(gaps) if gaps else 0
+        fragments = sum(s.frag for s in free)
+
+        if wait == 0:
+            wait_words = f"starts on the earliest date, {format_day(self.request.earliest)}"
+        else:
+            wait_words = f"starts {_days(wait)} after {format_day(self.request.earliest)}"
+        if overall > shortest:
+            overall_words = f"{_days(overall)} overall; the protocol's shortest is {shortest}"
+        else:
+            overall_words = f"{_days(overall)} overall, the shortest the protocol allows"
+        if len(linac_ids) == 1:
+            linac_points, linac_words = 0, "one linac"
+        elif len(groups) == 1 and None not in groups:
+            linac_points = GROUP_POINTS
+            linac_words = f"{len(linac_ids)} linacs of one beam-matched group"
+        else:
+            linac_points = MIXED_LINACS_POINTS
+            linac_words = f"{len(linac_ids)} linacs, not all beam-matched"
+        if spread == 0:
+            time_words = "the same time of day"
+        elif spread <= SAME_TIME_TOLERANCE_MINUTES:
+            time_words = f"the same time of day, within {spread} min"
+        else:
+            time_words = f"start times up to {_duration(spread)} apart"
+        if window is None:
+            window_words = "no preferred window"
+        elif outside == 0:
+            window_words = "every fraction in the preferred window"
+        else:
+            window_words = f"{_count(outside, 'fraction')} outside the preferred window"
+        if not gaps:
+            spacing_words = "a single fraction"
+        elif uneven == 0:
+            spacing_words = "even gaps"
+        else:
+            spacing_words = f"gaps differ by {_days(uneven)}"
+        if fragments == 0:
+            load_words = "fits the linacs' free time without fragmenting it"
+        else:
+            load_words = f"leaves {_count(fragments, 'fragment')} of linac free time"
+        parts = (
+            ScorePart("wait", WAIT_POINTS_PER_DAY * wait, wait, wait_words),
+            ScorePart(
+                "overall",
+                OVERALL_POINTS_PER_DAY * max(0, overall - shortest),
+                overall,
+                overall_words,
+            ),
+            ScorePart("linacs", linac_points, len(linac_ids), linac_words),
+            ScorePart("time_of_day", _time_points(spread), spread, time_words),
+            ScorePart("window", OUTSIDE_WINDOW_POINTS * outside, outside, window_words),
+            ScorePart("spacing", SPACING_POINTS_PER_DAY * uneven, uneven, spacing_words),
+            ScorePart("day_load", FRAGMENT_POINTS * fragments, fragments, load_words),
+        )
+        return Score(parts, overall, gaps)
 
 
 def _dates(request: ScheduleRequest, horizon_days: int) -> tuple[date, date, date]:
@@ -565,6 +797,79 @@ def _date_range(start: date, end: date) -> Iterator[date]:
         day += timedelta(days=1)
 
 
+def _fragments(before: timedelta, after: timedelta) -> int:
+    """Fragments a session leaves in its linac's free stretch, given the free time left
+    before and after it: one for splitting the stretch in two, one per stranded piece."""
+    zero, stranded = timedelta(0), timedelta(minutes=STRANDED_MINUTES)
+    count = 1 if before > zero and after > zero else 0
+    if zero < before < stranded:
+        count += 1
+    if zero < after < stranded:
+        count += 1
+    return count
+
+
+def _time_points(minutes_off: int) -> int:
+    """Points for a start ``minutes_off`` from the course's time of day: one per started
+    quarter hour beyond the tolerance."""
+    beyond = minutes_off - SAME_TIME_TOLERANCE_MINUTES
+    return 0 if beyond <= 0 else -(-beyond // 15) * TIME_POINTS_PER_QUARTER_HOUR
+
+
+def _total(schedule: Schedule) -> int:
+    assert schedule.score is not None
+    return schedule.score.total
+
+
+def _rank_key(
+    schedule: Schedule, pref_rank: dict[int, int]
+) -> tuple[int, int, datetime, tuple[int, ...], tuple[datetime, ...]]:
+    """Score, then a preferred first linac, the earlier start, then linac ids and starts: a
+    total, stable order."""
+    return (
+        _total(schedule),
+        pref_rank.get(schedule.fractions[0].linac_id, len(pref_rank)),
+        schedule.first_start,
+        tuple(f.linac_id for f in schedule.fractions),
+        tuple(f.start for f in schedule.fractions),
+    )
+
+
+def _pick(
+    candidates: list[Schedule], count: int, tz: str, pref_rank: dict[int, int]
+) -> list[Schedule]:
+    """The ``count`` best candidates that differ in start day or in the linacs they use."""
+    chosen: list[Schedule] = []
+    seen: set[tuple[date, frozenset[int]]] = set()
+    for schedule in sorted(candidates, key=lambda c: _rank_key(c, pref_rank)):
+        signature = (
+            local_date(schedule.first_start, tz),
+            frozenset(f.linac_id for f in schedule.fractions),
+        )
+        if signature in seen:
+            continue
+        seen.add(signature)
+        chosen.append(schedule)
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+def _days(n: int) -> str:
+    return _count(n, "day")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _duration(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
 def _distinct(a: _Slot, b: _Slot) -> bool:
     """Whether two first fractions make meaningfully different proposals."""
     return (
@@ -574,8 +879,28 @@ def _distinct(a: _Slot, b: _Slot) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Proposals:
+    schedules: list[Schedule]
+    # True when a longer horizon could not change the list: either no later first day
+    # could outrank these schedules, or the search did not need the horizon's end.
+    settled: bool
+
+
+def propose_ranked(request: ScheduleRequest, ctx: SearchContext) -> Proposals:
+    """:func:`propose`, and whether its ranking is settled within ``request.horizon_days``."""
+    search = _Search(request, ctx)
+    if any(1 <= k <= search.n for k in request.fixed):
+        schedules = search.run(request.count)
+        # Re-planning ranks by date first: enough proposals are the final ones.
+        return Proposals(schedules, len(schedules) >= request.count)
+    schedules, settled = search.ranked(request.count)
+    return Proposals(schedules, settled)
+
+
 def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
-    """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`.
+    """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`,
+    each with its :class:`~scheduler.types.Score`.
 
     Fractions in ``request.fixed`` are kept as given; every other number 1..fractions is placed
     not before ``request.not_before``, the first of them on a local date in
@@ -583,7 +908,7 @@ def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
     :func:`search_dates`, which ``ctx`` must cover. ``ctx`` must not contain the course's own
     bookings. See the module docstring for the ranking and what makes proposals different.
     """
-    return _Search(request, ctx).run(request.count)
+    return propose_ranked(request, ctx).schedules
 
 
 def _rules_problem(rules: Rules) -> str | None:

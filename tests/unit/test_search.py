@@ -101,22 +101,44 @@ def assert_proposals_sound(
                     assert local_date(f.start, tz) <= last_start
                 if request.not_before is not None:
                     assert f.start >= request.not_before
+    for schedule in proposals:
+        assert schedule.score is not None
+        assert schedule.score.total == sum(part.points for part in schedule.score.parts)
+        assert all(part.points >= 0 for part in schedule.score.parts)
+        days = local_days_in(schedule, tz)
+        assert schedule.score.overall_days == (days[-1] - days[0]).days + 1
+        assert list(schedule.score.gap_days) == [(b - a).days for a, b in zip(days, days[1:])]
     if len(request.fixed) >= rules.fractions:
         return
     firsts = [first_free(s, request) for s in proposals]
-    days = [local_date(f.start, tz) for f in firsts]
-    assert days == sorted(days)  # the earliest first-fraction day ranks first
-    for i, a in enumerate(firsts):
-        for b in firsts[i + 1 :]:
-            assert (
-                local_date(a.start, tz) != local_date(b.start, tz)
-                or a.linac_id != b.linac_id
-                or abs(a.start - b.start) >= timedelta(minutes=DISTINCT_START_MINUTES)
-            )
+    if request.fixed:
+        # Re-planning: the earliest first free fraction ranks first.
+        days = [local_date(f.start, tz) for f in firsts]
+        assert days == sorted(days)
+        for i, a in enumerate(firsts):
+            for b in firsts[i + 1 :]:
+                assert (
+                    local_date(a.start, tz) != local_date(b.start, tz)
+                    or a.linac_id != b.linac_id
+                    or abs(a.start - b.start) >= timedelta(minutes=DISTINCT_START_MINUTES)
+                )
+        return
+    # Whole courses: best score first, and no two alike in start day and machines.
+    totals = [s.score.total for s in proposals if s.score is not None]
+    assert totals == sorted(totals)
+    signatures = [
+        (local_date(s.first_start, tz), frozenset(f.linac_id for f in s.fractions))
+        for s in proposals
+    ]
+    assert len(set(signatures)) == len(signatures)
+
+
+def local_days_in(schedule: Schedule, tz: str) -> list[date]:
+    return [local_date(f.start, tz) for f in schedule.fractions]
 
 
 def local_days(schedule: Schedule) -> list[date]:
-    return [local_date(f.start, NY) for f in schedule.fractions]
+    return local_days_in(schedule, NY)
 
 
 def local_times(schedule: Schedule) -> list[str]:
@@ -279,13 +301,14 @@ def test_preferred_window_and_linacs() -> None:
     assert {f.linac_id for f in proposals[0].fractions} == {3}
 
 
-def test_alternatives_are_meaningfully_different() -> None:
-    # Only one SBRT machine: alternatives must differ by at least an hour or by day.
+def test_alternatives_are_other_days_not_the_same_course_shifted_by_minutes() -> None:
+    # Only one SBRT machine: the same days an hour later is no alternative; other days are.
     ctx = replace(EMPTY, linacs=LINACS[:1])
     request = ScheduleRequest(LIVER, MONDAY, count=3)
     proposals = propose(request, ctx)
     assert_proposals_sound(proposals, request, ctx)
-    assert [local_times(p)[0] for p in proposals] == ["07:00", "08:00", "09:00"]
+    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (0, 1, 2)]
+    assert [local_times(p)[0] for p in proposals] == ["07:00"] * 3
 
 
 def test_replanning_keeps_fixed_fractions_and_the_course_time() -> None:
