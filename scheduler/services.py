@@ -299,11 +299,13 @@ def propose_schedules(
         horizon_days=min(FIRST_LOOK_DAYS, horizon_days),
         preferred_window=preferred_window,
     )
-    # Proposals are ranked by date first, so when the first weeks hold enough of them they
-    # are exactly the ones the whole horizon would give; reading a few weeks of bookings
+    # A first day's wait bounds the score of every course starting then, so once the first
+    # weeks hold enough proposals that no later start could outrank (the search says so),
+    # they are exactly the ones the whole horizon would give; reading a few weeks of bookings
     # instead of months is what keeps a proposal fast in a busy department.
-    schedules = search.propose(request, context_for(request))
-    if len(schedules) < count and request.horizon_days < horizon_days:
+    found = search.propose_ranked(request, context_for(request))
+    schedules = found.schedules
+    if not found.settled and request.horizon_days < horizon_days:
         request = replace(request, horizon_days=horizon_days)
         schedules = search.propose(request, context_for(request))
     explanation = None
