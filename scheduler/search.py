@@ -40,9 +40,10 @@ different, so the proposals are never 15-minute shifts of one session.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from heapq import heappop, heappush
 
 from scheduler.rules import BusyIndex, Validator, capable, closed_reason
 from scheduler.timeutil import format_day, local_date, local_minutes
@@ -97,6 +98,10 @@ class _Tier:
     scope: int
     same_time: bool
     in_window: bool
+
+
+# Whole courses are searched without tiers: the score orders every candidate.
+_ANY_TIER = _Tier(_SCOPE_ANY, same_time=False, in_window=False)
 
 
 @dataclass(slots=True)
@@ -286,6 +291,10 @@ class _Search:
 
     def days_possible(self, course: _Course) -> bool:
         """Whether some sequence of open days satisfies the date rules (times ignored)."""
+        return bool(self.last_days(course))
+
+    def last_days(self, course: _Course) -> set[date]:
+        """The days the last fraction can fall on by the date rules (times ignored)."""
         r = self.rules
         reachable: set[date] = set()
         for k in range(1, self.n + 1):
@@ -309,8 +318,8 @@ class _Search:
                 ]
             reachable = set(options)
             if not reachable:
-                return False
-        return True
+                return reachable
+        return reachable
 
     def _days_follow(self, prev: date, cur: date) -> bool:
         gap = (cur - prev).days
@@ -375,18 +384,15 @@ class _Search:
         return True
 
     def scored_candidates(
-        self,
-        k: int,
-        prev: _Slot,
-        course: _Course,
-        tier: _Tier,
-        ids: Sequence[int],
-        ref: int,
-        anchor: int,
-    ) -> list[_Slot]:
-        """Slots for free fraction ``k`` after ``prev``, cheapest first by their share of the
-        score: days past the earliest possible one, time of day away from ``ref``, outside
-        the preferred window, fragments left, and leaving linac ``anchor``."""
+        self, k: int, prev: _Slot, course: _Course, ref: int, anchor: int
+    ) -> Iterator[_Slot]:
+        """Slots on any capable linac for free fraction ``k`` after ``prev``, cheapest first by
+        their share of the score: days past the earliest possible one, leaving linac
+        ``anchor``, time of day away from ``ref``, outside the preferred window, fragments.
+
+        Lazy: the (day, linac) groups are opened in order of their cheapest possible slot, so
+        a search that takes the first candidate never prices most of the others.
+        """
         r = self.rules
         earliest_day = prev.day + timedelta(days=r.min_interval_days)
         lo = max(course.lo[k], earliest_day)
@@ -397,25 +403,30 @@ class _Search:
         minutes = r.minutes_for(k)
         linac_points = self._linac_points(anchor)
         window = self.window
-        found: list[tuple[int, date, int, int, datetime, _Slot]] = []
-        for day in _date_range(lo, hi):
-            day_points = OVERALL_POINTS_PER_DAY * (day - earliest_day).days
-            for lid in ids:
+        groups = sorted(
+            (OVERALL_POINTS_PER_DAY * (day - earliest_day).days + linac_points[lid], day, lid)
+            for day in _date_range(lo, hi)
+            for lid in self.linac_ids
+        )
+        heap: list[tuple[int, date, int, int, datetime, _Slot]] = []
+        g = 0
+        while g < len(groups) or heap:
+            # A group whose cheapest possible slot ties the best so far must be priced first.
+            while g < len(groups) and (not heap or groups[g][0] <= heap[0][0]):
+                base, day, lid = groups[g]
+                g += 1
                 day_slots = self.slots(lid, day, minutes)
                 if not day_slots:
                     continue
-                base = day_points + linac_points[lid]
                 i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
                 for s in day_slots[i:]:
-                    if not self.fits_tier(s, tier, ref):
-                        continue
                     off = abs(s.tod - ref)
                     points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
                     if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
                         points += OUTSIDE_WINDOW_POINTS
-                    found.append((points, day, off, lid, s.start, s))
-        found.sort(key=lambda c: c[:5])
-        return [c[5] for c in found]
+                    heappush(heap, (points, day, off, lid, s.start, s))
+            if heap:
+                yield heappop(heap)[5]
 
     def _linac_points(self, anchor: int) -> dict[int, int]:
         cached = self._linac_points_cache.get(anchor)
@@ -491,10 +502,11 @@ class _Search:
                 return None
             rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead, anchor)
             return None if rest is None else [fixed, *rest]
+        options: Iterable[_Slot]
         if anchor is None:
             options = self.candidates(k, prev, course, tier, ids, ref)
         else:
-            options = self.scored_candidates(k, prev, course, tier, ids, ref, anchor)
+            options = self.scored_candidates(k, prev, course, ref, anchor)
         for slot in options:
             key = (k, slot.linac, slot.start)
             if key in dead:
@@ -635,6 +647,7 @@ class _Search:
             return [], True
         minutes = self.rules.minutes_for(1)
         starts = self.rules.start_weekdays
+        shortest = _shortest_overall(self.rules)
         anchors = sorted(
             self.linac_ids, key=lambda lid: (self.pref_rank.get(lid, self.no_pref), lid)
         )
@@ -642,13 +655,23 @@ class _Search:
         chosen: list[Schedule] = []
         for day in _date_range(self.first_day, self.last_start_day):
             if len(chosen) >= count and self._wait_points(day) >= _total(chosen[-1]):
-                return chosen, True
+                # Without a rule bounding the course's length, the horizon also bounds its
+                # last fraction (search_dates), so a longer one could still change a course.
+                r = self.rules
+                bounded = r.max_overall_days is not None or r.max_interval_days is not None
+                return chosen, bounded or self.n == 1
             if not self.day_open(day, minutes):
                 continue
             if starts is not None and day.weekday() not in starts:
                 continue
             course = self.course(day)
-            if course is None or not self.days_possible(course):
+            last_days = set() if course is None else self.last_days(course)
+            if course is None or not last_days:
+                continue
+            # The calendar alone can make every course starting this day too long to rank.
+            overall = (min(last_days) - day).days + 1
+            floor = self._wait_points(day) + OVERALL_POINTS_PER_DAY * max(0, overall - shortest)
+            if len(chosen) >= count and floor >= _total(chosen[-1]):
                 continue
             found = [self._best_from(day, course, lid, minutes) for lid in anchors]
             found_any = [schedule for schedule in found if schedule is not None]
@@ -663,29 +686,30 @@ class _Search:
     def _best_from(self, day: date, course: _Course, anchor: int, minutes: int) -> Schedule | None:
         """The best course the search finds whose first fraction is on ``anchor`` on ``day``.
 
-        Tiers go from one linac at the same time of day (inside the preferred window) to any
-        linac at any time; the first tier that completes a course gives it, each fraction
-        chosen cheapest first by its share of the score. First fractions are tried leaving
-        the fewest free-time fragments, then earliest.
+        First fractions are tried in order of their share of the score (preferred window,
+        fragments), then earliest; each later fraction is the cheapest that still lets the
+        course finish, on any capable linac.
         """
-        placements = sorted(self.slots(anchor, day, minutes), key=lambda s: (s.frag, s.start))
-        if not placements:
-            return None
+        window = self.window
+
+        def first_points(s: _Slot) -> int:
+            points = FRAGMENT_POINTS * s.frag
+            if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
+                points += OUTSIDE_WINDOW_POINTS
+            return points
+
+        placements = sorted(
+            self.slots(anchor, day, minutes), key=lambda s: (first_points(s), s.start)
+        )
+        # No filter applies, so a failure to finish from a slot holds for the whole course start.
         dead = self._dead.setdefault(course.first_day, set())
-        for tier in self.tiers(anchor):
-            ids = self.scope_ids(tier, anchor)
-            # As in _rank_day: a failure without a filter holds for the whole course start;
-            # a window-only filter holds for this tier; a time-of-day filter per first slot.
-            shared = len(ids) == len(self.linac_ids) and not (tier.same_time or tier.in_window)
-            tier_memo: set[tuple[int, int, datetime]] = dead if shared else set()
-            for first in placements:
-                if not self.fits_tier(first, tier, first.tod):
-                    continue
-                memo = set() if tier.same_time else tier_memo
-                rest = self.complete(2, first, course, tier, ids, first.tod, memo, anchor)
-                schedule = None if rest is None else self._schedule([first, *rest])
-                if schedule is not None:
-                    return schedule
+        for first in placements:
+            rest = self.complete(
+                2, first, course, _ANY_TIER, self.linac_ids, first.tod, dead, anchor
+            )
+            schedule = None if rest is None else self._schedule([first, *rest])
+            if schedule is not None:
+                return schedule
         return None
 
     def score(self, slots: Sequence[_Slot]) -> Score:
@@ -695,7 +719,7 @@ class _Search:
         days = [s.day for s in slots]
         gaps = tuple((b - a).days for a, b in zip(days, days[1:], strict=False))
         overall = (days[-1] - days[0]).days + 1
-        shortest = max(r.min_overall_days or 1, (len(slots) - 1) * r.min_interval_days + 1)
+        shortest = _shortest_overall(r)
         wait = (free[0].day - self.request.earliest).days if free else 0
         linac_ids = sorted({s.linac for s in slots})
         groups = {
@@ -795,6 +819,11 @@ def _date_range(start: date, end: date) -> Iterator[date]:
     while day <= end:
         yield day
         day += timedelta(days=1)
+
+
+def _shortest_overall(rules: Rules) -> int:
+    """The fewest days from first to last fraction, inclusive, the protocol allows."""
+    return max(rules.min_overall_days or 1, (rules.fractions - 1) * rules.min_interval_days + 1)
 
 
 def _fragments(before: timedelta, after: timedelta) -> int:
