@@ -40,13 +40,14 @@ different, so the proposals are never 15-minute shifts of one session.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from heapq import heappop, heappush
+from heapq import heapify, heappop
+from typing import Any
 
 from scheduler.rules import BusyIndex, Validator, capable, closed_reason
-from scheduler.timeutil import format_day, local_date, local_minutes
+from scheduler.timeutil import format_day, local_date, local_minutes, to_local
 from scheduler.types import (
     Explanation,
     LinacSpec,
@@ -64,7 +65,7 @@ DISTINCT_START_MINUTES = 60
 EXPLAIN_HORIZON_DAYS = 56
 
 # The score's weights, in penalty points (see "Ranking" above); lower totals rank first.
-WAIT_POINTS_PER_DAY = 10
+WAIT_POINTS_PER_DAY = 20
 OVERALL_POINTS_PER_DAY = 5
 GROUP_POINTS = 5
 MIXED_LINACS_POINTS = 40
@@ -162,6 +163,9 @@ class _Search:
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
         self._tiers: dict[int, list[_Tier]] = {}
         self._linac_points_cache: dict[int, dict[int, int]] = {}
+        self._stretches: dict[tuple[int, date], Any] = {}
+        # Candidates of ranked(), by id(): they stay alive in its list while this is used.
+        self._valid: dict[int, bool] = {}
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -186,25 +190,16 @@ class _Search:
         return cached
 
     def _compute_slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
-        if day < self.first_day or day > self.last_day:
+        stretches = self._free_stretches(linac_id, day)
+        if stretches is None:
             return []
-        if day.weekday() not in self.rules.weekdays or closed_reason(self.cal, day) is not None:
-            return []
-        window = self.validator.window(self.by_id[linac_id], day)
-        if window is None:
-            return []
-        opens, closes = window
+        opens, opens_tod, free = stretches
         length = timedelta(minutes=minutes)
-        not_before = self.request.not_before
+        minute = timedelta(minutes=1)
+        tz = self.tz
         out: list[_Slot] = []
-        for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
-            # Free time that lapses before the first grid point after now is no fragment.
-            free_from = gap_start
-            if not_before is not None and gap_start < not_before:
-                free_from = opens + -((opens - not_before) // self.step) * self.step
-            for start, end in self.blocked.free(gap_start, gap_end):
-                if not_before is not None and start < not_before:
-                    start = not_before
+        for free_from, gap_end, pieces in free:
+            for start, end in pieces:
                 if end - start < length:
                     continue
                 # First grid point at or after start; the grid is anchored at opening time.
@@ -213,19 +208,71 @@ class _Search:
                 if t < start:
                     t += self.step
                 while t + length <= end:
+                    if opens_tod is None:
+                        tod, end_tod = local_minutes(t, tz), local_minutes(t + length, tz)
+                    else:
+                        tod = opens_tod + (t - opens) // minute
+                        end_tod = tod + minutes
                     out.append(
                         _Slot(
                             linac_id,
                             t,
                             t + length,
                             day,
-                            local_minutes(t, self.tz),
-                            local_minutes(t + length, self.tz),
+                            tod,
+                            end_tod,
                             _fragments(t - free_from, gap_end - t - length),
                         )
                     )
                     t += self.step
         return out
+
+    def _free_stretches(
+        self, linac_id: int, day: date
+    ) -> (
+        tuple[
+            datetime, int | None, list[tuple[datetime, datetime, list[tuple[datetime, datetime]]]]
+        ]
+        | None
+    ):
+        """The linac's free stretches on local ``day``, shared by every session length: the
+        opening instant, its local minutes (None when the clocks change within the window),
+        and per stretch the instant its free time counts from, its end and the pieces in it
+        the patient can attend (not before now). None when the linac does not open."""
+        key = (linac_id, day)
+        if key in self._stretches:
+            return self._stretches[key]
+        found = None
+        window = None
+        if (
+            self.first_day <= day <= self.last_day
+            and day.weekday() in self.rules.weekdays
+            and closed_reason(self.cal, day) is None
+        ):
+            window = self.validator.window(self.by_id[linac_id], day)
+        if window is not None:
+            opens, closes = window
+            local_opens, local_closes = to_local(opens, self.tz), to_local(closes, self.tz)
+            opens_tod = None
+            if local_opens.utcoffset() == local_closes.utcoffset():
+                opens_tod = local_opens.hour * 60 + local_opens.minute
+            not_before = self.request.not_before
+            free = []
+            for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
+                # Free time that lapses before the first grid point after now is no fragment.
+                free_from = gap_start
+                if not_before is not None and gap_start < not_before:
+                    free_from = opens + -((opens - not_before) // self.step) * self.step
+                pieces = []
+                for start, end in self.blocked.free(gap_start, gap_end):
+                    if not_before is not None and start < not_before:
+                        start = not_before
+                    if start < end:
+                        pieces.append((start, end))
+                free.append((free_from, gap_end, pieces))
+            found = (opens, opens_tod, free)
+        self._stretches[key] = found
+        return found
 
     def day_open(self, day: date, minutes: int) -> bool:
         """Whether the calendar lets some capable linac treat ``minutes`` on ``day``.
@@ -314,12 +361,22 @@ class _Search:
                 options = [
                     d
                     for d in _date_range(course.lo[k], course.hi[k])
-                    if self.day_open(d, minutes) and any(self._days_follow(p, d) for p in reachable)
+                    if self.day_open(d, minutes) and self._follows_any(reachable, d)
                 ]
             reachable = set(options)
             if not reachable:
                 return reachable
         return reachable
+
+    def _follows_any(self, reachable: set[date], cur: date) -> bool:
+        """Whether ``cur`` may follow some day in ``reachable`` (as :meth:`_days_follow`)."""
+        r = self.rules
+        if r.max_interval_days is None:
+            return min(reachable) <= cur - timedelta(days=r.min_interval_days)
+        return any(
+            cur - timedelta(days=gap) in reachable
+            for gap in range(r.min_interval_days, r.max_interval_days + 1)
+        )
 
     def _days_follow(self, prev: date, cur: date) -> bool:
         gap = (cur - prev).days
@@ -424,7 +481,8 @@ class _Search:
                     points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
                     if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
                         points += OUTSIDE_WINDOW_POINTS
-                    heappush(heap, (points, day, off, lid, s.start, s))
+                    heap.append((points, day, off, lid, s.start, s))
+                heapify(heap)
             if heap:
                 yield heappop(heap)[5]
 
@@ -620,22 +678,26 @@ class _Search:
                 break
         return False
 
-    def _schedule(self, placed: list[_Slot]) -> Schedule | None:
+    def _schedule(self, placed: list[_Slot], *, check: bool = True) -> Schedule | None:
         """The schedule of ``placed`` (fractions k0..n, in order) and the earlier fixed ones,
-        or None if it does not pass validation (a safety net: the search keeps every rule)."""
+        or None if it does not pass validation (a safety net: the search keeps every rule).
+        ``check=False`` leaves validation to the caller (see :meth:`valid`)."""
         fractions = {k: f for k, f in self.request.fixed.items() if 1 <= k <= self.n}
         first_number = self.free_numbers[0] if self.free_numbers else self.n + 1
         for number, slot in enumerate(placed, start=first_number):
             if number not in self.fixed:
                 fractions[number] = PlannedFraction(number, slot.linac, slot.start, slot.end)
         schedule = Schedule(tuple(fractions[k] for k in sorted(fractions)))
-        problems = self.validator.validate(
-            schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
-        )
-        if problems:
+        if check and not self.valid(schedule):
             return None
         slots = [self.fixed[k] for k in range(1, first_number)] + placed
         return replace(schedule, score=self.score(slots))
+
+    def valid(self, schedule: Schedule) -> bool:
+        problems = self.validator.validate(
+            schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
+        )
+        return not problems
 
     # -- ranking whole courses by score --------------------------------------------------
 
@@ -651,7 +713,7 @@ class _Search:
         anchors = sorted(
             self.linac_ids, key=lambda lid: (self.pref_rank.get(lid, self.no_pref), lid)
         )
-        candidates: list[Schedule] = []
+        candidates: list[_Candidate] = []
         chosen: list[Schedule] = []
         for day in _date_range(self.first_day, self.last_start_day):
             if len(chosen) >= count and self._wait_points(day) >= _total(chosen[-1]):
@@ -674,11 +736,27 @@ class _Search:
             if len(chosen) >= count and floor >= _total(chosen[-1]):
                 continue
             found = [self._best_from(day, course, lid, minutes) for lid in anchors]
-            found_any = [schedule for schedule in found if schedule is not None]
+            found_any = [
+                _Candidate(
+                    _rank_key(schedule, self.pref_rank),
+                    (day, frozenset(f.linac_id for f in schedule.fractions)),
+                    schedule,
+                )
+                for schedule in found
+                if schedule is not None
+            ]
             if found_any:
                 candidates.extend(found_any)
-                chosen = _pick(candidates, count, self.tz, self.pref_rank)
+                candidates.sort(key=lambda c: c.key)
+                chosen = _pick(candidates, count, self._checked)
         return chosen, False
+
+    def _checked(self, schedule: Schedule) -> bool:
+        """Whether a candidate passes validation, each candidate validated at most once."""
+        ok = self._valid.get(id(schedule))
+        if ok is None:
+            ok = self._valid[id(schedule)] = self.valid(schedule)
+        return ok
 
     def _wait_points(self, day: date) -> int:
         return WAIT_POINTS_PER_DAY * (day - self.request.earliest).days
@@ -707,9 +785,9 @@ class _Search:
             rest = self.complete(
                 2, first, course, _ANY_TIER, self.linac_ids, first.tod, dead, anchor
             )
-            schedule = None if rest is None else self._schedule([first, *rest])
-            if schedule is not None:
-                return schedule
+            if rest is not None:
+                # Validated only if it is picked: most candidates never are.
+                return self._schedule([first, *rest], check=False)
         return None
 
     def score(self, slots: Sequence[_Slot]) -> Score:
@@ -864,21 +942,25 @@ def _rank_key(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    key: tuple[int, int, datetime, tuple[int, ...], tuple[datetime, ...]]  # see _rank_key
+    signature: tuple[date, frozenset[int]]  # first day and linacs: what must differ
+    schedule: Schedule
+
+
 def _pick(
-    candidates: list[Schedule], count: int, tz: str, pref_rank: dict[int, int]
+    candidates: list[_Candidate], count: int, valid: Callable[[Schedule], bool]
 ) -> list[Schedule]:
-    """The ``count`` best candidates that differ in start day or in the linacs they use."""
+    """The ``count`` best valid candidates (sorted best first) that differ in start day or
+    in the linacs they use."""
     chosen: list[Schedule] = []
     seen: set[tuple[date, frozenset[int]]] = set()
-    for schedule in sorted(candidates, key=lambda c: _rank_key(c, pref_rank)):
-        signature = (
-            local_date(schedule.first_start, tz),
-            frozenset(f.linac_id for f in schedule.fractions),
-        )
-        if signature in seen:
+    for candidate in candidates:
+        if candidate.signature in seen or not valid(candidate.schedule):
             continue
-        seen.add(signature)
-        chosen.append(schedule)
+        seen.add(candidate.signature)
+        chosen.append(candidate.schedule)
         if len(chosen) >= count:
             break
     return chosen

@@ -277,7 +277,7 @@ def test_proposals_carry_their_score_overall_days_and_gaps(client: FlaskClient, 
     wait = next(p for p in schedules[2]["score"]["parts"] if p["name"] == "wait")
     assert wait == {
         "name": "wait",
-        "points": 10,
+        "points": 20,
         "value": 1,
         "summary": "starts 1 day after 1 March",
     }

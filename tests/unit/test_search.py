@@ -514,15 +514,16 @@ def test_a_later_start_outranks_an_earlier_one_only_by_a_better_score() -> None:
     request = ScheduleRequest(LIVER, MONDAY, count=3)
     proposals = propose(request, ctx)
     assert_proposals_sound(proposals, request, ctx)
-    tuesday, wednesday, monday = proposals
-    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (1, 2, 0)]
-    # A day's wait (10) plus the weekend inside the course (10 + 4) cost less than two
-    # treatment plans (40); a second day's wait still does too.
-    assert points(tuesday) == points(tuesday) | {"wait": 10, "overall": 10, "spacing": 4}
+    tuesday, monday, wednesday = proposals
+    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (1, 0, 2)]
+    # A day's wait (20) plus the weekend inside the course (10 + 4) cost less than a second
+    # treatment plan (40); two days' wait do not.
+    assert points(tuesday) == points(tuesday) | {"wait": 20, "overall": 10, "spacing": 4}
     assert points(tuesday)["linacs"] == 0 and {f.linac_id for f in tuesday.fractions} == {3}
     assert points(monday)["linacs"] == 40 and points(monday)["wait"] == 0
+    assert points(wednesday)["wait"] == 40
     totals = [p.score.total for p in proposals if p.score is not None]
-    assert totals == [24, 34, 40]
+    assert totals == [34, 40, 54]
 
 
 def test_ranking_does_not_depend_on_the_order_of_the_linacs() -> None:
