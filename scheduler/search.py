@@ -12,29 +12,73 @@ subproblems already known to fail are memoised, so the search never walks the fu
 
 Ranking
 -------
-Proposals are ordered by, in turn:
+A whole course (nothing fixed) is ranked by a score: penalty points, the fewest first. Every
+proposal carries its :class:`~scheduler.types.Score`, part by part, so the API and the
+proposals page show why an option ranks where it does. The parts and their weights:
+
+=============== =========================================================== ==============
+part            what is measured                                            points
+=============== =========================================================== ==============
+``wait``        days from ``request.earliest`` (the ready date, or the      20 per day
+                date asked for) to the first fraction
+``overall``     days from the first fraction to the last, inclusive,        5 per day
+                beyond the shortest the protocol allows (its minimum
+                overall days, or the fractions at the minimum interval)
+``linacs``      one linac; else one beam-matched group (the plan travels);  0 / 5 / 40
+                else machines that need another plan
+``time_of_day`` the largest difference between a fraction's local start     1 per started
+                time and the first fraction's, beyond 30 minutes            quarter hour
+``window``      fractions starting or ending outside                        5 each
+                ``request.preferred_window`` (none without a window)
+``spacing``     the longest gap between consecutive fractions minus the     2 per day
+                shortest, in days (uneven spacing, e.g. across a weekend)
+``day_load``    fragments of linac free time the sessions leave: one for    2 each
+                each session that splits a free stretch in two instead of
+                sitting at its edge, one for each piece of free time next
+                to it shorter than 30 minutes (too short for any session)
+=============== =========================================================== ==============
+
+A day's wait weighs most: one day later must buy four days less overall time, or a tidier
+time of day, window and spacing, or one plan instead of two. Ties go to a first linac in
+``request.preferred_linacs`` order, then to the earlier start, then to lower linac ids.
+
+How the ranking is searched: start days are taken in date order. For each start day and each
+capable linac ("anchor"), the first fraction is tried on that linac, the placements leaving
+the fewest fragments (and inside the window) first, and the course is completed by the
+depth-first search above, each later fraction taking the cheapest slot by its own share of
+the score (days past the earliest possible one, leaving the anchor linac, time of day,
+window, fragments) among every capable linac. Each (start day, anchor) gives at most one
+candidate. Because every course starting on day *d* costs at least its wait, plus the
+overall time the calendar forces on a start that day, the search stops at the first day
+whose wait alone costs as much as the last of ``count`` proposals already found: the list is
+then *settled*, and a longer horizon could not change it (:func:`propose_ranked` says so;
+the service reads a few weeks of bookings first and reads more only when it is not). A
+protocol with no maximum interval or overall time is never settled early, since the horizon
+then also bounds how late its last fraction may fall.
+
+Alternatives are meaningfully different: each proposal differs from every better one in its
+first day or in the set of linacs it uses, never the same course shifted by minutes.
+
+Re-planning around fixed fractions (moves, missed fractions, downtime) keeps its own order,
+by date first, since the course already has its machine and time of day:
 
 1. the local date of the first free fraction (earliest first);
 2. all fractions on one linac, else all in one beam-matched group, else any capable linac;
 3. every fraction within ±30 minutes of the first fraction's local time of day;
 4. every free fraction inside ``request.preferred_window`` (when given);
 5. the first free fraction's linac in ``request.preferred_linacs`` order;
-6. when re-planning around a fixed first fraction, the time of day closest to it;
+6. when fraction 1 is fixed, the time of day closest to it;
 7. the first free fraction's start time, then its linac id.
 
 "One linac" and "one group" include the fixed fractions: re-planned fractions stay on the
-course's machine, else on a beam-matched one.
-
-Criteria 2–4 form "tiers" that are tried strictly in order for every candidate start of a day,
-so a tier's first success is the best remaining candidate and the search can stop as soon as
-``count`` proposals are accepted. Within a course the later fractions take, in turn, the
-time of day within ±30 minutes of the first fraction's (even on a later day), the earliest
-day, the preferred linac, the closest time of day, the lower linac id and the earlier start.
-
-Alternatives are meaningfully different: a candidate is only accepted when, against every
-proposal already accepted, its first free fraction is on another local date, on another linac,
-or starts at least an hour apart. Two completions of the same first fraction never count as
-different, so the proposals are never 15-minute shifts of one session.
+course's machine, else on a beam-matched one. Criteria 2–4 form "tiers" that are tried
+strictly in order for every candidate start of a day, so a tier's first success is the best
+remaining candidate and the search can stop as soon as ``count`` proposals are accepted.
+Within a course the later fractions take, in turn, the time of day within ±30 minutes of the
+first fraction's (even on a later day), the earliest day, the preferred linac, the closest
+time of day, the lower linac id and the earlier start. A re-planned alternative is accepted
+when, against every one already accepted, its first free fraction is on another local date,
+on another linac, or starts at least an hour apart. Re-planned schedules carry a score too.
 """
 
 from __future__ import annotations
