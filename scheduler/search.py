@@ -53,8 +53,8 @@ overall time the calendar forces on a start that day, the search stops at the fi
 whose wait alone costs as much as the last of ``count`` proposals already found: the list is
 then *settled*, and a longer horizon could not change it (:func:`propose_ranked` says so;
 the service reads a few weeks of bookings first and reads more only when it is not). A
-protocol with no maximum interval or overall time is never settled early, since the horizon
-then also bounds how late its last fraction may fall.
+protocol of several fractions with no maximum interval or overall time is never settled
+early, since the horizon then also bounds how late its last fraction may fall.
 
 Alternatives are meaningfully different: each proposal differs from every better one in its
 first day or in the set of linacs it uses, never the same course shifted by minutes.
