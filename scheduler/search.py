@@ -84,7 +84,7 @@ on another linac, or starts at least an hour apart. Re-planned schedules carry a
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from heapq import heapify, heappop
@@ -145,10 +145,6 @@ class _Tier:
     in_window: bool
 
 
-# Whole courses are searched without tiers: the score orders every candidate.
-_ANY_TIER = _Tier(_SCOPE_ANY, same_time=False, in_window=False)
-
-
 @dataclass(slots=True)
 class _Course:
     """Per first-day bounds: fraction ``k`` must fall on a local date in [lo[k], hi[k]]."""
@@ -207,6 +203,7 @@ class _Search:
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
         self._tiers: dict[int, list[_Tier]] = {}
         self._linac_points_cache: dict[int, dict[int, int]] = {}
+        self._abandoned = False  # set by complete_scored when a course cannot rank
         self._stretches: dict[tuple[int, date], Any] = {}
         # Candidates of ranked(), by id(): they stay alive in its list while this is used.
         self._valid: dict[int, bool] = {}
@@ -401,26 +398,27 @@ class _Search:
                     [course.first_day] if self.day_open(course.first_day, r.minutes_for(1)) else []
                 )
             else:
-                minutes = r.minutes_for(k)
-                options = [
-                    d
-                    for d in _date_range(course.lo[k], course.hi[k])
-                    if self.day_open(d, minutes) and self._follows_any(reachable, d)
-                ]
+                options = self._next_days(reachable, course.lo[k], course.hi[k], r.minutes_for(k))
             reachable = set(options)
             if not reachable:
                 return reachable
         return reachable
 
-    def _follows_any(self, reachable: set[date], cur: date) -> bool:
-        """Whether ``cur`` may follow some day in ``reachable`` (as :meth:`_days_follow`)."""
+    def _next_days(self, reachable: set[date], lo: date, hi: date, minutes: int) -> set[date]:
+        """Open days in [lo, hi] that may follow some day in ``reachable`` by the interval
+        rules (as :meth:`_days_follow`), found from the few reachable days rather than by
+        testing every day of the range against each of them."""
         r = self.rules
         if r.max_interval_days is None:
-            return min(reachable) <= cur - timedelta(days=r.min_interval_days)
-        return any(
-            cur - timedelta(days=gap) in reachable
-            for gap in range(r.min_interval_days, r.max_interval_days + 1)
-        )
+            lo = max(lo, min(reachable) + timedelta(days=r.min_interval_days))
+            return {d for d in _date_range(lo, hi) if self.day_open(d, minutes)}
+        gaps = [timedelta(days=g) for g in range(r.min_interval_days, r.max_interval_days + 1)]
+        return {
+            d
+            for day in reachable
+            for gap in gaps
+            if lo <= (d := day + gap) <= hi and self.day_open(d, minutes)
+        }
 
     def _days_follow(self, prev: date, cur: date) -> bool:
         gap = (cur - prev).days
@@ -589,35 +587,84 @@ class _Search:
         ids: Sequence[int],
         ref: int,
         dead: set[tuple[int, int, datetime]],
-        anchor: int | None = None,
     ) -> list[_Slot] | None:
-        """Fractions k..n after ``prev``, or None; ``dead`` memoises failed subproblems.
-
-        With an ``anchor`` linac, candidates come cheapest first by score (whole courses);
-        without, in the re-planning order of :meth:`candidates`.
-        """
+        """Fractions k..n after ``prev``, or None; ``dead`` memoises failed subproblems."""
         if k > self.n:
             return []
         fixed = self.fixed.get(k)
         if fixed is not None:
             if not self.follows(prev, fixed):
                 return None
-            rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead, anchor)
+            rest = self.complete(k + 1, fixed, course, tier, ids, ref, dead)
             return None if rest is None else [fixed, *rest]
-        options: Iterable[_Slot]
-        if anchor is None:
-            options = self.candidates(k, prev, course, tier, ids, ref)
-        else:
-            options = self.scored_candidates(k, prev, course, ref, anchor)
-        for slot in options:
+        for slot in self.candidates(k, prev, course, tier, ids, ref):
             key = (k, slot.linac, slot.start)
             if key in dead:
                 continue
-            rest = self.complete(k + 1, slot, course, tier, ids, ref, dead, anchor)
+            rest = self.complete(k + 1, slot, course, tier, ids, ref, dead)
             if rest is not None:
                 return [slot, *rest]
             dead.add(key)
         return None
+
+    def complete_scored(
+        self,
+        path: list[_Slot],
+        course: _Course,
+        anchor: int,
+        dead: set[tuple[int, int, datetime]],
+        budget: tuple[int, Schedule] | None,
+    ) -> list[_Slot] | None:
+        """Fractions after ``path`` (fractions 1..k-1 of a whole course), each the cheapest
+        that lets the course finish, or None. ``dead`` memoises subproblems that cannot
+        finish. With a ``budget`` (the day's floor and the worst proposal kept so far), the
+        search gives up as soon as the cheapest next fraction leaves a course that could no
+        longer rank above that proposal (and sets ``_abandoned``): a costlier one would
+        rarely do better, and later start days rarely produce a proposal at all."""
+        k = len(path) + 1
+        if k > self.n:
+            return []
+        prev = path[-1]
+        for slot in self.scored_candidates(k, prev, course, path[0].tod, anchor):
+            key = (k, slot.linac, slot.start)
+            if key in dead:
+                continue
+            path.append(slot)
+            if budget is not None and self._cannot_rank(
+                budget[0] + self._partial_points(path), budget[1]
+            ):
+                path.pop()
+                self._abandoned = True
+                return None
+            rest = self.complete_scored(path, course, anchor, dead, budget)
+            path.pop()
+            if rest is not None:
+                return [slot, *rest]
+            if self._abandoned:
+                return None
+            dead.add(key)  # a pure failure, true for every anchor and budget
+        return None
+
+    def _partial_points(self, path: list[_Slot]) -> int:
+        """A lower bound of the points fractions beyond ``path`` cannot take back: every
+        part except wait and overall (counted in the day's floor) only grows as a course
+        is completed."""
+        first = path[0]
+        spread = max(abs(s.tod - first.tod) for s in path)
+        points = _time_points(spread) + FRAGMENT_POINTS * sum(s.frag for s in path)
+        window = self.window
+        if window is not None:
+            outside = sum(1 for s in path if not (window[0] <= s.tod and s.end_tod <= window[1]))
+            points += OUTSIDE_WINDOW_POINTS * outside
+        linacs = {s.linac for s in path}
+        if len(linacs) > 1:
+            groups = {self.by_id[lid].beam_group for lid in linacs}
+            one_group = len(groups) == 1 and None not in groups
+            points += GROUP_POINTS if one_group else MIXED_LINACS_POINTS
+        if len(path) > 2:
+            gaps = [(b.day - a.day).days for a, b in zip(path, path[1:], strict=False)]
+            points += SPACING_POINTS_PER_DAY * (max(gaps) - min(gaps))
+        return points
 
     # -- the outer search ----------------------------------------------------------------
 
@@ -760,7 +807,7 @@ class _Search:
         candidates: list[_Candidate] = []
         chosen: list[Schedule] = []
         for day in _date_range(self.first_day, self.last_start_day):
-            if len(chosen) >= count and self._wait_points(day) >= _total(chosen[-1]):
+            if len(chosen) >= count and self._cannot_rank(self._wait_points(day), chosen[-1]):
                 # Without a rule bounding the course's length, the horizon also bounds its
                 # last fraction (search_dates), so a longer one could still change a course.
                 r = self.rules
@@ -777,9 +824,10 @@ class _Search:
             # The calendar alone can make every course starting this day too long to rank.
             overall = (min(last_days) - day).days + 1
             floor = self._wait_points(day) + OVERALL_POINTS_PER_DAY * max(0, overall - shortest)
-            if len(chosen) >= count and floor >= _total(chosen[-1]):
+            worst = chosen[-1] if len(chosen) >= count else None
+            if worst is not None and self._cannot_rank(floor, worst):
                 continue
-            found = [self._best_from(day, course, lid, minutes) for lid in anchors]
+            found = [self._best_from(day, course, lid, minutes, floor, worst) for lid in anchors]
             found_any = [
                 _Candidate(
                     _rank_key(schedule, self.pref_rank),
@@ -802,11 +850,26 @@ class _Search:
             ok = self._valid[id(schedule)] = self.valid(schedule)
         return ok
 
+    def _cannot_rank(self, at_least: int, worst: Schedule) -> bool:
+        """Whether a candidate scoring ``at_least`` could never rank above ``worst``: a tie
+        goes to the earlier start, unless a preferred linac decides it first."""
+        total = _total(worst)
+        return at_least > total or (at_least == total and not self.pref_rank)
+
     def _wait_points(self, day: date) -> int:
         return WAIT_POINTS_PER_DAY * (day - self.request.earliest).days
 
-    def _best_from(self, day: date, course: _Course, anchor: int, minutes: int) -> Schedule | None:
-        """The best course the search finds whose first fraction is on ``anchor`` on ``day``.
+    def _best_from(
+        self,
+        day: date,
+        course: _Course,
+        anchor: int,
+        minutes: int,
+        floor: int,
+        worst: Schedule | None,
+    ) -> Schedule | None:
+        """The best course the search finds whose first fraction is on ``anchor`` on ``day``
+        (None also when it could not rank above ``worst``, given the day's ``floor``).
 
         First fractions are tried in order of their share of the score (preferred window,
         fragments), then earliest; each later fraction is the cheapest that still lets the
@@ -826,9 +889,13 @@ class _Search:
         # No filter applies, so a failure to finish from a slot holds for the whole course start.
         dead = self._dead.setdefault(course.first_day, set())
         for first in placements:
-            rest = self.complete(
-                2, first, course, _ANY_TIER, self.linac_ids, first.tod, dead, anchor
-            )
+            if worst is not None and self._cannot_rank(floor + first_points(first), worst):
+                break  # every later placement costs at least as much
+            budget = None if worst is None else (floor, worst)
+            self._abandoned = False
+            rest = self.complete_scored([first], course, anchor, dead, budget)
+            if self._abandoned:
+                return None
             if rest is not None:
                 # Validated only if it is picked: most candidates never are.
                 return self._schedule([first, *rest], check=False)
