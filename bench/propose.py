@@ -10,8 +10,9 @@ Four things are timed at each of 52 course start dates spread over the seeded ye
 
 What "the rows that call reads" means is not hard-coded: a calibration call per start date
 records the day ranges ``propose_schedules`` passes to ``search_context`` and the requests it
-passes to ``search.propose``, so the baseline follows the service when its reading changes
-(it reads a first look of a few weeks and widens only when that yields too few proposals).
+passes to the engine (``search.propose_ranked``), so the baseline follows the service when its
+reading changes (it reads a first look of a few days and widens only when the ranking is not
+settled there).
 
 Then a cProfile of a few dozen ``propose_schedules`` calls says where the time goes.
 """
