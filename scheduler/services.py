@@ -301,9 +301,10 @@ def propose_schedules(
         preferred_window=preferred_window,
     )
     # A first day's wait bounds the score of every course starting then, so once the first
-    # weeks hold enough proposals that no later start could outrank (the search says so),
-    # they are exactly the ones the whole horizon would give; reading a few weeks of bookings
-    # instead of months is what keeps a proposal fast in a busy department.
+    # days hold enough proposals that no later start could outrank (the search says the
+    # ranking is settled), they are exactly the ones the whole horizon would give; reading a
+    # few weeks of bookings instead of months is what keeps a proposal fast in a busy
+    # department.
     found = search.propose_ranked(request, context_for(request))
     schedules = found.schedules
     if not found.settled and request.horizon_days < horizon_days:
