@@ -299,13 +299,20 @@ class _Search:
                 opens_tod = local_opens.hour * 60 + local_opens.minute
             not_before = self.request.not_before
             free = []
+            # Most days the patient has nothing else on: then no stretch needs cutting.
+            patient_free = not self.blocked.overlapping(opens, closes)
             for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
                 # Free time that lapses before the first grid point after now is no fragment.
                 free_from = gap_start
                 if not_before is not None and gap_start < not_before:
                     free_from = opens + -((opens - not_before) // self.step) * self.step
                 pieces = []
-                for start, end in self.blocked.free(gap_start, gap_end):
+                attendable = (
+                    [(gap_start, gap_end)]
+                    if patient_free
+                    else self.blocked.free(gap_start, gap_end)
+                )
+                for start, end in attendable:
                     if not_before is not None and start < not_before:
                         start = not_before
                     if start < end:
@@ -782,7 +789,7 @@ class _Search:
         if check and not self.valid(schedule):
             return None
         slots = [self.fixed[k] for k in range(1, first_number)] + placed
-        return replace(schedule, score=self.score(slots))
+        return Schedule(schedule.fractions, self.score(slots))
 
     def valid(self, schedule: Schedule) -> bool:
         problems = self.validator.validate(
