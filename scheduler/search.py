@@ -831,21 +831,18 @@ class _Search:
             # The calendar alone can make every course starting this day too long to rank.
             overall = (min(last_days) - day).days + 1
             floor = self._wait_points(day) + OVERALL_POINTS_PER_DAY * max(0, overall - shortest)
-            worst = chosen[-1] if len(chosen) >= count else None
-            if worst is not None and self._cannot_rank(floor, worst):
-                continue
-            found = [self._best_from(day, course, lid, minutes, floor, worst) for lid in anchors]
-            found_any = [
-                _Candidate(
-                    _rank_key(schedule, self.pref_rank),
-                    (day, frozenset(f.linac_id for f in schedule.fractions)),
-                    schedule,
+            # Anchor by anchor, so that each course found tightens the bound for the next.
+            for lid in anchors:
+                worst = chosen[-1] if len(chosen) >= count else None
+                if worst is not None and self._cannot_rank(floor, worst):
+                    break
+                schedule = self._best_from(day, course, lid, minutes, floor, worst)
+                if schedule is None:
+                    continue
+                signature = (day, frozenset(f.linac_id for f in schedule.fractions))
+                candidates.append(
+                    _Candidate(_rank_key(schedule, self.pref_rank), signature, schedule)
                 )
-                for schedule in found
-                if schedule is not None
-            ]
-            if found_any:
-                candidates.extend(found_any)
                 candidates.sort(key=lambda c: c.key)
                 chosen = _pick(candidates, count, self._checked)
         return chosen, False
