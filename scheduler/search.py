@@ -204,6 +204,9 @@ class _Search:
         self._tiers: dict[int, list[_Tier]] = {}
         self._linac_points_cache: dict[int, dict[int, int]] = {}
         self._abandoned = False  # set by complete_scored when a course cannot rank
+        # Per course start day: the earliest next-fraction start known to leave no way to
+        # finish the course (see _best_from).
+        self._fails_from: dict[date, datetime] = {}
         self._stretches: dict[tuple[int, date], Any] = {}
         # Candidates of ranked(), by id(): they stay alive in its list while this is used.
         self._valid: dict[int, bool] = {}
@@ -892,9 +895,16 @@ class _Search:
         )
         # No filter applies, so a failure to finish from a slot holds for the whole course start.
         dead = self._dead.setdefault(course.first_day, set())
+        # Every first fraction of the day leaves the same days to the rest of the course, and
+        # a later earliest next start leaves fewer slots: once a course cannot be finished
+        # after one first fraction, none finishes after any allowing the next no sooner.
+        fails_from = self._fails_from.get(day)
         for first in placements:
             if worst is not None and self._cannot_rank(floor + first_points(first), worst):
                 break  # every later placement costs at least as much
+            next_from = max(first.end, first.start + self.min_gap)
+            if fails_from is not None and next_from >= fails_from:
+                continue
             budget = None if worst is None else (floor, worst)
             self._abandoned = False
             rest = self.complete_scored([first], course, anchor, dead, budget)
@@ -903,6 +913,8 @@ class _Search:
             if rest is not None:
                 # Validated only if it is picked: most candidates never are.
                 return self._schedule([first, *rest], check=False)
+            fails_from = next_from if fails_from is None else min(fails_from, next_from)
+            self._fails_from[day] = fails_from
         return None
 
     def score(self, slots: Sequence[_Slot]) -> Score:
