@@ -48,8 +48,9 @@ the fewest fragments (and inside the window) first, and the course is completed 
 depth-first search above, each later fraction taking the cheapest slot by its own share of
 the score (days past the earliest possible one, leaving the anchor linac, time of day,
 window, fragments) among every capable linac. Each (start day, anchor) gives at most one
-candidate; once ``count`` are kept, a course whose first fractions already cost more than the
-last of them is abandoned (its remaining parts can only add points). Because every course
+candidate; once ``count`` are kept, an anchor's course is abandoned as soon as its cheapest
+next fraction leaves it costing at least as much as the last of them (the parts other than
+wait and overall time can only grow as fractions are added). Because every course
 starting on day *d* costs at least its wait, plus the
 overall time the calendar forces on a start that day, the search stops at the first day
 whose wait alone costs as much as the last of ``count`` proposals already found: the list is
