@@ -544,7 +544,7 @@ def test_readiness_in_the_fall_back_hour_records_the_prefilled_instant(
 
 def _score_rows(section: str) -> list[tuple[str, str, int]]:
     """(part, measure, points) of each row of an option's score table."""
-    table = section[section.index('<table class="proposal score">') :]
+    table = section[section.index('<table class="score">') :]
     rows = re.findall(r'<th scope="row">([^<]+)</th>\s*<td>([^<]+)</td>\s*<td>(\d+)</td>', table)
     return [(part, measure, int(points)) for part, measure, points in rows]
 
