@@ -10,8 +10,9 @@ Four things are timed at each of 52 course start dates spread over the seeded ye
 
 What "the rows that call reads" means is not hard-coded: a calibration call per start date
 records the day ranges ``propose_schedules`` passes to ``search_context`` and the requests it
-passes to ``search.propose``, so the baseline follows the service when its reading changes
-(it reads a first look of a few weeks and widens only when that yields too few proposals).
+passes to the engine (``search.propose_ranked``), so the baseline follows the service when its
+reading changes (it reads a first look of a few days and widens only when the ranking is not
+settled there).
 
 Then a cProfile of a few dozen ``propose_schedules`` calls says where the time goes.
 """
@@ -141,23 +142,24 @@ def _context(session: Session, seed: SeedResult, p: _Point, lo: date, hi: date) 
 
 def _calibrate(factory, points: list[_Point]) -> None:  # type: ignore[no-untyped-def]
     """Record, per point, the ranges propose_schedules reads and the requests it searches."""
-    real_context, real_propose = services.search_context, search.propose
+    # search.propose goes through search.propose_ranked: spying on that one sees every search.
+    real_context, real_ranked = services.search_context, search.propose_ranked
     for p in points:
 
         def context_spy(session, department, first, last, *args, p=p, **kwargs):  # type: ignore[no-untyped-def]
             p.reads.append((first, last))
             return real_context(session, department, first, last, *args, **kwargs)
 
-        def propose_spy(request, ctx, p=p):  # type: ignore[no-untyped-def]
+        def ranked_spy(request, ctx, p=p):  # type: ignore[no-untyped-def]
             p.searches.append(request)
-            return real_propose(request, ctx)
+            return real_ranked(request, ctx)
 
-        services.search_context, search.propose = context_spy, propose_spy
+        services.search_context, search.propose_ranked = context_spy, ranked_spy
         try:
             with factory() as session:
                 services.propose_schedules(session, p.course_id, count=PROPOSALS, now=p.now)
         finally:
-            services.search_context, search.propose = real_context, real_propose
+            services.search_context, search.propose_ranked = real_context, real_ranked
 
 
 def run(
@@ -272,6 +274,7 @@ _KEY_FUNCTIONS = [
     ("context.py", "search_context"),
     ("context.py", "department_calendar"),
     ("search.py", "propose"),
+    ("search.py", "propose_ranked"),
     ("search.py", "explain"),
     ("search.py", "_compute_slots"),
     ("search.py", "_schedule"),

@@ -12,37 +12,86 @@ subproblems already known to fail are memoised, so the search never walks the fu
 
 Ranking
 -------
-Proposals are ordered by, in turn:
+A whole course (nothing fixed) is ranked by a score: penalty points, the fewest first. Every
+proposal carries its :class:`~scheduler.types.Score`, part by part, so the API and the
+proposals page show why an option ranks where it does. The parts and their weights:
+
+=============== =========================================================== ==============
+part            what is measured                                            points
+=============== =========================================================== ==============
+``wait``        days from ``request.earliest`` (the ready date, or the      20 per day
+                date asked for) to the first fraction
+``overall``     days from the first fraction to the last, inclusive,        5 per day
+                beyond the shortest the protocol allows (its minimum
+                overall days, or the fractions at the minimum interval)
+``linacs``      one linac; else one beam-matched group (the plan travels);  0 / 5 / 40
+                else machines that need another plan
+``time_of_day`` the largest difference between a fraction's local start     1 per started
+                time and the first fraction's, beyond 30 minutes            quarter hour
+``window``      fractions starting or ending outside                        5 each
+                ``request.preferred_window`` (none without a window)
+``spacing``     the longest gap between consecutive fractions minus the     2 per day
+                shortest, in days (uneven spacing, e.g. across a weekend)
+``day_load``    fragments of linac free time the sessions leave: one for    2 each
+                each session that splits a free stretch in two instead of
+                sitting at its edge, one for each piece of free time next
+                to it shorter than 30 minutes (too short for any session)
+=============== =========================================================== ==============
+
+A day's wait weighs most: one day later must buy four days less overall time, or a tidier
+time of day, window and spacing, or one plan instead of two. Ties go to a first linac in
+``request.preferred_linacs`` order, then to the earlier start, then to lower linac ids.
+
+How the ranking is searched: start days are taken in date order. For each start day and each
+capable linac ("anchor"), the first fraction is tried on that linac, the placements leaving
+the fewest fragments (and inside the window) first, and the course is completed by the
+depth-first search above, each later fraction taking the cheapest slot by its own share of
+the score (days past the earliest possible one, leaving the anchor linac, time of day,
+window, fragments) among every capable linac. Each (start day, anchor) gives at most one
+candidate; once ``count`` are kept, an anchor's course is abandoned as soon as its cheapest
+next fraction leaves it costing at least as much as the last of them (the parts other than
+wait and overall time can only grow as fractions are added). Because every course
+starting on day *d* costs at least its wait, plus the
+overall time the calendar forces on a start that day, the search stops at the first day
+whose wait alone costs as much as the last of ``count`` proposals already found: the list is
+then *settled*, and a longer horizon could not change it (:func:`propose_ranked` says so;
+the service reads a few weeks of bookings first and reads more only when it is not). A
+protocol of several fractions with no maximum interval or overall time is never settled
+early, since the horizon then also bounds how late its last fraction may fall.
+
+Alternatives are meaningfully different: each proposal differs from every better one in its
+first day or in the set of linacs it uses, never the same course shifted by minutes.
+
+Re-planning around fixed fractions (moves, missed fractions, downtime) keeps its own order,
+by date first, since the course already has its machine and time of day:
 
 1. the local date of the first free fraction (earliest first);
 2. all fractions on one linac, else all in one beam-matched group, else any capable linac;
 3. every fraction within ±30 minutes of the first fraction's local time of day;
 4. every free fraction inside ``request.preferred_window`` (when given);
 5. the first free fraction's linac in ``request.preferred_linacs`` order;
-6. when re-planning around a fixed first fraction, the time of day closest to it;
+6. when fraction 1 is fixed, the time of day closest to it;
 7. the first free fraction's start time, then its linac id.
 
 "One linac" and "one group" include the fixed fractions: re-planned fractions stay on the
-course's machine, else on a beam-matched one.
-
-Criteria 2–4 form "tiers" that are tried strictly in order for every candidate start of a day,
-so a tier's first success is the best remaining candidate and the search can stop as soon as
-``count`` proposals are accepted. Within a course the later fractions take, in turn, the
-time of day within ±30 minutes of the first fraction's (even on a later day), the earliest
-day, the preferred linac, the closest time of day, the lower linac id and the earlier start.
-
-Alternatives are meaningfully different: a candidate is only accepted when, against every
-proposal already accepted, its first free fraction is on another local date, on another linac,
-or starts at least an hour apart. Two completions of the same first fraction never count as
-different, so the proposals are never 15-minute shifts of one session.
+course's machine, else on a beam-matched one. Criteria 2–4 form "tiers" that are tried
+strictly in order for every candidate start of a day, so a tier's first success is the best
+remaining candidate and the search can stop as soon as ``count`` proposals are accepted.
+Within a course the later fractions take, in turn, the time of day within ±30 minutes of the
+first fraction's (even on a later day), the earliest day, the preferred linac, the closest
+time of day, the lower linac id and the earlier start. A re-planned alternative is accepted
+when, against every one already accepted, its first free fraction is on another local date,
+on another linac, or starts at least an hour apart. Re-planned schedules carry a score too.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from heapq import heapify, heappop
+from typing import Any
 
 from scheduler.rules import BusyIndex, Validator, capable, closed_reason
 from scheduler.timeutil import format_day, local_date, local_minutes, to_local
@@ -55,6 +104,8 @@ from scheduler.types import (
     Rules,
     Schedule,
     ScheduleRequest,
+    Score,
+    ScorePart,
     SearchContext,
 )
 
@@ -79,6 +130,18 @@ EXPLANATION_CODES: frozenset[str] = frozenset(
 # An explanation names at most this many downtimes or closed periods (the longest ones).
 EXPLAIN_MAX_NAMED = 3
 
+# The score's weights, in penalty points (see "Ranking" above); lower totals rank first.
+WAIT_POINTS_PER_DAY = 20
+OVERALL_POINTS_PER_DAY = 5
+GROUP_POINTS = 5
+MIXED_LINACS_POINTS = 40
+TIME_POINTS_PER_QUARTER_HOUR = 1
+OUTSIDE_WINDOW_POINTS = 5
+SPACING_POINTS_PER_DAY = 2
+FRAGMENT_POINTS = 2
+# A free piece shorter than the shortest session the product allows can never be booked.
+STRANDED_MINUTES = 30
+
 # Linac scope of a tier: the first free fraction's linac, its beam group, or any capable one.
 _SCOPE_LINAC, _SCOPE_GROUP, _SCOPE_ANY = 0, 1, 2
 
@@ -93,6 +156,8 @@ class _Slot:
     day: date  # local date of start
     tod: int  # local minutes since midnight of start
     end_tod: int  # local minutes since midnight of end
+    # Free-time fragments this session leaves on its linac's day (see _fragments).
+    frag: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +224,14 @@ class _Search:
         # Failed (fraction, linac, start) subproblems of the loosest tier, per course first day.
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
         self._tiers: dict[int, list[_Tier]] = {}
+        self._linac_points_cache: dict[int, dict[int, int]] = {}
+        self._abandoned = False  # set by complete_scored when a course cannot rank
+        # Per course start day: the earliest next-fraction start known to leave no way to
+        # finish the course (see _best_from).
+        self._fails_from: dict[date, datetime] = {}
+        self._stretches: dict[tuple[int, date], Any] = {}
+        # Candidates of ranked(), by id(): they stay alive in its list while this is used.
+        self._valid: dict[int, bool] = {}
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -183,21 +256,16 @@ class _Search:
         return cached
 
     def _compute_slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
-        if day < self.first_day or day > self.last_day:
+        stretches = self._free_stretches(linac_id, day)
+        if stretches is None:
             return []
-        if day.weekday() not in self.rules.weekdays or closed_reason(self.cal, day) is not None:
-            return []
-        window = self.validator.window(self.by_id[linac_id], day)
-        if window is None:
-            return []
-        opens, closes = window
+        opens, opens_tod, free = stretches
         length = timedelta(minutes=minutes)
-        not_before = self.request.not_before
+        minute = timedelta(minutes=1)
+        tz = self.tz
         out: list[_Slot] = []
-        for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
-            for start, end in self.blocked.free(gap_start, gap_end):
-                if not_before is not None and start < not_before:
-                    start = not_before
+        for free_from, gap_end, pieces in free:
+            for start, end in pieces:
                 if end - start < length:
                     continue
                 # First grid point at or after start; the grid is anchored at opening time.
@@ -206,18 +274,78 @@ class _Search:
                 if t < start:
                     t += self.step
                 while t + length <= end:
+                    if opens_tod is None:
+                        tod, end_tod = local_minutes(t, tz), local_minutes(t + length, tz)
+                    else:
+                        tod = opens_tod + (t - opens) // minute
+                        end_tod = tod + minutes
                     out.append(
                         _Slot(
                             linac_id,
                             t,
                             t + length,
                             day,
-                            local_minutes(t, self.tz),
-                            local_minutes(t + length, self.tz),
+                            tod,
+                            end_tod,
+                            _fragments(t - free_from, gap_end - t - length),
                         )
                     )
                     t += self.step
         return out
+
+    def _free_stretches(
+        self, linac_id: int, day: date
+    ) -> (
+        tuple[
+            datetime, int | None, list[tuple[datetime, datetime, list[tuple[datetime, datetime]]]]
+        ]
+        | None
+    ):
+        """The linac's free stretches on local ``day``, shared by every session length: the
+        opening instant, its local minutes (None when the clocks change within the window),
+        and per stretch the instant its free time counts from, its end and the pieces in it
+        the patient can attend (not before now). None when the linac does not open."""
+        key = (linac_id, day)
+        if key in self._stretches:
+            return self._stretches[key]
+        found = None
+        window = None
+        if (
+            self.first_day <= day <= self.last_day
+            and day.weekday() in self.rules.weekdays
+            and closed_reason(self.cal, day) is None
+        ):
+            window = self.validator.window(self.by_id[linac_id], day)
+        if window is not None:
+            opens, closes = window
+            local_opens, local_closes = to_local(opens, self.tz), to_local(closes, self.tz)
+            opens_tod = None
+            if local_opens.utcoffset() == local_closes.utcoffset():
+                opens_tod = local_opens.hour * 60 + local_opens.minute
+            not_before = self.request.not_before
+            free = []
+            # Most days the patient has nothing else on: then no stretch needs cutting.
+            patient_free = not self.blocked.overlapping(opens, closes)
+            for gap_start, gap_end in self.validator.linac_busy(linac_id).free(opens, closes):
+                # Free time that lapses before the first grid point after now is no fragment.
+                free_from = gap_start
+                if not_before is not None and gap_start < not_before:
+                    free_from = opens + -((opens - not_before) // self.step) * self.step
+                pieces = []
+                attendable = (
+                    [(gap_start, gap_end)]
+                    if patient_free
+                    else self.blocked.free(gap_start, gap_end)
+                )
+                for start, end in attendable:
+                    if not_before is not None and start < not_before:
+                        start = not_before
+                    if start < end:
+                        pieces.append((start, end))
+                free.append((free_from, gap_end, pieces))
+            found = (opens, opens_tod, free)
+        self._stretches[key] = found
+        return found
 
     def day_open(self, day: date, minutes: int) -> bool:
         """Whether the calendar lets some capable linac treat ``minutes`` on ``day``.
@@ -283,6 +411,10 @@ class _Search:
 
     def days_possible(self, course: _Course) -> bool:
         """Whether some sequence of open days satisfies the date rules (times ignored)."""
+        return bool(self.last_days(course))
+
+    def last_days(self, course: _Course) -> set[date]:
+        """The days the last fraction can fall on by the date rules (times ignored)."""
         r = self.rules
         reachable: set[date] = set()
         for k in range(1, self.n + 1):
@@ -298,16 +430,27 @@ class _Search:
                     [course.first_day] if self.day_open(course.first_day, r.minutes_for(1)) else []
                 )
             else:
-                minutes = r.minutes_for(k)
-                options = [
-                    d
-                    for d in _date_range(course.lo[k], course.hi[k])
-                    if self.day_open(d, minutes) and any(self._days_follow(p, d) for p in reachable)
-                ]
+                options = self._next_days(reachable, course.lo[k], course.hi[k], r.minutes_for(k))
             reachable = set(options)
             if not reachable:
-                return False
-        return True
+                return reachable
+        return reachable
+
+    def _next_days(self, reachable: set[date], lo: date, hi: date, minutes: int) -> set[date]:
+        """Open days in [lo, hi] that may follow some day in ``reachable`` by the interval
+        rules (as :meth:`_days_follow`), found from the few reachable days rather than by
+        testing every day of the range against each of them."""
+        r = self.rules
+        if r.max_interval_days is None:
+            lo = max(lo, min(reachable) + timedelta(days=r.min_interval_days))
+            return {d for d in _date_range(lo, hi) if self.day_open(d, minutes)}
+        gaps = [timedelta(days=g) for g in range(r.min_interval_days, r.max_interval_days + 1)]
+        return {
+            d
+            for day in reachable
+            for gap in gaps
+            if lo <= (d := day + gap) <= hi and self.day_open(d, minutes)
+        }
 
     def _days_follow(self, prev: date, cur: date) -> bool:
         gap = (cur - prev).days
@@ -370,6 +513,67 @@ class _Search:
             assert self.window is not None
             return self.window[0] <= slot.tod and slot.end_tod <= self.window[1]
         return True
+
+    def scored_candidates(
+        self, k: int, prev: _Slot, course: _Course, ref: int, anchor: int
+    ) -> Iterator[_Slot]:
+        """Slots on any capable linac for free fraction ``k`` after ``prev``, cheapest first by
+        their share of the score: days past the earliest possible one, leaving linac
+        ``anchor``, time of day away from ``ref``, outside the preferred window, fragments.
+
+        Lazy: the (day, linac) groups are opened in order of their cheapest possible slot, so
+        a search that takes the first candidate never prices most of the others.
+        """
+        r = self.rules
+        earliest_day = prev.day + timedelta(days=r.min_interval_days)
+        lo = max(course.lo[k], earliest_day)
+        hi = course.hi[k]
+        if r.max_interval_days is not None:
+            hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
+        earliest_start = max(prev.end, prev.start + self.min_gap)
+        minutes = r.minutes_for(k)
+        linac_points = self._linac_points(anchor)
+        window = self.window
+        groups = sorted(
+            (OVERALL_POINTS_PER_DAY * (day - earliest_day).days + linac_points[lid], day, lid)
+            for day in _date_range(lo, hi)
+            for lid in self.linac_ids
+        )
+        heap: list[tuple[int, date, int, int, datetime, _Slot]] = []
+        g = 0
+        while g < len(groups) or heap:
+            # A group whose cheapest possible slot ties the best so far must be priced first.
+            while g < len(groups) and (not heap or groups[g][0] <= heap[0][0]):
+                base, day, lid = groups[g]
+                g += 1
+                day_slots = self.slots(lid, day, minutes)
+                if not day_slots:
+                    continue
+                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                for s in day_slots[i:]:
+                    off = abs(s.tod - ref)
+                    points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
+                    if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
+                        points += OUTSIDE_WINDOW_POINTS
+                    heap.append((points, day, off, lid, s.start, s))
+                heapify(heap)
+            if heap:
+                yield heappop(heap)[5]
+
+    def _linac_points(self, anchor: int) -> dict[int, int]:
+        cached = self._linac_points_cache.get(anchor)
+        if cached is None:
+            group = self.by_id[anchor].beam_group
+            cached = {
+                lid: 0
+                if lid == anchor
+                else GROUP_POINTS
+                if group is not None and self.by_id[lid].beam_group == group
+                else MIXED_LINACS_POINTS
+                for lid in self.linac_ids
+            }
+            self._linac_points_cache[anchor] = cached
+        return cached
 
     def candidates(
         self, k: int, prev: _Slot, course: _Course, tier: _Tier, ids: Sequence[int], ref: int
@@ -434,6 +638,65 @@ class _Search:
                 return [slot, *rest]
             dead.add(key)
         return None
+
+    def complete_scored(
+        self,
+        path: list[_Slot],
+        course: _Course,
+        anchor: int,
+        dead: set[tuple[int, int, datetime]],
+        budget: tuple[int, Schedule] | None,
+    ) -> list[_Slot] | None:
+        """Fractions after ``path`` (fractions 1..k-1 of a whole course), each the cheapest
+        that lets the course finish, or None. ``dead`` memoises subproblems that cannot
+        finish. With a ``budget`` (the day's floor and the worst proposal kept so far), the
+        search gives up as soon as the cheapest next fraction leaves a course that could no
+        longer rank above that proposal (and sets ``_abandoned``): a costlier one would
+        rarely do better, and later start days rarely produce a proposal at all."""
+        k = len(path) + 1
+        if k > self.n:
+            return []
+        prev = path[-1]
+        for slot in self.scored_candidates(k, prev, course, path[0].tod, anchor):
+            key = (k, slot.linac, slot.start)
+            if key in dead:
+                continue
+            path.append(slot)
+            if budget is not None and self._cannot_rank(
+                budget[0] + self._partial_points(path), budget[1]
+            ):
+                path.pop()
+                self._abandoned = True
+                return None
+            rest = self.complete_scored(path, course, anchor, dead, budget)
+            path.pop()
+            if rest is not None:
+                return [slot, *rest]
+            if self._abandoned:
+                return None
+            dead.add(key)  # a pure failure, true for every anchor and budget
+        return None
+
+    def _partial_points(self, path: list[_Slot]) -> int:
+        """A lower bound of the points fractions beyond ``path`` cannot take back: every
+        part except wait and overall (counted in the day's floor) only grows as a course
+        is completed."""
+        first = path[0]
+        spread = max(abs(s.tod - first.tod) for s in path)
+        points = _time_points(spread) + FRAGMENT_POINTS * sum(s.frag for s in path)
+        window = self.window
+        if window is not None:
+            outside = sum(1 for s in path if not (window[0] <= s.tod and s.end_tod <= window[1]))
+            points += OUTSIDE_WINDOW_POINTS * outside
+        linacs = {s.linac for s in path}
+        if len(linacs) > 1:
+            groups = {self.by_id[lid].beam_group for lid in linacs}
+            one_group = len(groups) == 1 and None not in groups
+            points += GROUP_POINTS if one_group else MIXED_LINACS_POINTS
+        if len(path) > 2:
+            gaps = [(b.day - a.day).days for a, b in zip(path, path[1:], strict=False)]
+            points += SPACING_POINTS_PER_DAY * (max(gaps) - min(gaps))
+        return points
 
     # -- the outer search ----------------------------------------------------------------
 
@@ -538,19 +801,220 @@ class _Search:
                 break
         return False
 
-    def _schedule(self, placed: list[_Slot]) -> Schedule | None:
+    def _schedule(self, placed: list[_Slot], *, check: bool = True) -> Schedule | None:
         """The schedule of ``placed`` (fractions k0..n, in order) and the earlier fixed ones,
-        or None if it does not pass validation (a safety net: the search keeps every rule)."""
+        or None if it does not pass validation (a safety net: the search keeps every rule).
+        ``check=False`` leaves validation to the caller (see :meth:`valid`)."""
         fractions = {k: f for k, f in self.request.fixed.items() if 1 <= k <= self.n}
         first_number = self.free_numbers[0] if self.free_numbers else self.n + 1
         for number, slot in enumerate(placed, start=first_number):
             if number not in self.fixed:
                 fractions[number] = PlannedFraction(number, slot.linac, slot.start, slot.end)
         schedule = Schedule(tuple(fractions[k] for k in sorted(fractions)))
+        if check and not self.valid(schedule):
+            return None
+        slots = [self.fixed[k] for k in range(1, first_number)] + placed
+        return Schedule(schedule.fractions, self.score(slots))
+
+    def valid(self, schedule: Schedule) -> bool:
         problems = self.validator.validate(
             schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
         )
-        return None if problems else schedule
+        return not problems
+
+    # -- ranking whole courses by score --------------------------------------------------
+
+    def ranked(self, count: int) -> tuple[list[Schedule], bool]:
+        """Up to ``count`` distinct schedules of a whole course (nothing fixed), lowest score
+        first, and whether that ranking is settled: True when no first day after the horizon
+        could rank among them (its wait alone would cost more than the last one's score)."""
+        if count <= 0 or self.n < 1 or not self.linacs:
+            return [], True
+        minutes = self.rules.minutes_for(1)
+        starts = self.rules.start_weekdays
+        shortest = _shortest_overall(self.rules)
+        anchors = sorted(
+            self.linac_ids, key=lambda lid: (self.pref_rank.get(lid, self.no_pref), lid)
+        )
+        candidates: list[_Candidate] = []
+        chosen: list[Schedule] = []
+        for day in _date_range(self.first_day, self.last_start_day):
+            if len(chosen) >= count and self._cannot_rank(self._wait_points(day), chosen[-1]):
+                # Without a rule bounding the course's length, the horizon also bounds its
+                # last fraction (search_dates), so a longer one could still change a course.
+                r = self.rules
+                bounded = r.max_overall_days is not None or r.max_interval_days is not None
+                return chosen, bounded or self.n == 1
+            if not self.day_open(day, minutes):
+                continue
+            if starts is not None and day.weekday() not in starts:
+                continue
+            course = self.course(day)
+            last_days = set() if course is None else self.last_days(course)
+            if course is None or not last_days:
+                continue
+            # The calendar alone can make every course starting this day too long to rank.
+            overall = (min(last_days) - day).days + 1
+            floor = self._wait_points(day) + OVERALL_POINTS_PER_DAY * max(0, overall - shortest)
+            # Anchor by anchor, so that each course found tightens the bound for the next.
+            for lid in anchors:
+                worst = chosen[-1] if len(chosen) >= count else None
+                if worst is not None and self._cannot_rank(floor, worst):
+                    break
+                schedule = self._best_from(day, course, lid, minutes, floor, worst)
+                if schedule is None:
+                    continue
+                signature = (day, frozenset(f.linac_id for f in schedule.fractions))
+                candidates.append(
+                    _Candidate(_rank_key(schedule, self.pref_rank), signature, schedule)
+                )
+                candidates.sort(key=lambda c: c.key)
+                chosen = _pick(candidates, count, self._checked)
+        return chosen, False
+
+    def _checked(self, schedule: Schedule) -> bool:
+        """Whether a candidate passes validation, each candidate validated at most once."""
+        ok = self._valid.get(id(schedule))
+        if ok is None:
+            ok = self._valid[id(schedule)] = self.valid(schedule)
+        return ok
+
+    def _cannot_rank(self, at_least: int, worst: Schedule) -> bool:
+        """Whether a candidate scoring ``at_least`` could never rank above ``worst``: a tie
+        goes to the earlier start, unless a preferred linac decides it first."""
+        total = _total(worst)
+        return at_least > total or (at_least == total and not self.pref_rank)
+
+    def _wait_points(self, day: date) -> int:
+        return WAIT_POINTS_PER_DAY * (day - self.request.earliest).days
+
+    def _best_from(
+        self,
+        day: date,
+        course: _Course,
+        anchor: int,
+        minutes: int,
+        floor: int,
+        worst: Schedule | None,
+    ) -> Schedule | None:
+        """The best course the search finds whose first fraction is on ``anchor`` on ``day``
+        (None also when it could not rank above ``worst``, given the day's ``floor``).
+
+        First fractions are tried in order of their share of the score (preferred window,
+        fragments), then earliest; each later fraction is the cheapest that still lets the
+        course finish, on any capable linac.
+        """
+        window = self.window
+
+        def first_points(s: _Slot) -> int:
+            points = FRAGMENT_POINTS * s.frag
+            if window is not None and not (window[0] <= s.tod and s.end_tod <= window[1]):
+                points += OUTSIDE_WINDOW_POINTS
+            return points
+
+        placements = sorted(
+            self.slots(anchor, day, minutes), key=lambda s: (first_points(s), s.start)
+        )
+        # No filter applies, so a failure to finish from a slot holds for the whole course start.
+        dead = self._dead.setdefault(course.first_day, set())
+        # Every first fraction of the day leaves the same days to the rest of the course, and
+        # a later earliest next start leaves fewer slots: once a course cannot be finished
+        # after one first fraction, none finishes after any allowing the next no sooner.
+        fails_from = self._fails_from.get(day)
+        for first in placements:
+            if worst is not None and self._cannot_rank(floor + first_points(first), worst):
+                break  # every later placement costs at least as much
+            next_from = max(first.end, first.start + self.min_gap)
+            if fails_from is not None and next_from >= fails_from:
+                continue
+            budget = None if worst is None else (floor, worst)
+            self._abandoned = False
+            rest = self.complete_scored([first], course, anchor, dead, budget)
+            if self._abandoned:
+                return None
+            if rest is not None:
+                # Validated only if it is picked: most candidates never are.
+                return self._schedule([first, *rest], check=False)
+            fails_from = next_from if fails_from is None else min(fails_from, next_from)
+            self._fails_from[day] = fails_from
+        return None
+
+    def score(self, slots: Sequence[_Slot]) -> Score:
+        """The score of a course whose fractions 1..n sit in ``slots`` (see "Ranking")."""
+        r = self.rules
+        free = [s for k, s in enumerate(slots, start=1) if k not in self.fixed]
+        days = [s.day for s in slots]
+        gaps = tuple((b - a).days for a, b in zip(days, days[1:], strict=False))
+        overall = (days[-1] - days[0]).days + 1
+        shortest = _shortest_overall(r)
+        wait = (free[0].day - self.request.earliest).days if free else 0
+        linac_ids = sorted({s.linac for s in slots})
+        groups = {
+            self.all_linacs[lid].beam_group if lid in self.all_linacs else None for lid in linac_ids
+        }
+        spread = max(abs(s.tod - slots[0].tod) for s in slots)
+        window = self.window
+        outside = (
+            0
+            if window is None
+            else sum(1 for s in free if not (window[0] <= s.tod and s.end_tod <= window[1]))
+        )
+        uneven = max(gaps) - min(gaps) if gaps else 0
+        fragments = sum(s.frag for s in free)
+
+        if wait == 0:
+            wait_words = f"starts on the earliest date, {format_day(self.request.earliest)}"
+        else:
+            wait_words = f"starts {_days(wait)} after {format_day(self.request.earliest)}"
+        if overall > shortest:
+            overall_words = f"{_days(overall)} overall; the protocol's shortest is {shortest}"
+        else:
+            overall_words = f"{_days(overall)} overall, the shortest the protocol allows"
+        if len(linac_ids) == 1:
+            linac_points, linac_words = 0, "one linac"
+        elif len(groups) == 1 and None not in groups:
+            linac_points = GROUP_POINTS
+            linac_words = f"{len(linac_ids)} linacs of one beam-matched group"
+        else:
+            linac_points = MIXED_LINACS_POINTS
+            linac_words = f"{len(linac_ids)} linacs, not all beam-matched"
+        if spread == 0:
+            time_words = "the same time of day"
+        elif spread <= SAME_TIME_TOLERANCE_MINUTES:
+            time_words = f"the same time of day, within {spread} min"
+        else:
+            time_words = f"start times up to {_duration(spread)} apart"
+        if window is None:
+            window_words = "no preferred window"
+        elif outside == 0:
+            window_words = "every fraction in the preferred window"
+        else:
+            window_words = f"{_count(outside, 'fraction')} outside the preferred window"
+        if not gaps:
+            spacing_words = "a single fraction"
+        elif uneven == 0:
+            spacing_words = "even gaps"
+        else:
+            spacing_words = f"gaps differ by {_days(uneven)}"
+        if fragments == 0:
+            load_words = "fits the linacs' free time without fragmenting it"
+        else:
+            load_words = f"leaves {_count(fragments, 'fragment')} of linac free time"
+        parts = (
+            ScorePart("wait", WAIT_POINTS_PER_DAY * wait, wait, wait_words),
+            ScorePart(
+                "overall",
+                OVERALL_POINTS_PER_DAY * max(0, overall - shortest),
+                overall,
+                overall_words,
+            ),
+            ScorePart("linacs", linac_points, len(linac_ids), linac_words),
+            ScorePart("time_of_day", _time_points(spread), spread, time_words),
+            ScorePart("window", OUTSIDE_WINDOW_POINTS * outside, outside, window_words),
+            ScorePart("spacing", SPACING_POINTS_PER_DAY * uneven, uneven, spacing_words),
+            ScorePart("day_load", FRAGMENT_POINTS * fragments, fragments, load_words),
+        )
+        return Score(parts, overall, gaps)
 
 
 def _dates(request: ScheduleRequest, horizon_days: int) -> tuple[date, date, date]:
@@ -584,6 +1048,88 @@ def _date_range(start: date, end: date) -> Iterator[date]:
         day += timedelta(days=1)
 
 
+def _shortest_overall(rules: Rules) -> int:
+    """The fewest days from first to last fraction, inclusive, the protocol allows."""
+    return max(rules.min_overall_days or 1, (rules.fractions - 1) * rules.min_interval_days + 1)
+
+
+def _fragments(before: timedelta, after: timedelta) -> int:
+    """Fragments a session leaves in its linac's free stretch, given the free time left
+    before and after it: one for splitting the stretch in two, one per stranded piece."""
+    zero, stranded = timedelta(0), timedelta(minutes=STRANDED_MINUTES)
+    count = 1 if before > zero and after > zero else 0
+    if zero < before < stranded:
+        count += 1
+    if zero < after < stranded:
+        count += 1
+    return count
+
+
+def _time_points(minutes_off: int) -> int:
+    """Points for a start ``minutes_off`` from the course's time of day: one per started
+    quarter hour beyond the tolerance."""
+    beyond = minutes_off - SAME_TIME_TOLERANCE_MINUTES
+    return 0 if beyond <= 0 else -(-beyond // 15) * TIME_POINTS_PER_QUARTER_HOUR
+
+
+def _total(schedule: Schedule) -> int:
+    assert schedule.score is not None
+    return schedule.score.total
+
+
+def _rank_key(
+    schedule: Schedule, pref_rank: dict[int, int]
+) -> tuple[int, int, datetime, tuple[int, ...], tuple[datetime, ...]]:
+    """Score, then a preferred first linac, the earlier start, then linac ids and starts: a
+    total, stable order."""
+    return (
+        _total(schedule),
+        pref_rank.get(schedule.fractions[0].linac_id, len(pref_rank)),
+        schedule.first_start,
+        tuple(f.linac_id for f in schedule.fractions),
+        tuple(f.start for f in schedule.fractions),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    key: tuple[int, int, datetime, tuple[int, ...], tuple[datetime, ...]]  # see _rank_key
+    signature: tuple[date, frozenset[int]]  # first day and linacs: what must differ
+    schedule: Schedule
+
+
+def _pick(
+    candidates: list[_Candidate], count: int, valid: Callable[[Schedule], bool]
+) -> list[Schedule]:
+    """The ``count`` best valid candidates (sorted best first) that differ in start day or
+    in the linacs they use."""
+    chosen: list[Schedule] = []
+    seen: set[tuple[date, frozenset[int]]] = set()
+    for candidate in candidates:
+        if candidate.signature in seen or not valid(candidate.schedule):
+            continue
+        seen.add(candidate.signature)
+        chosen.append(candidate.schedule)
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+def _days(n: int) -> str:
+    return _count(n, "day")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _duration(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{rest} min"
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
 def _distinct(a: _Slot, b: _Slot) -> bool:
     """Whether two first fractions make meaningfully different proposals."""
     return (
@@ -593,8 +1139,28 @@ def _distinct(a: _Slot, b: _Slot) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Proposals:
+    schedules: list[Schedule]
+    # True when a longer horizon could not change the list: either no later first day
+    # could outrank these schedules, or the search did not need the horizon's end.
+    settled: bool
+
+
+def propose_ranked(request: ScheduleRequest, ctx: SearchContext) -> Proposals:
+    """:func:`propose`, and whether its ranking is settled within ``request.horizon_days``."""
+    search = _Search(request, ctx)
+    if any(1 <= k <= search.n for k in request.fixed):
+        schedules = search.run(request.count)
+        # Re-planning ranks by date first: enough proposals are the final ones.
+        return Proposals(schedules, len(schedules) >= request.count)
+    schedules, settled = search.ranked(request.count)
+    return Proposals(schedules, settled)
+
+
 def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
-    """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`.
+    """Up to ``request.count`` complete schedules that pass :func:`~scheduler.rules.validate`,
+    each with its :class:`~scheduler.types.Score`.
 
     Fractions in ``request.fixed`` are kept as given; every other number 1..fractions is placed
     not before ``request.not_before``, the first of them on a local date in
@@ -602,7 +1168,7 @@ def propose(request: ScheduleRequest, ctx: SearchContext) -> list[Schedule]:
     :func:`search_dates`, which ``ctx`` must cover. ``ctx`` must not contain the course's own
     bookings. See the module docstring for the ranking and what makes proposals different.
     """
-    return _Search(request, ctx).run(request.count)
+    return propose_ranked(request, ctx).schedules
 
 
 def _rules_problem(rules: Rules) -> str | None:

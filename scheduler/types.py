@@ -119,10 +119,35 @@ class PlannedFraction:
 
 
 @dataclass(frozen=True)
+class ScorePart:
+    """One part of a proposal's score: what was measured and the penalty points it costs."""
+
+    name: str  # wait, overall, linacs, time_of_day, window, spacing, day_load
+    points: int  # 0 is as good as this part gets; lower totals rank first
+    value: int  # the measure, in the part's own unit (days, linacs, minutes, fractions)
+    summary: str  # the measure in words, e.g. "one linac"
+
+
+@dataclass(frozen=True)
+class Score:
+    """Why a proposal ranks where it does (see scheduler.search, "Ranking")."""
+
+    parts: tuple[ScorePart, ...]
+    overall_days: int  # local dates from the first fraction to the last, inclusive
+    gap_days: tuple[int, ...]  # local days between consecutive fractions
+
+    @property
+    def total(self) -> int:
+        return sum(part.points for part in self.parts)
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A complete placement of every fraction of a course, ordered by number."""
 
     fractions: tuple[PlannedFraction, ...]
+    # Set on proposals; two schedules with the same fractions are the same schedule.
+    score: Score | None = field(default=None, compare=False)
 
     @property
     def first_start(self) -> datetime:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from flask.testing import FlaskClient
 
 from tests.api.conftest import Seed
@@ -244,3 +245,61 @@ def test_downtime_preview_then_commit(client: FlaskClient, seed: Seed, now: date
     assert applied.json["downtime_id"] is not None
     listed = client.get(url, headers=seed.auth("viewer")).json
     assert [d["id"] for d in listed] == [applied.json["downtime_id"]]
+
+
+# Monday 1 March 2027, 06:00 in New York: before opening, so the whole day can be proposed.
+PROPOSAL_NOW = datetime(2027, 3, 1, 11, 0, tzinfo=UTC)
+SCORE_PARTS = ["wait", "overall", "linacs", "time_of_day", "window", "spacing", "day_load"]
+
+
+def test_proposals_carry_their_score_overall_days_and_gaps(client: FlaskClient, seed: Seed) -> None:
+    course_id = _course(client, seed, "SCORE-1")
+    with time_machine.travel(PROPOSAL_NOW, tick=False):
+        response = client.post(
+            f"/api/v1/courses/{course_id}/proposals",
+            json={"count": 3, "preferred_window": {"start": "09:00", "end": "12:00"}},
+            headers=seed.auth("scheduler"),
+        )
+    assert response.status_code == 200, response.json
+    schedules = response.json["schedules"]
+    assert len(schedules) == 3
+    totals = [s["score"]["total"] for s in schedules]
+    assert totals == sorted(totals)
+    for schedule in schedules:
+        parts = schedule["score"]["parts"]
+        assert [p["name"] for p in parts] == SCORE_PARTS
+        assert schedule["score"]["total"] == sum(p["points"] for p in parts)
+        assert all(p["summary"] for p in parts)
+        days = [date.fromisoformat(f["local_start"][:10]) for f in schedule["fractions"]]
+        assert schedule["overall_days"] == (days[-1] - days[0]).days + 1
+        assert schedule["gap_days"] == [(b - a).days for a, b in zip(days, days[1:], strict=False)]
+    # An empty department: Monday to Friday at 09:00 on one linac, inside the window. Its
+    # only points: each session splits the linac's free day in two.
+    best = schedules[0]
+    assert best["overall_days"] == 5 and best["gap_days"] == [1, 1, 1, 1]
+    points = {p["name"]: p["points"] for p in best["score"]["parts"]}
+    assert points == dict.fromkeys(SCORE_PARTS, 0) | {"day_load": 10}
+    assert {f["local_start"][11:16] for f in best["fractions"]} == {"09:00"}
+    # Options differ by machine or start day, never by minutes on the same machine and days.
+    signatures = {
+        (s["fractions"][0]["local_start"][:10], frozenset(f["linac_id"] for f in s["fractions"]))
+        for s in schedules
+    }
+    assert len(signatures) == 3
+    first_days = [s["fractions"][0]["local_start"][:10] for s in schedules]
+    assert first_days == ["2027-03-01", "2027-03-01", "2027-03-02"]
+    wait = next(p for p in schedules[2]["score"]["parts"] if p["name"] == "wait")
+    assert wait == {
+        "name": "wait",
+        "points": 20,
+        "value": 1,
+        "summary": "starts 1 day after 1 March",
+    }
+
+
+def test_the_openapi_document_describes_the_score(client: FlaskClient) -> None:
+    document = client.get("/api/openapi.json").json
+    schedule = document["components"]["schemas"]["ScheduleOut"]
+    assert {"score", "overall_days", "gap_days"} <= set(schedule["required"])
+    part = document["components"]["schemas"]["ScorePartOut"]
+    assert part["properties"]["name"]["enum"] == SCORE_PARTS

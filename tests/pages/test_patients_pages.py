@@ -582,3 +582,57 @@ def test_readiness_in_the_fall_back_hour_records_now_unambiguously(
         assert changed.status_code == 302
         db.expire_all()
         assert db.get(Course, course_id).physics_qa_at == datetime(2026, 11, 1, 14, 15, tzinfo=UTC)
+
+
+def _score_rows(section: str) -> list[tuple[str, str, int]]:
+    """(part, measure, points) of each row of an option's score table."""
+    table = section[section.index('<table class="score">') :]
+    rows = re.findall(r'<th scope="row">([^<]+)</th>\s*<td>([^<]+)</td>\s*<td>(\d+)</td>', table)
+    return [(part, measure, int(points)) for part, measure, points in rows]
+
+
+def test_each_option_shows_its_score_parts_overall_days_and_gaps(
+    client: FlaskClient, signed_in: SignIn, seed: Seed
+) -> None:
+    # Monday 1 March 2027, 06:00 in New York, before opening: the whole week is free.
+    with time_machine.travel(datetime(2027, 3, 1, 11, 0, tzinfo=UTC), tick=False):
+        csrf = signed_in(client, "scheduler")
+        course_id = _course(client, csrf, _patient(client, csrf, "SCORE-P1"), seed)
+        page = client.get(
+            f"/courses/{course_id}/propose",
+            query_string={"window_start": "09:00", "window_end": "12:00"},
+        )
+    assert page.status_code == 200, _html(page)
+    html = _html(page)
+    assert "best score first" in html
+    sections = html.split('<section class="card" aria-labelledby="option-')[1:]
+    assert len(sections) == 3
+    totals = []
+    for option, section in enumerate(sections, start=1):
+        rows = _score_rows(section)
+        assert [part for part, _, _ in rows] == [
+            "Wait",
+            "Overall time",
+            "Linacs",
+            "Time of day",
+            "Preferred window",
+            "Spacing",
+            "Linac free time",
+        ]
+        caption = re.search(rf"Score of option {option}: (\d+) points?", section)
+        assert caption and int(caption.group(1)) == sum(points for _, _, points in rows)
+        totals.append(int(caption.group(1)))
+    assert totals == sorted(totals)
+    best = sections[0]
+    assert "5 days overall; days between fractions: 1, 1, 1, 1" in best
+    assert _score_rows(best) == [
+        ("Wait", "starts on the earliest date, 1 March", 0),
+        ("Overall time", "5 days overall, the shortest the protocol allows", 0),
+        ("Linacs", "one linac", 0),
+        ("Time of day", "the same time of day", 0),
+        ("Preferred window", "every fraction in the preferred window", 0),
+        ("Spacing", "even gaps", 0),
+        ("Linac free time", "leaves 5 fragments of linac free time", 10),
+    ]
+    # The third option is the other start day, not the first one shifted by minutes.
+    assert ("Wait", "starts 1 day after 1 March", 20) in _score_rows(sections[2])

@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler.rules import validate
-from scheduler.search import DISTINCT_START_MINUTES, explain, propose, search_dates
+from scheduler.search import (
+    DISTINCT_START_MINUTES,
+    explain,
+    propose,
+    propose_ranked,
+    search_dates,
+)
 from scheduler.timeutil import local_date, local_to_utc, localize, to_local
 from scheduler.types import (
     ALL_WEEKDAYS,
@@ -101,22 +107,46 @@ def assert_proposals_sound(
                     assert local_date(f.start, tz) <= last_start
                 if request.not_before is not None:
                     assert f.start >= request.not_before
+    for schedule in proposals:
+        assert schedule.score is not None
+        assert schedule.score.total == sum(part.points for part in schedule.score.parts)
+        assert all(part.points >= 0 for part in schedule.score.parts)
+        days = local_days_in(schedule, tz)
+        assert schedule.score.overall_days == (days[-1] - days[0]).days + 1
+        assert list(schedule.score.gap_days) == [
+            (b - a).days for a, b in zip(days, days[1:], strict=False)
+        ]
     if len(request.fixed) >= rules.fractions:
         return
     firsts = [first_free(s, request) for s in proposals]
-    days = [local_date(f.start, tz) for f in firsts]
-    assert days == sorted(days)  # the earliest first-fraction day ranks first
-    for i, a in enumerate(firsts):
-        for b in firsts[i + 1 :]:
-            assert (
-                local_date(a.start, tz) != local_date(b.start, tz)
-                or a.linac_id != b.linac_id
-                or abs(a.start - b.start) >= timedelta(minutes=DISTINCT_START_MINUTES)
-            )
+    if request.fixed:
+        # Re-planning: the earliest first free fraction ranks first.
+        days = [local_date(f.start, tz) for f in firsts]
+        assert days == sorted(days)
+        for i, a in enumerate(firsts):
+            for b in firsts[i + 1 :]:
+                assert (
+                    local_date(a.start, tz) != local_date(b.start, tz)
+                    or a.linac_id != b.linac_id
+                    or abs(a.start - b.start) >= timedelta(minutes=DISTINCT_START_MINUTES)
+                )
+        return
+    # Whole courses: best score first, and no two alike in start day and machines.
+    totals = [s.score.total for s in proposals if s.score is not None]
+    assert totals == sorted(totals)
+    signatures = [
+        (local_date(s.first_start, tz), frozenset(f.linac_id for f in s.fractions))
+        for s in proposals
+    ]
+    assert len(set(signatures)) == len(signatures)
+
+
+def local_days_in(schedule: Schedule, tz: str) -> list[date]:
+    return [local_date(f.start, tz) for f in schedule.fractions]
 
 
 def local_days(schedule: Schedule) -> list[date]:
-    return [local_date(f.start, NY) for f in schedule.fractions]
+    return local_days_in(schedule, NY)
 
 
 def local_times(schedule: Schedule) -> list[str]:
@@ -279,13 +309,14 @@ def test_preferred_window_and_linacs() -> None:
     assert {f.linac_id for f in proposals[0].fractions} == {3}
 
 
-def test_alternatives_are_meaningfully_different() -> None:
-    # Only one SBRT machine: alternatives must differ by at least an hour or by day.
+def test_alternatives_are_other_days_not_the_same_course_shifted_by_minutes() -> None:
+    # Only one SBRT machine: the same days an hour later is no alternative; other days are.
     ctx = replace(EMPTY, linacs=LINACS[:1])
     request = ScheduleRequest(LIVER, MONDAY, count=3)
     proposals = propose(request, ctx)
     assert_proposals_sound(proposals, request, ctx)
-    assert [local_times(p)[0] for p in proposals] == ["07:00", "08:00", "09:00"]
+    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (0, 1, 2)]
+    assert [local_times(p)[0] for p in proposals] == ["07:00"] * 3
 
 
 def test_replanning_keeps_fixed_fractions_and_the_course_time() -> None:
@@ -349,6 +380,159 @@ def test_alternatives_move_to_other_days_when_the_time_cannot_change() -> None:
     assert_proposals_sound(proposals, request, ctx)
     # The first fraction can only start 09:00, so alternatives differ by day.
     assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (0, 1, 2)]
+
+
+# -- ranking by score ---------------------------------------------------------------------
+
+SCORE_PARTS = ["wait", "overall", "linacs", "time_of_day", "window", "spacing", "day_load"]
+
+
+def points(schedule: Schedule) -> dict[str, int]:
+    assert schedule.score is not None
+    return {part.name: part.points for part in schedule.score.parts}
+
+
+def free_only(linac_hours: dict[int, tuple[time, time]], days: int = 21) -> dict[int, list]:
+    """Linac busy time leaving each one free only within its given local hours, every day."""
+    busy: dict[int, list[Interval]] = {}
+    for lid, (free_from, free_until) in linac_hours.items():
+        intervals = []
+        for offset in range(days):
+            day = MONDAY + timedelta(days=offset)
+            opens, closes = at(day, 7), at(day, 19)
+            start = localize(datetime.combine(day, free_from), NY)
+            end = localize(datetime.combine(day, free_until), NY)
+            if opens < start:
+                intervals.append(Interval(opens, start))
+            if end < closes:
+                intervals.append(Interval(end, closes))
+        busy[lid] = intervals
+    return busy
+
+
+def test_a_perfect_course_scores_zero_and_every_part_is_reported() -> None:
+    request = ScheduleRequest(LIVER, MONDAY)
+    best = propose(request, EMPTY)[0]
+    assert best.score is not None
+    assert [part.name for part in best.score.parts] == SCORE_PARTS
+    assert best.score.total == 0
+    assert best.score.overall_days == 5 and best.score.gap_days == (1, 1, 1, 1)
+    summaries = {part.name: part.summary for part in best.score.parts}
+    assert summaries["linacs"] == "one linac"
+    assert summaries["overall"] == "5 days overall, the shortest the protocol allows"
+
+
+def test_a_shorter_course_ranks_above_a_longer_one_when_waits_are_equal() -> None:
+    # Every other day, 3 fractions. TrueBeam 1 is down on the first Wednesday, so its course
+    # runs Mon, Thu, Mon (8 days); the Halcyon gives Mon, Wed, Fri (5 days).
+    rules = Rules(3, min_interval_days=2, max_interval_days=4, max_overall_days=14)
+    ctx = SearchContext(
+        CALENDAR,
+        (LINACS[0], LINACS[2]),
+        {1: [whole_days(MONDAY + timedelta(days=2), 1)]},
+    )
+    request = ScheduleRequest(rules, MONDAY, count=2)
+    proposals = propose(request, ctx)
+    assert_proposals_sound(proposals, request, ctx)
+    shorter, longer = proposals
+    assert {f.linac_id for f in shorter.fractions} == {3}
+    assert local_days(shorter) == [MONDAY + timedelta(days=d) for d in (0, 2, 4)]
+    assert {f.linac_id for f in longer.fractions} == {1}
+    assert local_days(longer)[0] == MONDAY and local_days(longer)[-1] > local_days(shorter)[-1]
+    assert points(shorter)["wait"] == points(longer)["wait"] == 0
+    assert points(shorter)["overall"] < points(longer)["overall"]
+    assert shorter.score is not None and shorter.score.gap_days == (2, 2)
+
+
+def test_an_option_that_fragments_free_time_loses_to_an_equal_one_that_does_not() -> None:
+    # TrueBeam 1 is free 07:40-18:10 (off the quarter-hour grid): wherever a session goes, it
+    # splits that time or strands a sliver. The Halcyon is free from 08:00 to closing.
+    ctx = SearchContext(
+        CALENDAR,
+        (LINACS[0], LINACS[2]),
+        free_only({1: (time(7, 40), time(18, 10)), 3: (time(8), time(19))}),
+    )
+    request = ScheduleRequest(LIVER, MONDAY, count=2)
+    proposals = propose(request, ctx)
+    assert_proposals_sound(proposals, request, ctx)
+    compact, fragmenting = proposals
+    assert {f.linac_id for f in compact.fractions} == {3}
+    assert local_times(compact) == ["08:00"] * 5
+    assert points(compact)["day_load"] == 0
+    assert {f.linac_id for f in fragmenting.fractions} == {1}
+    assert points(fragmenting)["day_load"] > 0
+    for part in ("wait", "overall", "linacs", "time_of_day", "window", "spacing"):
+        assert points(compact)[part] == points(fragmenting)[part] == 0
+
+
+def test_an_option_in_the_preferred_window_wins_over_one_outside_it() -> None:
+    # TrueBeam 1 offers 07:00 every day, outside the window; the Halcyon offers 12:00, and
+    # 12:45 on Friday: inside the window, though not quite the same time every day.
+    busy = free_only({1: (time(7), time(8)), 3: (time(12), time(13))})
+    friday = MONDAY + timedelta(days=4)
+    busy[3] = [iv for iv in busy[3] if local_date(iv.start, NY) != friday] + [
+        Interval(at(friday, 7), at(friday, 12, 45)),
+        Interval(at(friday, 13, 45), at(friday, 19)),
+    ]
+    busy[3].sort(key=lambda iv: iv.start)
+    ctx = SearchContext(CALENDAR, (LINACS[0], LINACS[2]), busy)
+    request = ScheduleRequest(LIVER, MONDAY, count=2, preferred_window=(time(12), time(16)))
+    proposals = propose(request, ctx)
+    assert_proposals_sound(proposals, request, ctx)
+    inside, outside = proposals
+    assert {f.linac_id for f in inside.fractions} == {3}
+    assert local_times(inside) == ["12:00"] * 4 + ["12:45"]
+    assert points(inside)["window"] == 0 and points(inside)["time_of_day"] > 0
+    assert {f.linac_id for f in outside.fractions} == {1}
+    assert points(outside)["window"] == 5 * 5
+
+
+def test_options_are_other_machines_or_days_never_minute_shifts() -> None:
+    request = ScheduleRequest(LIVER, MONDAY, count=4)
+    proposals = propose(request, EMPTY)
+    assert_proposals_sound(proposals, request, EMPTY)
+    # Three SBRT machines on Monday, then the best course starting Tuesday.
+    assert [({f.linac_id for f in p.fractions}, local_days(p)[0]) for p in proposals] == [
+        ({1}, MONDAY),
+        ({2}, MONDAY),
+        ({3}, MONDAY),
+        ({1}, MONDAY + timedelta(days=1)),
+    ]
+
+
+def test_a_later_start_outranks_an_earlier_one_only_by_a_better_score() -> None:
+    # On Monday only TrueBeam 1 is free, and it is down from Tuesday: a Monday start must
+    # continue on a machine of another beam group. The Halcyon is free from Tuesday.
+    ctx = replace(
+        EMPTY,
+        linac_busy={
+            1: [whole_days(MONDAY + timedelta(days=1), 20)],
+            2: [whole_days(MONDAY, 21)],
+            3: [whole_days(MONDAY, 1)],
+        },
+    )
+    request = ScheduleRequest(LIVER, MONDAY, count=3)
+    proposals = propose(request, ctx)
+    assert_proposals_sound(proposals, request, ctx)
+    tuesday, monday, wednesday = proposals
+    assert [local_days(p)[0] for p in proposals] == [MONDAY + timedelta(days=d) for d in (1, 0, 2)]
+    # A day's wait (20) plus the weekend inside the course (10 + 4) cost less than a second
+    # treatment plan (40); two days' wait do not.
+    assert points(tuesday) == points(tuesday) | {"wait": 20, "overall": 10, "spacing": 4}
+    assert points(tuesday)["linacs"] == 0 and {f.linac_id for f in tuesday.fractions} == {3}
+    assert points(monday)["linacs"] == 40 and points(monday)["wait"] == 0
+    assert points(wednesday)["wait"] == 40
+    totals = [p.score.total for p in proposals if p.score is not None]
+    assert totals == [34, 40, 54]
+
+
+def test_ranking_does_not_depend_on_the_order_of_the_linacs() -> None:
+    ctx = busy_department(7)
+    request = ScheduleRequest(LIVER, MONDAY, count=3)
+    shuffled = replace(ctx, linacs=tuple(reversed(ctx.linacs)))
+    first, second = propose(request, ctx), propose(request, shuffled)
+    assert first == second
+    assert [p.score for p in first] == [p.score for p in second]
 
 
 # -- explain ----------------------------------------------------------------------------
@@ -612,10 +796,9 @@ def test_property_replanning_keeps_fixed_and_finds_a_schedule(data: st.DataObjec
     assume(original)
     keep = data.draw(st.sets(st.sampled_from(range(1, rules.fractions + 1))))
     fixed = {f.number: f for f in original[0].fractions if f.number in keep}
-    # Preferences never cost the earliest start day.
+    # Preferences only rank: without them the search still finds a course.
     plain = propose(replace(request, count=1, preferred_window=None, preferred_linacs=()), ctx)
     assert plain
-    assert local_date(plain[0].first_start, NY) <= local_date(original[0].first_start, NY)
     # The horizon bounds the first *free* fraction: widen it to where the original course ends.
     last = local_date(original[0].fractions[-1].start, NY)
     horizon = max(request.horizon_days, (last - request.earliest).days + 1)
@@ -624,3 +807,27 @@ def test_property_replanning_keeps_fixed_and_finds_a_schedule(data: st.DataObjec
     # The original completes the fixed fractions, so the (complete) search must find one.
     assert proposals
     assert_proposals_sound(proposals, replan, ctx)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_property_a_settled_ranking_is_the_one_a_longer_horizon_gives(data: st.DataObject) -> None:
+    # What lets the service read a few weeks of bookings instead of the whole horizon.
+    ctx, rules = data.draw(worlds())
+    request = replace(data.draw(requests(rules)), preferred_linacs=())
+    found = propose_ranked(request, ctx)
+    assume(found.settled)
+    longer = replace(request, horizon_days=request.horizon_days + data.draw(st.integers(1, 14)))
+    assert propose(longer, ctx) == found.schedules
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_property_proposals_do_not_depend_on_input_order(data: st.DataObject) -> None:
+    ctx, rules = data.draw(worlds())
+    request = data.draw(requests(rules))
+    shuffled = replace(ctx, linacs=tuple(data.draw(st.permutations(ctx.linacs))))
+    proposals = propose(request, ctx)
+    again = propose(request, shuffled)
+    assert again == proposals
+    assert [p.score for p in again] == [p.score for p in proposals]

@@ -18,6 +18,7 @@ from web.api.convert import (
     instant,
     missed_out,
     planned_out,
+    schedule_out,
 )
 from web.api.registry import routes
 from web.api.security import current_user_id
@@ -77,7 +78,11 @@ def update_course(course_id: int, body: s.CoursePatch):
     tag="Courses", role=SCHEDULER, body=s.ProposalIn, response=s.ProposalOut,
 )  # fmt: skip
 def propose_schedules(course_id: int, body: s.ProposalIn):
-    """Valid schedules for every fraction, earliest first; or why none fits and when one would.
+    """Valid schedules for every fraction, best score first; or why none fits and when one
+    would. Each schedule's score says why it ranks where it does: penalty points for the
+    wait, the overall time, more than one linac, changing times of day, fractions outside
+    the preferred window, uneven gaps and fragmenting a linac's free time. Options differ
+    in their first day or in the linacs they use.
 
     When the schedules start later than the requested date (or there are none), the
     explanation names the cause with a stable code: `linac_downtime` (which linacs are down,
@@ -96,13 +101,7 @@ def propose_schedules(course_id: int, body: s.ProposalIn):
     tz = result.timezone
     return s.ProposalOut(
         timezone=tz,
-        schedules=[
-            s.ScheduleOut(
-                first_start=schedule.first_start,
-                fractions=[planned_out(p, tz) for p in schedule.fractions],
-            )
-            for schedule in result.schedules
-        ],
+        schedules=[schedule_out(schedule, tz) for schedule in result.schedules],
         explanation=(
             None
             if result.explanation is None

@@ -8,7 +8,7 @@ from scheduler.errors import FieldError, InvalidInput
 from scheduler.models import Course, Downtime, Fraction
 from scheduler.services import MissedResult
 from scheduler.timeutil import AmbiguousLocalTime, NonexistentLocalTime, localize, to_local
-from scheduler.types import PlannedFraction
+from scheduler.types import PlannedFraction, Schedule
 from web.api import schemas
 
 
@@ -33,6 +33,22 @@ def planned_out(planned: PlannedFraction, tz: str) -> schemas.PlannedFractionOut
         ends_at=planned.end,
         local_start=to_local(planned.start, tz),
         local_end=to_local(planned.end, tz),
+    )
+
+
+def schedule_out(schedule: Schedule, tz: str) -> schemas.ScheduleOut:
+    """A proposed schedule with its score; proposals always carry one."""
+    score = schedule.score
+    assert score is not None
+    return schemas.ScheduleOut(
+        first_start=schedule.first_start,
+        overall_days=score.overall_days,
+        gap_days=list(score.gap_days),
+        score=schemas.ScoreOut(
+            total=score.total,
+            parts=[schemas.ScorePartOut.model_validate(part) for part in score.parts],
+        ),
+        fractions=[planned_out(p, tz) for p in schedule.fractions],
     )
 
 

@@ -590,8 +590,30 @@ class ProposalIn(Input):
     preferred_window: TimeWindow | None = None
 
 
+class ScorePartOut(Output):
+    name: Literal["wait", "overall", "linacs", "time_of_day", "window", "spacing", "day_load"]
+    points: int = Field(description="Penalty points of this part; 0 is as good as it gets")
+    value: int = Field(
+        description=(
+            "What was measured: wait and overall in days, linacs a count, time_of_day the "
+            "largest difference in minutes from the first fraction's start time, window the "
+            "fractions outside the preferred window, spacing the longest gap minus the "
+            "shortest in days, day_load the fragments of linac free time left"
+        )
+    )
+    summary: str = Field(description="The measure in words, e.g. 'one linac'")
+
+
+class ScoreOut(Output):
+    total: int = Field(description="The sum of the parts' points; the lowest total ranks first")
+    parts: list[ScorePartOut]
+
+
 class ScheduleOut(Output):
     first_start: datetime
+    overall_days: int = Field(description="Local days from the first fraction to the last")
+    gap_days: list[int] = Field(description="Local days between consecutive fractions")
+    score: ScoreOut
     fractions: list[PlannedFractionOut]
 
 
