@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from bootstrap import make_session_factory
 from notifications import sending
 from notifications.models import Reminder, ReminderStatus
+from notifications.tasks import SEND_BATCH
 from scheduler import links, services
 from scheduler.models import Fraction
 from tests.fakes.twilio_server import FakeTwilio, RecordedRequest
@@ -262,7 +263,9 @@ def test_a_burst_of_429s_is_retried_with_backoff_and_sent_once(
 def test_a_reminder_whose_fraction_moved_after_its_claim_is_never_sent(
     redis_broker, make_pipeline, engine, fake_twilio
 ):
-    ids = book_courses(engine, 8).reminder_ids
+    # Sixteen courses hold 96 to 176 reminders: at least four send batches, so every pool
+    # process of both workers is busy and the last batch, holding the target, waits.
+    ids = book_courses(engine, 16).reminder_ids
     sessions = make_session_factory(engine)
     with sessions() as session:
         fraction = session.scalars(
@@ -282,6 +285,7 @@ def test_a_reminder_whose_fraction_moved_after_its_claim_is_never_sent(
     # The fraction's same-day reminder (if any) stays days away; its day-before reminder comes
     # due last of all, so its send task waits at the back of the queue.
     due = [i for i in ids if i != stale.get("same_day")]
+    assert len(due) > 3 * SEND_BATCH + 1, len(due)
     now = datetime.now(UTC)
     pipeline = _running(make_pipeline, redis_broker, engine, due)
     fake_twilio.program(delay=4.0, times=4)  # holds every pool process for four seconds
