@@ -567,6 +567,27 @@ def nearby_courses(
     return _nearby_courses(session, course, Interval(min(starts), max(ends)))
 
 
+def _new_fraction(
+    course: Course, planned: PlannedFraction, override_reason: str | None, *, now: datetime
+) -> Fraction:
+    """A session row for a course being booked or repaired."""
+    # Until plan approval and physics QA are recorded the first fraction stays tentative, so
+    # no message can call it confirmed.
+    ready = course.ready_to_treat or planned.number > 1
+    return Fraction(
+        course_id=course.id,
+        patient_id=course.patient_id,
+        linac_id=planned.linac_id,
+        number=planned.number,
+        starts_at=planned.start,
+        ends_at=planned.end,
+        status=FractionStatus.BOOKED if ready else FractionStatus.TENTATIVE,
+        override_reason=override_reason.strip() if override_reason else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 @_retry_lost_races
 def book_course(
     session: Session,
@@ -638,25 +659,8 @@ def book_course(
             f"{NEARBY_COURSE_DAYS} days of it; acknowledge it to book",
             nearby,
         )
-    ready = course.ready_to_treat
     for f in planned:
-        # Until plan approval and physics QA are recorded the first fraction stays
-        # tentative, so no message can call it confirmed.
-        status = FractionStatus.BOOKED if ready or f.number > 1 else FractionStatus.TENTATIVE
-        session.add(
-            Fraction(
-                course_id=course.id,
-                patient_id=course.patient_id,
-                linac_id=f.linac_id,
-                number=f.number,
-                starts_at=f.start,
-                ends_at=f.end,
-                status=status,
-                override_reason=override_reason.strip() if overridden and override_reason else None,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        session.add(_new_fraction(course, f, override_reason if overridden else None, now=now))
     course.status = CourseStatus.BOOKED
     course.updated_at = now
     _flush_or_conflict(session, {f.linac_id for f in planned}, course.patient_id, window)
@@ -1443,23 +1447,7 @@ def rebook_fractions(
     replaced = {f.number: f.id for f in course.fractions if f.number in missing}
     added = []
     for f in new:
-        status = (
-            FractionStatus.TENTATIVE
-            if f.number == 1 and not course.ready_to_treat
-            else FractionStatus.BOOKED
-        )
-        row = Fraction(
-            course_id=course.id,
-            patient_id=course.patient_id,
-            linac_id=f.linac_id,
-            number=f.number,
-            starts_at=f.start,
-            ends_at=f.end,
-            status=status,
-            override_reason=override_reason.strip() if violations and override_reason else None,
-            created_at=now,
-            updated_at=now,
-        )
+        row = _new_fraction(course, f, override_reason if violations else None, now=now)
         session.add(row)
         added.append(row)
     _flush_or_conflict(session, linac_ids, course.patient_id, window)
