@@ -196,13 +196,7 @@ def propose_rebooking(course_id: int, body: s.RebookingProposalIn):
         course_id=result.course_id,
         timezone=tz,
         missing_fractions=result.missing,
-        schedules=[
-            s.ScheduleOut(
-                first_start=schedule.first_start,
-                fractions=[planned_out(p, tz) for p in schedule.fractions],
-            )
-            for schedule in result.schedules
-        ],
+        schedules=[schedule_out(schedule, tz) for schedule in result.schedules],
         needs_clinician=result.needs_clinician,
         reason=result.reason,
     )
