@@ -263,6 +263,10 @@ def _same_day_alternative(page: Page, shot: Shot) -> Booked:
     return moved
 
 
+def _background(element: Locator) -> str:
+    return element.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
 def _downtime_row(page: Page, reason: str) -> Locator:
     upcoming = page.locator("section", has=page.get_by_role("heading", name="Current and upcoming"))
     return upcoming.locator("tbody tr", has_text=reason)
@@ -358,6 +362,10 @@ def _extend_then_remove_downtime(
     cells = back.locator("td").all_inner_texts()
     assert cells[1] == str(target.number), cells
     assert cells[3].startswith(f"{target.linac} "), cells
+    # The way out must not look like the action it declines.
+    remove = page.get_by_role("button", name="Remove the downtime", exact=True)
+    keep = page.get_by_role("link", name="Keep it", exact=True)
+    assert _background(keep) != _background(remove)
     shot(page, "downtime-remove-preview")
     with page.expect_navigation():
         page.get_by_role("button", name="Remove the downtime", exact=True).click()
