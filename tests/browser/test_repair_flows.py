@@ -9,7 +9,7 @@ then removed with its own preview.
 
 As in test_flows: every form is driven through its label, every page is screenshotted after a
 check that each control has a name, and no page may log a console error or fail to load.
-The flow takes about 15 s, so PostgreSQL runs it on the real clock only; SQLite covers every
+The flow takes about 12 s, so PostgreSQL runs it on the real clock only; SQLite covers every
 pinned instant.
 """
 
@@ -36,6 +36,7 @@ from tests.browser.test_flows import (
     _nav,
     _propose_and_book_with_the_keyboard,
     _sign_in,
+    _tab_to,
 )
 
 if TYPE_CHECKING:
@@ -195,10 +196,13 @@ def _override_then_alternatives(
     assert page.get_by_label("Date", exact=True).input_value() == first.day.isoformat()
     assert page.get_by_label("Local start time", exact=True).input_value() == typed
     shot(page, "move-2-rules-broken")
+    # The reason and the override are reachable from the keyboard, below the rules shown.
     reason = "Browser test: transport only available on that day"
-    page.get_by_label("Clinical reason for the override", exact=True).fill(reason)
+    _tab_to(page, page.get_by_label("Clinical reason for the override", exact=True))
+    page.keyboard.type(reason)
+    _tab_to(page, page.get_by_role("button", name="Move anyway", exact=True))
     with page.expect_navigation():
-        page.get_by_role("button", name="Move anyway", exact=True).click()
+        page.keyboard.press("Enter")
     flash = _flash(page)
     assert flash.startswith(f"Moved fraction 2 to {_span_start(first.day, typed)}–"), flash
     assert "The rule override and its reason are recorded." in flash, flash
