@@ -325,7 +325,8 @@ def _downtime_over_another(
     with page.expect_navigation():
         page.get_by_role("button", name=re.compile("^Apply")).click()
     flash = _flash(page)
-    assert flash == "1 fraction moved, 0 need a human; 1 change notice queued.", flash
+    # The outcome counts that follow depend on which time the re-plan found.
+    assert flash.startswith("1 fraction moved, 0 need a human; 1 change notice queued."), flash
     shot(page, "downtime-applied")
     return target
 
