@@ -308,7 +308,7 @@ def _extend_then_remove_downtime(
 
     # Extend it: the service starts at the session's time instead.
     with page.expect_navigation():
-        row.get_by_role("link", name="Edit", exact=True).click()
+        row.get_by_role("link", name=re.compile(r"^Edit downtime of ")).click()
     start = page.get_by_label("From (local date and time)")
     assert start.input_value() == f"{target.day.isoformat()}T{target.end}"
     assert page.get_by_label("Reason", exact=True).input_value() == reason
@@ -356,7 +356,9 @@ def _extend_then_remove_downtime(
     with page.expect_navigation():
         _nav(page, "Downtime").click()
     with page.expect_navigation():
-        _downtime_row(page, reason).get_by_role("link", name="Remove", exact=True).click()
+        _downtime_row(page, reason).get_by_role(
+            "link", name=re.compile(r"^Remove downtime of ")
+        ).click()
     assert page.get_by_role("heading", name="Remove downtime").is_visible()
     assert "Nothing has been removed yet." in page.locator("main").inner_text()
     assert page.get_by_role(

@@ -97,7 +97,7 @@ def test_extend_then_shorten_with_previews(
     assert preview.status_code == 200
     html = preview.get_data(as_text=True)
     assert "1 fraction would move" in html
-    assert "1 keep their own time" in html and "0 need a human" in html
+    assert "1 keeps its own time" in html and "0 need a human" in html
     assert f'action="{url}"' in html
     assert placed(db, course_id) == before
     assert stored_end(db, downtime_id) == datetime.combine(THURSDAY, time(0), NY)
