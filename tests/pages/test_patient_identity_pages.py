@@ -165,6 +165,8 @@ def test_every_page_about_one_patient_names_them_with_date_of_birth_and_mrn(
         f"/courses/{course_id}/cancel",
         f"/fractions/{fraction_id}/move",
         f"/fractions/{fraction_id}/cancel",
+        f"/fractions/{fraction_id}/missed",
+        f"/courses/{course_id}/rebook",
         f"/patients/{patient_id}/messages",
         f"/courses/{course_id}/messages",
     ):
