@@ -38,6 +38,7 @@ from bootstrap import make_engine, make_session_factory
 from scheduler import search, services
 from scheduler.context import local_day_bounds, search_context
 from scheduler.models import Course, CourseStatus, Department, UTCDateTime
+from scheduler.services import proposing
 from scheduler.types import ScheduleRequest, SearchContext
 
 POINTS = 52  # course start dates: one a week over the seeded year, on varying weekdays
@@ -143,7 +144,7 @@ def _context(session: Session, seed: SeedResult, p: _Point, lo: date, hi: date) 
 def _calibrate(factory, points: list[_Point]) -> None:  # type: ignore[no-untyped-def]
     """Record, per point, the ranges propose_schedules reads and the requests it searches."""
     # search.propose goes through search.propose_ranked: spying on that one sees every search.
-    real_context, real_ranked = services.search_context, search.propose_ranked
+    real_context, real_ranked = proposing.search_context, search.propose_ranked
     for p in points:
 
         def context_spy(session, department, first, last, *args, p=p, **kwargs):  # type: ignore[no-untyped-def]
@@ -154,12 +155,12 @@ def _calibrate(factory, points: list[_Point]) -> None:  # type: ignore[no-untype
             p.searches.append(request)
             return real_ranked(request, ctx)
 
-        services.search_context, search.propose_ranked = context_spy, ranked_spy
+        proposing.search_context, search.propose_ranked = context_spy, ranked_spy
         try:
             with factory() as session:
                 services.propose_schedules(session, p.course_id, count=PROPOSALS, now=p.now)
         finally:
-            services.search_context, search.propose_ranked = real_context, real_ranked
+            proposing.search_context, search.propose_ranked = real_context, real_ranked
 
 
 def run(
@@ -261,16 +262,16 @@ _GROUPS = [
     ("engine: scheduler/search.py, rules.py", ("scheduler/search.py", "scheduler/rules.py")),
     ("context: scheduler/context.py, types.py", ("scheduler/context.py", "scheduler/types.py")),
     ("scheduler/timeutil.py", ("scheduler/timeutil.py",)),
-    ("scheduler/services.py", ("scheduler/services.py",)),
+    ("scheduler/services/", ("scheduler/services/",)),
     ("holidays package", ("/holidays/",)),
     ("SQLAlchemy", ("/sqlalchemy/",)),
     ("DB driver (psycopg / sqlite3)", ("/psycopg", "sqlite3")),
     ("zoneinfo, datetime", ("zoneinfo", "datetime")),
 ]
 _KEY_FUNCTIONS = [
-    ("services.py", "propose_schedules"),
-    ("services.py", "_get_course"),
-    ("services.py", "_department_of"),
+    ("services/proposing.py", "propose_schedules"),
+    ("services/common.py", "_get_course"),
+    ("services/common.py", "_department_of"),
     ("context.py", "search_context"),
     ("context.py", "department_calendar"),
     ("search.py", "propose"),

@@ -1,0 +1,98 @@
+"""Booking use cases: propose, book, move, cancel, record missed/completed, repair, downtime.
+
+Each function owns its unit of work: it reads what it needs, checks the rules with the
+pure engine, writes the change together with its BookingEvent row, and commits once. A
+lost race surfaces as :class:`Conflict` (HTTP 409) naming the taken time, never as an
+overlap: PostgreSQL's exclusion constraints reject it, and on SQLite the write lock taken
+at BEGIN makes the overlap check and the insert one step.
+
+One module per job (proposing, booking, moving, outcomes, repair, downtime) over the shared
+loaders, events and guards in ``common``; callers use this package's names.
+"""
+
+from scheduler.services.booking import NEARBY_COURSE_DAYS, book_course, nearby_courses
+from scheduler.services.common import (
+    CONFLICT_RULES,
+    DOWNTIME_KINDS,
+    FIRST_LOOK_DAYS,
+    MAX_REASON_TEXT,
+    OVERRIDABLE_RULES,
+    RACE_RETRIES,
+    READINESS_STEPS,
+    REBOOK_LEAD_TIME,
+    RETRYABLE_SQLSTATES,
+    SCHEDULED_STATUSES,
+    DowntimeReport,
+    MissedResult,
+    MovedFraction,
+    Placement,
+    ProposalResult,
+    ReturnableFraction,
+    UnplaceableFraction,
+)
+from scheduler.services.downtime import (
+    add_downtime,
+    delete_downtime,
+    returnable_fractions,
+    update_downtime,
+)
+from scheduler.services.moving import fraction_alternatives, move_fraction
+from scheduler.services.outcomes import (
+    cancel_course,
+    cancel_fraction,
+    confirm_next_fraction,
+    list_fractions,
+    record_completed,
+    record_missed,
+    record_readiness,
+)
+from scheduler.services.proposing import propose_schedules
+from scheduler.services.repair import (
+    RebookingProposal,
+    change_prescription,
+    propose_rebooking,
+    rebook_fractions,
+    undo_missed,
+)
+
+__all__ = [
+    "CONFLICT_RULES",
+    "DOWNTIME_KINDS",
+    "DowntimeReport",
+    "FIRST_LOOK_DAYS",
+    "MAX_REASON_TEXT",
+    "MissedResult",
+    "MovedFraction",
+    "NEARBY_COURSE_DAYS",
+    "OVERRIDABLE_RULES",
+    "Placement",
+    "ProposalResult",
+    "RACE_RETRIES",
+    "READINESS_STEPS",
+    "REBOOK_LEAD_TIME",
+    "RETRYABLE_SQLSTATES",
+    "RebookingProposal",
+    "ReturnableFraction",
+    "SCHEDULED_STATUSES",
+    "UnplaceableFraction",
+    "add_downtime",
+    "book_course",
+    "cancel_course",
+    "cancel_fraction",
+    "change_prescription",
+    "confirm_next_fraction",
+    "delete_downtime",
+    "fraction_alternatives",
+    "list_fractions",
+    "move_fraction",
+    "nearby_courses",
+    "propose_rebooking",
+    "propose_schedules",
+    "rebook_fractions",
+    "record_completed",
+    "record_missed",
+    "record_readiness",
+    "returnable_fractions",
+    "undo_missed",
+    "update_downtime",
+]
