@@ -8,6 +8,7 @@ twice for the same provider message (webhooks are retried and can be replayed).
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import re
 import unicodedata
@@ -77,6 +78,56 @@ def classify_reply(body: str) -> ReplyAction:
     return _KEYWORDS.get(normalise(body or ""), ReplyAction.INBOX)
 
 
+# --- what the provider posts --------------------------------------------------------------
+# A valid signature proves who sent a webhook, not that its fields fit our columns: a NUL is
+# refused by PostgreSQL in any text, and an id longer than the column fails the insert. Either
+# would turn a patient's message into a 500 that is never stored, so fields are made storable
+# here, in the use cases, whichever caller hands them in.
+
+# Twilio's own description of a Message SID (twilio_api_v2010.json: ^(SM|MM)[0-9a-fA-F]{32}$).
+_TWILIO_MESSAGE_SID = re.compile(r"(?:SM|MM)[0-9a-fA-F]{32}")
+# Ids kept as they came: they fit the provider_id columns (64) and carry nothing that could break
+# a log line. Derived keys below match this too, so deriving a key twice changes nothing.
+_PLAIN_PROVIDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+DERIVED_ID_PREFIX = "sha256:"
+# Twilio's error codes are five digits; room for a longer one, not for a paragraph.
+_ERROR_CODE_WIDTH = 10
+_STATUS_WIDTH = 20  # ProviderEvent.status and Reminder.provider_status
+
+
+def looks_like_twilio_sid(provider_id: str) -> bool:
+    return _TWILIO_MESSAGE_SID.fullmatch(provider_id) is not None
+
+
+def provider_message_key(provider_id: str) -> str:
+    """The id a provider message is stored and deduplicated under.
+
+    A plain id that fits the column (every real Twilio SID) is kept as it is, so it still
+    matches the id recorded when we sent the message. Anything else (too long, control
+    characters, spaces) becomes a digest of the whole id: stable, so a replay is still
+    recognised, and distinct, where cutting two long ids to one prefix could make a new
+    message look like a replay and drop it.
+    """
+    if _PLAIN_PROVIDER_ID.fullmatch(provider_id):
+        return provider_id
+    digest = hashlib.sha256(provider_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return DERIVED_ID_PREFIX + digest[: 64 - len(DERIVED_ID_PREFIX)]
+
+
+def clean_message_text(text: str) -> str:
+    """Text as a person wrote it, storable everywhere: line breaks become newlines, tabs
+    spaces, and NUL and every other control character (and lone surrogates) are removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    return "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cs"))
+
+
+def clean_field(value: str | None, width: int | None = None) -> str:
+    """A one-line provider field (a phone number, a status word, an error code): control
+    characters removed, outer spaces trimmed, cut to the column's width."""
+    cleaned = clean_message_text(value or "").replace("\n", "").strip()
+    return cleaned[:width] if width is not None else cleaned
+
+
 # --- inbound messages ---------------------------------------------------------------------
 
 # Reply texts stay in one GSM-7 segment (no á/í/ó/ú, which would switch to UCS-2), carry no
@@ -130,8 +181,12 @@ def handle_inbound(
     effect, so either both are committed or neither is: a replay finds the row and does
     nothing, and a crash before the commit leaves nothing that would block the provider's
     retry. Concurrent deliveries of one message serialise on the unique index (PostgreSQL)
-    or the write lock taken at BEGIN (SQLite); the loser sees the winner's row.
+    or the write lock taken at BEGIN (SQLite); the loser sees the winner's row. Fields are
+    stored as provider_message_key, clean_field and clean_message_text make them.
     """
+    provider_id = provider_message_key(provider_id)
+    from_number = clean_field(from_number)
+    body = clean_message_text(body or "")
     existing = _inbound_by_provider_id(session, provider_id)
     if existing is not None:
         return _replayed(session, existing)
@@ -402,8 +457,9 @@ def apply_status_callback(
     the reminder's row is locked first so that two reports for one message cannot
     interleave and leave the earlier status on top.
     """
-    status = (status or "").strip().lower()[:20]  # the column's width
-    error_code = (error_code or "").strip() or None
+    provider_id = provider_message_key(provider_id)
+    status = clean_field(status).lower()[:_STATUS_WIDTH]
+    error_code = clean_field(error_code, _ERROR_CODE_WIDTH) or None
     reminder = session.scalars(
         sa.select(Reminder).where(Reminder.provider_id == provider_id).with_for_update()
     ).first()

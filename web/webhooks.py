@@ -20,6 +20,11 @@ the clinic's phone (with Twilio's default opt-out handling also on, disable its 
 in Advanced Opt-Out so the patient gets one answer).
 
 Logs carry provider message ids and masked phone numbers, never message bodies.
+
+A signed request is stored even when its fields are odd: a MessageSid not in Twilio's format
+is kept under a stable key (notifications/replies.py: provider_message_key) and logged by that
+key only, and control characters (NUL included) are removed from the body, with a warning
+that counts them. Only a request without a MessageSid or a sender is refused (400).
 """
 
 from __future__ import annotations
@@ -80,16 +85,32 @@ def _bad_request(missing: str) -> Response:
     return Response("Bad Request\n", status=400, mimetype="text/plain")
 
 
+def _message_key(raw_sid: str) -> str:
+    """The key the message is stored under; a SID not in Twilio's format is logged by its key
+    alone, since the raw value could be anything, including a patient's details."""
+    sid = replies.provider_message_key(raw_sid)
+    if not replies.looks_like_twilio_sid(raw_sid):
+        current_app.logger.warning(
+            "signed Twilio webhook %s with a MessageSid not in Twilio's format (%d characters)"
+            "; handled as %s",
+            request.path,
+            len(raw_sid),
+            sid,
+        )
+    return sid
+
+
 @bp.post(replies.STATUS_CALLBACK_PATH)
 def status_callback() -> Response:
     problem = _signature_problem()
     if problem:
         return _forbidden(problem)
     form = request.form
-    sid = form.get("MessageSid") or form.get("SmsSid")
+    raw_sid = form.get("MessageSid") or form.get("SmsSid")
     status = form.get("MessageStatus") or form.get("SmsStatus")
-    if not sid or not status:
+    if not raw_sid or not status:
         return _bad_request("MessageSid or MessageStatus")
+    sid = _message_key(raw_sid)
     known = replies.apply_status_callback(
         get_session(),
         provider_id=sid,
@@ -110,15 +131,25 @@ def inbound_sms() -> Response:
     if problem:
         return _forbidden(problem)
     form = request.form
-    sid = form.get("MessageSid") or form.get("SmsSid")
-    sender = form.get("From")
-    if not sid or not sender:
+    raw_sid = form.get("MessageSid") or form.get("SmsSid")
+    # A sender made only of control characters is no sender: nobody could be called back.
+    sender = replies.clean_field(form.get("From"))
+    if not raw_sid or not sender:
         return _bad_request("MessageSid or From")
+    sid = _message_key(raw_sid)
+    body = form.get("Body", "")
+    # Line breaks are only rewritten ("\r\n" -> "\n"); what is counted was removed.
+    removed = len(body.replace("\r\n", "\n")) - len(replies.clean_message_text(body))
+    if removed:
+        # The count only: the body is the patient's words.
+        current_app.logger.warning(
+            "inbound SMS %s: removed %d control characters from the body", sid, removed
+        )
     result = replies.handle_inbound(
         get_session(),
         provider_id=sid,
         from_number=sender,
-        body=form.get("Body", ""),
+        body=body,
         now=datetime.now(UTC),
     )
     current_app.logger.info(

@@ -353,3 +353,78 @@ def test_a_callback_settles_an_unknown_send(session):
     session.expire_all()
     row = session.get(Reminder, reminder_id)
     assert row.status == ReminderStatus.SENT and row.sent_at == NOW
+
+
+# --- fields as the provider posts them --------------------------------------------------------
+
+TWILIO_SID = "SM" + "0f" * 16
+
+
+@pytest.mark.parametrize("sid", [TWILIO_SID, "MM" + "AB" * 16, "SM100", "local-7"])
+def test_plain_provider_ids_are_kept_as_they_came(sid):
+    # Real SIDs must still match the id recorded when the message was sent.
+    assert replies.provider_message_key(sid) == sid
+
+
+@pytest.mark.parametrize(
+    "sid", ["SM" + "0f" * 40, "SM1\x00", "SM1 2", "SM1\n", "SMé", "x" * 65, "SM\ud800"]
+)
+def test_other_provider_ids_become_a_stable_storable_key(sid):
+    key = replies.provider_message_key(sid)
+    assert key.startswith(replies.DERIVED_ID_PREFIX) and len(key) == 64
+    assert key.isascii() and key.isprintable()
+    assert replies.provider_message_key(sid) == key  # a replay finds the same row
+    assert replies.provider_message_key(key) == key  # deriving twice changes nothing
+    # Two long ids sharing their first 64 characters stay two messages.
+    assert replies.provider_message_key(sid + "x") != key
+
+
+def test_twilio_sids_are_recognised_by_twilios_own_pattern():
+    assert replies.looks_like_twilio_sid(TWILIO_SID)
+    assert replies.looks_like_twilio_sid("MM" + "AB" * 16)
+    for odd in ("SM100", TWILIO_SID + "0", "XX" + "0f" * 16, TWILIO_SID + "\n", ""):
+        assert not replies.looks_like_twilio_sid(odd)
+
+
+def test_message_text_keeps_words_emoji_and_line_breaks_but_no_control_characters():
+    text = "Sí 👍\r\nsee you\rat\t3\x00\x07\x1b[0m\u200d\ud800"
+    assert replies.clean_message_text(text) == "Sí 👍\nsee you\nat 3[0m\u200d"
+    assert replies.clean_message_text("plain") == "plain"
+
+
+def test_one_line_fields_lose_control_characters_and_are_cut_to_width():
+    assert replies.clean_field(" +12125550123\x00\n") == "+12125550123"
+    assert replies.clean_field("\x00\x01") == ""
+    assert replies.clean_field(None) == ""
+    assert replies.clean_field("4" * 30, 10) == "4" * 10
+
+
+def test_an_overlong_sid_and_a_nul_body_are_stored_once_and_acted_on(session):
+    w = f.world(session)
+    f.patient(session, w["department"], sms_consent=True)
+    session.commit()
+    long_sid = "SM" + "0f" * 40
+    first = _inbound(session, long_sid, "STOP\x00")
+    assert first.action is ReplyAction.OPT_OUT and not first.replayed
+    again = _inbound(session, long_sid, "STOP\x00")
+    assert again.replayed and again.inbound_id == first.inbound_id
+    row = session.get(InboundMessage, first.inbound_id)
+    assert row.body == "STOP" and row.provider_id == replies.provider_message_key(long_sid)
+    free = _inbound(session, "SM\x002", "Running\x00 late\r\nsorry", sender=PHONE + "\x00")
+    row = session.get(InboundMessage, free.inbound_id)
+    assert row.body == "Running late\nsorry" and row.from_number == PHONE
+    assert row.patient_id is not None and row.needs_attention
+
+
+def test_a_status_report_with_odd_fields_is_applied_or_ignored_never_an_error(session):
+    _, reminder_id, _ = _sent_reminder(session)
+    assert _status(session, "delivered", sid="SM" + "0f" * 40) is False
+    assert _status(session, "delivered", sid="SM100\x00") is False
+    assert _status(session, " SENT\x00 ") is True
+    code = "3\x0000" + "7" * 50
+    assert _status(session, "undelivered\x00", code=code) is True
+    session.expire_all()
+    row = session.get(Reminder, reminder_id)
+    assert row.status == ReminderStatus.FAILED and row.provider_status == "undelivered"
+    assert row.status_reason == "undelivered: error 3007777777"
+    assert sorted(session.scalars(sa.select(ProviderEvent.status))) == ["sent", "undelivered"]

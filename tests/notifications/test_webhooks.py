@@ -324,3 +324,109 @@ def test_a_replayed_stop_has_no_second_effect(client, session, sent):
     session.expire_all()
     assert not session.get(Patient, sent["patient_id"]).sms_opted_out
     assert _count(session, InboundMessage) == 2
+
+
+# --- signed but malformed input ---------------------------------------------------------------
+# A valid signature proves Twilio (or the holder of the token) sent it, not that every field is
+# tidy: a patient's message must be stored, never lost to a 500.
+
+LONG_SID = "SM" + "0123456789abcdef" * 5  # 82 characters: longer than the provider id column
+
+
+def _logged(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_an_inbound_sms_with_an_overlong_sid_is_stored_once(client, session, sent, caplog):
+    body = "Can I bring my daughter on Tuesday?"
+    with caplog.at_level(logging.INFO):
+        first = inbound(client, LONG_SID, body)
+        replay = inbound(client, LONG_SID, body)
+    assert twiml_messages(first) == [] and twiml_messages(replay) == []
+    row = session.scalars(sa.select(InboundMessage)).one()
+    assert row.body == body and row.needs_attention and row.patient_id == sent["patient_id"]
+    assert len(row.provider_id) <= 64
+    logged = _logged(caplog)
+    assert "replay ignored" in logged
+    assert "MessageSid not in Twilio's format" in logged
+    assert body not in logged and "5550123" not in logged and LONG_SID not in logged
+
+
+def test_nul_and_control_characters_are_removed_from_an_inbound_body(client, session, sent, caplog):
+    with caplog.at_level(logging.INFO):
+        response = inbound(client, "SM1", "Running\x00 late\x07,\r\nsorry\x1b[2J\tX")
+    assert twiml_messages(response) == []
+    row = session.scalars(sa.select(InboundMessage)).one()
+    assert row.body == "Running late,\nsorry[2J X"
+    assert row.needs_attention and row.patient_id == sent["patient_id"]
+    logged = _logged(caplog)
+    assert "removed 3 control characters" in logged and "Running" not in logged
+
+
+def test_an_overlong_sid_and_a_nul_in_the_body_together_still_act_once(client, session, sent):
+    assert twiml_messages(inbound(client, LONG_SID, "STOP\x00")) == []
+    session.expire_all()
+    assert session.get(Patient, sent["patient_id"]).sms_opted_out
+    row = session.scalars(sa.select(InboundMessage)).one()
+    assert row.body == "STOP" and row.action == "opt_out"
+
+    inbound(client, "SM2", "START")
+    # Twilio retrying the old STOP must not opt the patient out again.
+    assert twiml_messages(inbound(client, LONG_SID, "STOP\x00")) == []
+    session.expire_all()
+    assert not session.get(Patient, sent["patient_id"]).sms_opted_out
+    assert _count(session, InboundMessage) == 2
+
+
+def test_a_nul_in_the_sid_or_the_sender_is_stored_and_deduplicated(client, session, sent):
+    odd_sid = "SM1\x00\n"
+    assert twiml_messages(inbound(client, odd_sid, "Hello", sender=PHONE + "\x00")) == []
+    assert twiml_messages(inbound(client, odd_sid, "Hello", sender=PHONE + "\x00")) == []
+    row = session.scalars(sa.select(InboundMessage)).one()
+    assert row.from_number == PHONE and row.patient_id == sent["patient_id"]
+    assert row.provider_id.isprintable() and len(row.provider_id) <= 64
+    # A different odd id is a different message.
+    inbound(client, "SM1\x00\r", "Hello")
+    assert _count(session, InboundMessage) == 2
+
+
+def test_a_sender_that_is_nothing_but_control_characters_is_a_bad_request(client, session, caplog):
+    with caplog.at_level(logging.INFO):
+        response = inbound(client, "SM1", "My chemo starts Monday", sender="\x00\x01")
+    assert response.status_code == 400
+    assert "without MessageSid or From" in _logged(caplog)
+    assert "chemo" not in _logged(caplog)
+    assert _count(session, InboundMessage) == 0
+
+
+def test_status_callbacks_with_odd_sids_are_answered_and_logged(client, session, sent, caplog):
+    with caplog.at_level(logging.INFO):
+        for sid in (LONG_SID, "SM100\x00", "SM\x00" * 40):
+            assert status(client, sid, "delivered").status_code == 200
+    logged = _logged(caplog)
+    assert "status callback for unknown message" in logged and "\x00" not in logged
+    assert LONG_SID not in logged
+    session.expire_all()
+    assert session.get(Reminder, sent["reminder_id"]).status == ReminderStatus.SENT
+    assert _count(session, ProviderEvent) == 0
+
+
+def test_odd_message_statuses_and_error_codes_never_fail(client, session, sent, caplog):
+    with caplog.at_level(logging.INFO):
+        assert status(client, "SM100", "sent\x00").status_code == 200
+        assert status(client, "SM100", "x" * 200).status_code == 200
+        assert status(client, "SM100", "\x00\x01").status_code == 200
+        assert status(client, "SM100", "received").status_code == 200
+    session.expire_all()
+    row = session.get(Reminder, sent["reminder_id"])
+    assert row.provider_status == "sent" and row.status == ReminderStatus.SENT
+    events = session.scalars(sa.select(ProviderEvent.status)).all()
+    assert all(e.isprintable() and len(e) <= 20 for e in events)
+    assert "ignored unknown provider status" in _logged(caplog)
+
+    code = "216\x0014" + "9" * 100
+    assert status(client, "SM100", "undelivered", code=code).status_code == 200
+    session.expire_all()
+    row = session.get(Reminder, sent["reminder_id"])
+    assert row.status == ReminderStatus.FAILED
+    assert row.status_reason.isprintable() and len(row.status_reason) <= 60
