@@ -59,7 +59,7 @@ class Reminder(Base):
     # that expires with this set may have been sent, so it is reconciled, never re-sent.
     send_started_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
-    provider_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    provider_id: Mapped[str | None] = mapped_column(sa.String(320), unique=True)
     provider_status: Mapped[str | None] = mapped_column(sa.String(20))
     # What the patient was sent (or would be), kept for the message timeline and the
     # local outbox page.

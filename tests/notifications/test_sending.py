@@ -270,3 +270,25 @@ def test_each_message_carries_a_patient_link_that_opens_the_schedule(
     link = links.resolve_patient_link(session, match.group(1), purpose="schedule", now=AT)
     assert link is not None and link.course_id is not None
     assert len(request.form["Body"][0]) <= 160
+
+
+def test_an_email_from_a_long_clinic_domain_is_recorded_as_sent(
+    session, session_factory, fake_smtp
+):
+    """A Message-ID carries the sender's domain; a hospital's long one must still be kept as
+    the provider id once the mail server has accepted the message."""
+    domain = "radiotherapy.northwest-regional-teaching-hospital.nhs.example.org"
+    _book(session, phone_e164=None, sms_consent=False, email="ana@example.org",
+          email_consent=True)  # fmt: skip
+    email = SmtpEmailChannel(
+        fake_smtp.host, fake_smtp.port, from_address=f"Clinic <clinic@{domain}>",
+        use_starttls=False,
+    )  # fmt: skip
+    channels = sending.Channels(sms=LocalOutboxChannel(), email=email)
+    reminder_id = outbox.claim_due(session, now=AT)[0]
+    assert _send(session_factory, reminder_id, channels, reader=session) == ReminderStatus.SENT
+    (mail,) = fake_smtp.messages
+    message_id = message_from_bytes(mail.content, policy=policy.default)["Message-ID"]
+    assert len(message_id) > 64 and message_id.endswith(f"@{domain}>")
+    session.expire_all()
+    assert session.get(Reminder, reminder_id).provider_id == message_id
