@@ -4,6 +4,8 @@ to guess for someone who knows their name and email (zxcvbn)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.accounts import MAX_PASSWORD_LENGTH, password_problem
 
@@ -59,3 +61,10 @@ def test_long_passwords_are_judged_without_error() -> None:
     # a long run of one character is still refused.
     assert password_problem(STRONG * 10, email=EMAIL, name=NAME) is None
     assert password_problem("a" * 300, email=EMAIL, name=NAME).startswith("is too easy to guess")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=12, max_size=120), st.text(max_size=60), st.text(max_size=60))
+def test_any_text_gets_an_answer_rather_than_an_error(password, email, name) -> None:
+    problem = password_problem(password, email=email, name=name)
+    assert problem is None or problem.split()[0] in {"must", "cannot", "is"}
