@@ -1,6 +1,7 @@
 """Staff accounts: users with roles, password sign-in and API tokens for integrations.
 
-Passwords are hashed with Argon2id; API tokens are random strings of which only a SHA-256
+Passwords must be hard to guess (zxcvbn's estimate, told the user's own email and name) and
+are hashed with Argon2id; API tokens are random strings of which only a SHA-256
 digest is stored (a token has 256 bits of entropy, so a slow hash adds nothing and a fast
 digest lets every request be authenticated with one indexed lookup).
 """
@@ -8,7 +9,9 @@ digest lets every request be authenticated with one indexed lookup).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -20,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from zxcvbn import zxcvbn
 
 from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
 from scheduler.models import ApiToken, Role, User
@@ -28,6 +32,19 @@ ROLES = frozenset(r.value for r in Role)
 # Privileges are nested: each role can do everything the roles after it can.
 ROLE_RANK = {Role.ADMIN.value: 3, Role.SCHEDULER.value: 2, Role.VIEWER.value: 1}
 MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+# zxcvbn's score 3 means at least 10^8 guesses: its "safely unguessable" level, which holds
+# against an offline attack on a stolen Argon2 hash; 2 and below fall to a dictionary run.
+MIN_PASSWORD_SCORE = 3
+# zxcvbn refuses longer input (its pattern matching grows with the square of the length). A
+# password is never easier to guess than its first 72 characters, so judging those alone
+# never accepts a weak one.
+_STRENGTH_CHECKED_LENGTH = 72
+# Words anyone guessing a password for this service would try first.
+_SERVICE_WORDS = ("sbrt", "sabr", "radiotherapy", "radiation", "oncology", "linac")
+# zxcvbn keeps the user's words in a module-level dictionary while it scores, so two threads
+# scoring at once could each be judged against the other's words.
+_strength_lock = threading.Lock()
 TOKEN_PREFIX = "sbrt_"
 # Recording every use would make each API call a write (and on SQLite, a wait for the write
 # lock); a minute's resolution is plenty to see whether a token is still in use.
@@ -64,11 +81,43 @@ def _normal_email(errors: list[FieldError], email: Any) -> str | None:
         return None
 
 
-def _check_password(errors: list[FieldError], password: Any) -> None:
+def _personal_words(email: Any, name: Any) -> list[str]:
+    """The user's own email and name, whole and in pieces, for zxcvbn to guess with."""
+    words: list[str] = []
+    for value in (email, name):
+        if isinstance(value, str) and value.strip():
+            words.append(value.strip())
+            words.extend(w for w in re.split(r"\W+", value) if len(w) > 1)
+    return words + [*_SERVICE_WORDS, *ROLES]
+
+
+def password_problem(password: Any, *, email: Any = None, name: Any = None) -> str | None:
+    """Why ``password`` may not be used by the user with this email and name, or None."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        errors.append(FieldError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters"))
-    elif len(password) > 1024:
-        errors.append(FieldError("password", "must be at most 1024 characters"))
+        return f"must be at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    if not password.strip():
+        return "cannot be only spaces"
+    if isinstance(email, str) and email.strip() and email.strip().lower() in password.lower():
+        return "cannot be or contain the email address"
+    with _strength_lock:
+        estimate = zxcvbn(
+            password[:_STRENGTH_CHECKED_LENGTH],
+            user_inputs=_personal_words(email, name),
+            max_length=_STRENGTH_CHECKED_LENGTH,
+        )
+    if estimate["score"] >= MIN_PASSWORD_SCORE:
+        return None
+    feedback = estimate["feedback"]
+    advice = " ".join([feedback["warning"], *feedback["suggestions"]]).strip()
+    return "is too easy to guess" + (f": {advice}" if advice else ".")
+
+
+def _check_password(errors: list[FieldError], password: Any, *, email: Any, name: Any) -> None:
+    problem = password_problem(password, email=email, name=name)
+    if problem:
+        errors.append(FieldError("password", problem))
 
 
 def create_user(
@@ -89,7 +138,7 @@ def create_user(
     if role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:
-        _check_password(errors, password)
+        _check_password(errors, password, email=normal or email, name=name)
     if normal and session.scalar(sa.select(User.id).where(User.email == normal)):
         errors.append(FieldError("email", "is already used by another user"))
     if errors:
@@ -122,7 +171,7 @@ def update_user(
     if role is not None and role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:
-        _check_password(errors, password)
+        _check_password(errors, password, email=user.email, name=name or user.name)
     # An admin demoting or disabling themselves can leave nobody able to undo it.
     if actor_id == user.id and role is not None and role != user.role:
         errors.append(FieldError("role", "you cannot change your own role"))

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from scheduler import records
-from scheduler.accounts import MIN_PASSWORD_LENGTH
+from scheduler.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, MIN_PASSWORD_SCORE
 
 READINESS_STEPS = ("ct_simulation", "plan_approved", "physics_qa", "consent", "fiducials_placed")
 MAX_ID = 2**31 - 1
@@ -777,20 +777,33 @@ class AlternativeOut(PlannedFractionOut):
 # --- users and tokens -----------------------------------------------------------------------
 
 RoleName = Literal["admin", "scheduler", "viewer"]
+Password = Annotated[
+    str,
+    Field(
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_LENGTH,
+        description=(
+            f"At least {MIN_PASSWORD_LENGTH} characters, not only spaces, not containing the "
+            "user's email, and hard to guess for someone who knows the user's name and email "
+            f"(zxcvbn score {MIN_PASSWORD_SCORE} or more); a refusal is a 422 problem whose "
+            "`errors` name the field `password` and say why"
+        ),
+    ),
+]
 
 
 class UserIn(Input):
     email: Annotated[str, Field(max_length=254)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
     role: RoleName
-    password: Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)] | None = None
+    password: Password | None = None
 
 
 class UserPatch(Input):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     role: RoleName | None = None
     active: bool | None = None
-    password: Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)] | None = None
+    password: Password | None = None
 
 
 class UserOut(Output):
