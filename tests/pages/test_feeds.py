@@ -76,7 +76,9 @@ def test_feed_lists_the_linacs_fractions_with_minimal_data(
 ) -> None:
     course, machines = book(db, ready=False)
     mrn = course.patient.mrn
-    token = links.issue_feed_token(db, machines["A"].id, "Physics phones", created_by_id=feed_owner(db))
+    token = links.issue_feed_token(
+        db, machines["A"].id, "Physics phones", created_by_id=feed_owner(db)
+    )
     assert len(token) == 32
     assert db.scalars(sa.select(CalendarFeed.token_digest)).one() == links.token_digest(token)
     db.commit()
