@@ -255,3 +255,26 @@ def test_last_use_is_noted_at_most_once_per_quarter_hour_and_shown_to_admins(
     assert _feed(db, token).last_used_at == NOW + timedelta(minutes=15)
     text = _page_text(client, linac_id)
     assert "Physics phones Olive Owner (deactivated) Mon 2 Mar 2026 12:00 EST" in text
+
+
+def test_an_inactive_linac_gets_no_new_feed(client: FlaskClient, db: Session, seed: Seed) -> None:
+    linac_id = seed.linac_ids[0]
+    records.update_linac(db, linac_id, {"active": False})
+    db.rollback()
+    csrf = sign_in(client, db, "admin")
+    refused = client.post(
+        f"/admin/linacs/{linac_id}/feeds", data={"csrf_token": csrf, "feed_name": "Physics"}
+    )
+    assert refused.status_code == 422
+    html = unescape(refused.get_data(as_text=True))
+    assert "This linac is inactive; activate it before adding a feed." in html
+    assert 'id="new-feed-url"' not in html and 'value="Physics"' in html
+    assert db.scalar(sa.select(sa.func.count()).select_from(CalendarFeed)) == 0
+
+
+def test_the_api_document_says_deactivation_revokes_feeds(client: FlaskClient) -> None:
+    paths = client.get("/api/openapi.json").json["paths"]
+    user_patch = next(v["patch"] for k, v in paths.items() if k.endswith("/users/{user_id}"))
+    linac_patch = next(v["patch"] for k, v in paths.items() if k.endswith("/linacs/{linac_id}"))
+    assert "revokes the calendar feeds they made" in user_patch["description"]
+    assert "revokes its calendar feeds" in linac_patch["description"]

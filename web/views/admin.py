@@ -355,6 +355,9 @@ def create_feed(linac_id: int):
         _add(errors, "feed_name", "Enter a name, such as who or what subscribes to the feed.")
     elif len(name) > FEED_NAME_MAX:
         _add(errors, "feed_name", f"Use at most {FEED_NAME_MAX} characters.")
+    if not linac.active:
+        # An inactive linac's feeds are never served: a new one would be a dead URL.
+        _add(errors, "feed_name", "This linac is inactive; activate it before adding a feed.")
     if errors:
         return _linac_page(
             linac,
