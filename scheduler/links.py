@@ -296,3 +296,16 @@ def list_feeds(session: Session, linac_id: int) -> list[CalendarFeed]:
             .order_by(CalendarFeed.created_at.desc(), CalendarFeed.id.desc())
         )
     )
+
+
+def list_owned_feeds(session: Session, user_id: int) -> list[CalendarFeed]:
+    """The feeds a user made on every linac, newest first, revoked ones too: what deactivating
+    them stops."""
+    return list(
+        session.scalars(
+            sa.select(CalendarFeed)
+            .options(selectinload(CalendarFeed.linac))
+            .where(CalendarFeed.created_by_id == user_id)
+            .order_by(CalendarFeed.created_at.desc(), CalendarFeed.id.desc())
+        )
+    )

@@ -477,6 +477,7 @@ class CalendarFeed(Base):
     last_used_at: Mapped[datetime | None]
 
     created_by: Mapped[User | None] = relationship()
+    linac: Mapped[Linac] = relationship()
 
 
 class LoginAttempt(Base):

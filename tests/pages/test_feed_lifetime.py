@@ -278,3 +278,34 @@ def test_the_api_document_says_deactivation_revokes_feeds(client: FlaskClient) -
     linac_patch = next(v["patch"] for k, v in paths.items() if k.endswith("/linacs/{linac_id}"))
     assert "revokes the calendar feeds they made" in user_patch["description"]
     assert "revokes its calendar feeds" in linac_patch["description"]
+
+
+def test_the_user_page_lists_the_feeds_they_made(
+    client: FlaskClient, db: Session, seed: Seed, clock
+) -> None:
+    owner_id = _owner(db)
+    linac_a, linac_b = seed.linac_ids
+    token = _issue(db, linac_a, owner_id)
+    _issue(db, linac_b, owner_id, "Dosimetry")
+    _issue(db, linac_a, seed.admin_id, "Someone else's")
+    clock.move_to(NOW + timedelta(minutes=30))
+    assert _get(client, token) == 200
+
+    csrf = sign_in(client, db, "admin")
+
+    def words() -> str:
+        html = client.get(f"/admin/users/{owner_id}").get_data(as_text=True)
+        return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+    text = words()
+    assert "Calendar feeds made by Olive Owner" in text
+    assert "TrueBeam 1 Physics phones Mon 2 Mar 2026 12:00 EST Mon 2 Mar 2026 12:30 EST active" in (
+        text
+    )
+    assert "TrueBeam 2 Dosimetry Mon 2 Mar 2026 12:00 EST never active" in text
+    assert "Someone else's" not in text
+
+    assert _save_user(client, csrf, owner_id, active=False).status_code == 302
+    text = words()
+    assert "Physics phones Mon 2 Mar 2026 12:00 EST Mon 2 Mar 2026 12:30 EST revoked" in text
+    assert " active " not in text.split("Calendar feeds made by")[1]

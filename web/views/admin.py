@@ -773,6 +773,7 @@ def _user_page(
             values=values or {"name": user.name, "role": user.role, "active": user.active},
             errors=errors or {},
             new_token=new_token,
+            feeds=links.list_owned_feeds(get_session(), user.id),
             timezone=_zone(),
             format_local=format_local,
         ),
