@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
+from scheduler import links
 from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
 from scheduler.models import ApiToken, Role, User
 
@@ -163,7 +164,10 @@ def update_user(
     active: bool | None = None,
     password: str | None = None,
     actor_id: int | None = None,
+    now: datetime | None = None,
 ) -> User:
+    """Change a user; deactivating one also revokes the calendar feeds they made, in the same
+    transaction (reactivating them later does not bring those feed URLs back)."""
     user = get_user(session, user_id)
     errors: list[FieldError] = []
     if name is not None and (not name.strip() or len(name.strip()) > 200):
@@ -183,6 +187,8 @@ def update_user(
         user.name = name.strip()
     if role is not None:
         user.role = role
+    if active is False and user.active:
+        links.revoke_feeds(session, created_by_id=user.id, now=now or datetime.now(UTC))
     if active is not None:
         user.active = active
     if password is not None:

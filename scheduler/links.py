@@ -14,9 +14,9 @@ import string
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from scheduler.models import CalendarFeed, Course, Fraction, PatientLink
+from scheduler.models import CalendarFeed, Course, Fraction, Linac, PatientLink, User
 
 # 62 symbols ** 16 ≈ 2 ** 95: far beyond guessing at any request rate, yet short enough that
 # the whole URL fits the ~40 characters an SMS body budgets for it.
@@ -31,6 +31,11 @@ PURPOSES = frozenset({"schedule"})
 FEED_TOKEN_BYTES = 24  # -> 32 URL-safe characters
 FEED_TOKEN_LENGTH = 32
 _FEED_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_")
+# A feed's last use is written at most once per this long. Calendar apps poll every few
+# minutes, so writing on every fetch would turn each read into a write transaction (on SQLite
+# one that waits for the single writer) for no gain: the admin page only needs to show whether
+# a feed is still in use, and a quarter of an hour is precise enough for that.
+FEED_USE_RESOLUTION = timedelta(minutes=15)
 
 
 def token_digest(token: str) -> str:
@@ -168,11 +173,15 @@ def revoke_patient_links(
 # --- staff calendar feeds -----------------------------------------------------------------
 
 
-def issue_feed_token(session: Session, linac_id: int, name: str, created_by_id: int | None) -> str:
+def issue_feed_token(session: Session, linac_id: int, name: str, created_by_id: int) -> str:
     """A new secret feed URL token for one linac's calendar; the plaintext is returned once.
 
-    A use case of its own (the admin page calls it), so it commits.
+    Every feed has an owner, the user who made it: it is served only while they and the linac
+    are active. A use case of its own (the admin page calls it), so it commits.
     """
+    if created_by_id is None:
+        # An ownerless feed would outlive every account; resolve_feed_token never serves one.
+        raise ValueError("a feed needs the id of the user who creates it")
     token = secrets.token_urlsafe(FEED_TOKEN_BYTES)
     session.add(
         CalendarFeed(
@@ -187,19 +196,79 @@ def issue_feed_token(session: Session, linac_id: int, name: str, created_by_id: 
 
 
 def resolve_feed_token(session: Session, token: str) -> CalendarFeed | None:
-    """The live (not revoked) feed for ``token``, or None."""
+    """The live feed for ``token``, or None: unknown, revoked, or its owner or its linac no
+    longer active (or gone) all look the same, so the URL tells a holder nothing.
+
+    Deactivating a user or a linac revokes their feeds (revoke_feeds); checking the owner and
+    the linac here as well covers a row changed by any other path.
+    """
     if (
         not isinstance(token, str)
         or len(token) != FEED_TOKEN_LENGTH
         or not set(token) <= _FEED_ALPHABET
     ):
         return None
-    feed = session.scalar(
-        sa.select(CalendarFeed).where(CalendarFeed.token_digest == token_digest(token))
+    return session.scalar(
+        sa.select(CalendarFeed)
+        .join(User, User.id == CalendarFeed.created_by_id)
+        .join(Linac, Linac.id == CalendarFeed.linac_id)
+        .where(
+            CalendarFeed.token_digest == token_digest(token),
+            CalendarFeed.revoked_at.is_(None),
+            User.active.is_(True),
+            Linac.active.is_(True),
+        )
     )
-    if feed is None or feed.revoked_at is not None:
-        return None
-    return feed
+
+
+def record_feed_use(session: Session, feed_id: int, *, now: datetime) -> bool:
+    """Note that the feed was fetched at ``now``, unless that was already noted less than
+    FEED_USE_RESOLUTION ago; True when it wrote. Commits when it writes.
+
+    One conditional UPDATE, so calendar apps fetching together write once between them.
+    """
+    result = session.execute(
+        sa.update(CalendarFeed)
+        .where(
+            CalendarFeed.id == feed_id,
+            sa.or_(
+                CalendarFeed.last_used_at.is_(None),
+                CalendarFeed.last_used_at <= now - FEED_USE_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:
+        session.commit()
+        return True
+    return False
+
+
+def revoke_feeds(
+    session: Session,
+    *,
+    now: datetime,
+    created_by_id: int | None = None,
+    linac_id: int | None = None,
+) -> list[int]:
+    """Revoke every live feed a user made, or every live feed of a linac (on deactivation).
+
+    Revoked, not just hidden: reactivating the user or the linac later does not bring the
+    old URLs back; an admin issues new ones. Returns the revoked ids; the caller commits.
+    """
+    if created_by_id is None and linac_id is None:
+        raise ValueError("give created_by_id or linac_id")
+    query = sa.select(CalendarFeed).where(CalendarFeed.revoked_at.is_(None))
+    if created_by_id is not None:
+        query = query.where(CalendarFeed.created_by_id == created_by_id)
+    if linac_id is not None:
+        query = query.where(CalendarFeed.linac_id == linac_id)
+    feeds = list(session.scalars(query.order_by(CalendarFeed.id)))
+    for feed in feeds:
+        feed.revoked_at = now
+    session.flush()
+    return [feed.id for feed in feeds]
 
 
 def revoke_feed(session: Session, feed_id: int, *, now: datetime) -> CalendarFeed | None:
@@ -222,7 +291,21 @@ def list_feeds(session: Session, linac_id: int) -> list[CalendarFeed]:
     return list(
         session.scalars(
             sa.select(CalendarFeed)
+            .options(selectinload(CalendarFeed.created_by))
             .where(CalendarFeed.linac_id == linac_id)
+            .order_by(CalendarFeed.created_at.desc(), CalendarFeed.id.desc())
+        )
+    )
+
+
+def list_owned_feeds(session: Session, user_id: int) -> list[CalendarFeed]:
+    """The feeds a user made on every linac, newest first, revoked ones too: what deactivating
+    them stops."""
+    return list(
+        session.scalars(
+            sa.select(CalendarFeed)
+            .options(selectinload(CalendarFeed.linac))
+            .where(CalendarFeed.created_by_id == user_id)
             .order_by(CalendarFeed.created_at.desc(), CalendarFeed.id.desc())
         )
     )

@@ -469,9 +469,15 @@ class CalendarFeed(Base):
     token_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
     linac_id: Mapped[int] = mapped_column(sa.ForeignKey("linacs.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(100), default="")
+    # The admin who made it: the feed stops for good when they are deactivated.
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # When a calendar app last fetched it, to the nearest FEED_USE_RESOLUTION (scheduler.links).
+    last_used_at: Mapped[datetime | None]
+
+    created_by: Mapped[User | None] = relationship()
+    linac: Mapped[Linac] = relationship()
 
 
 class LoginAttempt(Base):

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from notifications import outbox
 from notifications.policy import allowed_channels
+from scheduler import links
 from scheduler.errors import FieldError, InvalidInput, NotFound
 from scheduler.models import (
     Base,
@@ -524,17 +525,19 @@ def create_linac(session: Session, values: Mapping[str, Any]) -> Linac:
     )
 
 
-def update_linac(session: Session, linac_id: int, changes: Mapping[str, Any]) -> Linac:
-    return _upsert(
-        session,
-        Linac,
-        linac_id,
-        changes,
-        fields=LINAC_FIELDS,
-        defaults={},
-        validate=_validate_linac,
-        what="linac",
-    )
+def update_linac(
+    session: Session, linac_id: int, changes: Mapping[str, Any], *, now: datetime | None = None
+) -> Linac:
+    """Change a linac; deactivating it also revokes its calendar feeds in the same transaction,
+    so reactivating it later does not bring their URLs back."""
+    _unknown_fields(changes, LINAC_FIELDS)
+    linac = _get(session, Linac, linac_id)
+    was_active = linac.active
+    cleaned = _validate_linac(session, {**_current(linac, LINAC_FIELDS), **changes}, linac)
+    if was_active and not cleaned["active"]:
+        links.revoke_feeds(session, linac_id=linac.id, now=now or datetime.now(UTC))
+    _save(session, linac, cleaned, "linac")
+    return linac
 
 
 def get_linac(session: Session, linac_id: int) -> Linac:

@@ -147,8 +147,10 @@ def linac_feed(token: str) -> Response:
     linac = session.get(Linac, feed.linac_id)
     if linac is None:
         abort(404)
+    now = _now()
+    links.record_feed_use(session, feed.id, now=now)
     host = uid_host(current_app.extensions[SETTINGS_KEY].public_base_url)
-    return ics_response(linac_feed_ics(session, linac, host=host, now=_now()))
+    return ics_response(linac_feed_ics(session, linac, host=host, now=now))
 
 
 @bp.before_request

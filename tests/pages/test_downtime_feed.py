@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from scheduler import links, services
-from tests.pages.test_feeds import NOW, NY, book, feed_events
+from tests.pages.test_feeds import NOW, NY, book, feed_events, feed_owner
 
 DAY = date(2026, 3, 5)
 
@@ -31,8 +31,8 @@ def test_downtime_is_a_busy_block_in_the_linac_feed(
 ) -> None:
     _, machines = book(db)
     a, b = machines["A"].id, machines["B"].id
-    feed_a = links.issue_feed_token(db, a, "Physics", created_by_id=None)
-    feed_b = links.issue_feed_token(db, b, "Physics", created_by_id=None)
+    feed_a = links.issue_feed_token(db, a, "Physics", created_by_id=feed_owner(db))
+    feed_b = links.issue_feed_token(db, b, "Physics", created_by_id=feed_owner(db))
     report = services.add_downtime(
         db, a, starts_at=at(8), ends_at=at(12), kind="unplanned", reason="MLC fault", now=NOW
     )

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import links, services
-from scheduler.models import CalendarFeed, Course, Fraction, Linac
+from scheduler import accounts, links, services
+from scheduler.models import CalendarFeed, Course, Fraction, Linac, User
 from tests import factories
 
 NY = ZoneInfo("America/New_York")
@@ -42,6 +42,16 @@ def book(db: Session, *, ready: bool = True) -> tuple[Course, dict[str, Linac]]:
     return services.book_course(db, course.id, placements, now=NOW), machines
 
 
+def feed_owner(db: Session) -> int:
+    """The admin who makes the feeds of these tests (every feed has an owner)."""
+    owner = db.scalar(sa.select(User).where(User.email == "feeds-owner@example.org"))
+    if owner is None:
+        owner = accounts.create_user(
+            db, email="feeds-owner@example.org", name="Feed Owner", role="admin"
+        )
+    return owner.id
+
+
 def feed_events(client: FlaskClient, token: str) -> tuple[Calendar, list]:
     response = client.get(f"/feeds/linac/{token}.ics")
     assert response.status_code == 200, response.status_code
@@ -66,7 +76,9 @@ def test_feed_lists_the_linacs_fractions_with_minimal_data(
 ) -> None:
     course, machines = book(db, ready=False)
     mrn = course.patient.mrn
-    token = links.issue_feed_token(db, machines["A"].id, "Physics phones", created_by_id=None)
+    token = links.issue_feed_token(
+        db, machines["A"].id, "Physics phones", created_by_id=feed_owner(db)
+    )
     assert len(token) == 32
     assert db.scalars(sa.select(CalendarFeed.token_digest)).one() == links.token_digest(token)
     db.commit()
@@ -93,15 +105,15 @@ def test_feed_lists_the_linacs_fractions_with_minimal_data(
     assert offsets == [timedelta(hours=-5)] * 3 + [timedelta(hours=-4)] * 2
 
     # Another linac's feed does not show them.
-    other = links.issue_feed_token(db, machines["C"].id, "Edge", created_by_id=None)
+    other = links.issue_feed_token(db, machines["C"].id, "Edge", created_by_id=feed_owner(db))
     _, none = feed_events(client, other)
     assert none == []
 
 
 def test_feed_follows_moves_and_cancellations(client: FlaskClient, db: Session, travel) -> None:
     course, machines = book(db)
-    token_a = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=None)
-    token_b = links.issue_feed_token(db, machines["B"].id, "B", created_by_id=None)
+    token_a = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=feed_owner(db))
+    token_b = links.issue_feed_token(db, machines["B"].id, "B", created_by_id=feed_owner(db))
     third, fourth, last = course_fractions(db, course)[2:]
 
     # Same time on the beam-matched twin: leaves A's feed, appears in B's with a new SEQUENCE.
@@ -127,7 +139,7 @@ def test_feed_follows_moves_and_cancellations(client: FlaskClient, db: Session, 
 
 def test_feed_covers_the_next_eight_weeks(client: FlaskClient, db: Session, travel) -> None:
     _course, machines = book(db)
-    token = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=None)
+    token = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=feed_owner(db))
     travel.move_to(datetime(2026, 3, 9, 15, 0, tzinfo=UTC))  # after 4-6 March, minus a day
     _, events = feed_events(client, token)
     assert [e.decoded("DTSTART").date() for e in events] == [date(2026, 3, 9), date(2026, 3, 10)]
@@ -138,7 +150,7 @@ def test_feed_covers_the_next_eight_weeks(client: FlaskClient, db: Session, trav
 
 def test_revoked_or_unknown_feed_is_404(client: FlaskClient, db: Session, travel) -> None:
     _course, machines = book(db)
-    token = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=None)
+    token = links.issue_feed_token(db, machines["A"].id, "A", created_by_id=feed_owner(db))
     feed_id = db.scalars(sa.select(CalendarFeed.id)).one()
     db.commit()
     assert client.get(f"/feeds/linac/{token}.ics").status_code == 200

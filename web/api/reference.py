@@ -109,6 +109,7 @@ def get_linac(linac_id: int):
     body=s.LinacPatch, response=s.LinacOut,
 )  # fmt: skip
 def update_linac(linac_id: int, body: s.LinacPatch):
+    """Deactivating a linac revokes its calendar feeds; reactivating it does not restore them."""
     return records.update_linac(get_session(), linac_id, _set(body))
 
 

@@ -284,6 +284,7 @@ def linac_form(linac_id: int | None = None):
         _add(errors, "opening_hours", "open on at least one day, or use the department's hours")
     if errors:
         return _linac_page(linac, values, errors, 422)
+    live_feeds = _live_feed_ids(linac_id=linac.id) if linac is not None else []
     try:
         if linac is None:
             linac = records.create_linac(session, payload)
@@ -294,6 +295,7 @@ def linac_form(linac_id: int | None = None):
     except InvalidInput as exc:
         session.rollback()
         return _linac_page(linac, values, _field_errors(exc), 422)
+    _audit_revoked_feeds(live_feeds, reason="linac deactivated")
     audit.record(action, "linac", linac.id, actor_id=_actor_id())
     return done(f"Linac {linac.name} saved.", "admin.linacs")
 
@@ -310,6 +312,38 @@ def _feed_url(token: str) -> str:
     return settings.public_base_url.rstrip("/") + path
 
 
+def _live_feed_ids(*, linac_id: int | None = None, created_by_id: int | None = None) -> list[int]:
+    """The feeds of a linac or of a user still live now, to audit those a change revokes."""
+    query = sa.select(CalendarFeed.id).where(CalendarFeed.revoked_at.is_(None))
+    if linac_id is not None:
+        query = query.where(CalendarFeed.linac_id == linac_id)
+    if created_by_id is not None:
+        query = query.where(CalendarFeed.created_by_id == created_by_id)
+    return list(get_session().scalars(query))
+
+
+def _audit_revoked_feeds(feed_ids: list[int], *, reason: str) -> None:
+    """One "revoke" entry per feed of ``feed_ids`` that is revoked now; the caller's own audit
+    entry commits them."""
+    if not feed_ids:
+        return
+    rows = get_session().execute(
+        sa.select(CalendarFeed.id, CalendarFeed.linac_id).where(
+            CalendarFeed.id.in_(feed_ids), CalendarFeed.revoked_at.is_not(None)
+        )
+    )
+    for feed_id, linac_id in rows.all():
+        audit.record(
+            "revoke",
+            "calendar_feed",
+            feed_id,
+            actor_id=_actor_id(),
+            commit=False,
+            linac=linac_id,
+            reason=reason,
+        )
+
+
 @bp.post("/admin/linacs/<int:linac_id>/feeds")
 @role_required(Role.ADMIN)
 def create_feed(linac_id: int):
@@ -321,6 +355,9 @@ def create_feed(linac_id: int):
         _add(errors, "feed_name", "Enter a name, such as who or what subscribes to the feed.")
     elif len(name) > FEED_NAME_MAX:
         _add(errors, "feed_name", f"Use at most {FEED_NAME_MAX} characters.")
+    if not linac.active:
+        # An inactive linac's feeds are never served: a new one would be a dead URL.
+        _add(errors, "feed_name", "This linac is inactive; activate it before adding a feed.")
     if errors:
         return _linac_page(
             linac,
@@ -736,6 +773,7 @@ def _user_page(
             values=values or {"name": user.name, "role": user.role, "active": user.active},
             errors=errors or {},
             new_token=new_token,
+            feeds=links.list_owned_feeds(get_session(), user.id),
             timezone=_zone(),
             format_local=format_local,
         ),
@@ -761,6 +799,7 @@ def user(user_id: int):
     }
     password = request.form.get("password") or None
     before = (row.role, row.active)
+    live_feeds = _live_feed_ids(created_by_id=row.id)
     try:
         accounts.update_user(
             session,
@@ -783,6 +822,7 @@ def user(user_id: int):
         detail["active"] = row.active
     if password:
         detail["password"] = "changed"
+    _audit_revoked_feeds(live_feeds, reason="owner deactivated")
     audit.record("update", "user", row.id, actor_id=_actor_id(), **detail)
     return done(f"User {row.name} saved.", "admin.user", user_id=row.id)
 
