@@ -5,7 +5,7 @@ characters the id of a message the mail server had already accepted could not be
 320 holds a 32-character local part with any domain (at most 253 characters).
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-05 16:00:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0007"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
