@@ -485,3 +485,18 @@ class LoginAttempt(Base):
     remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
     succeeded: Mapped[bool] = mapped_column(default=False)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins counted per throttle key (an account from one address, or an address).
+
+    The key is a digest, so neither the email nor the address is kept in the clear. One row
+    per key, changed under a row lock, so parallel guesses are counted one after another.
+    """
+
+    __tablename__ = "sign_in_throttles"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]

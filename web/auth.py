@@ -8,7 +8,9 @@ token, because a browser sends the cookie with requests other sites make it send
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +27,7 @@ from flask import (
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 
-from scheduler import accounts
+from scheduler import accounts, sign_in_throttle
 from scheduler.errors import Forbidden
 from scheduler.models import User
 from web import security
@@ -111,16 +113,31 @@ def login():
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
         return form("The form expired; please try again.", 400, email)
     db = get_session()
-    if security.sign_in_throttled(db, email, request.remote_addr):
-        return form("Too many failed attempts; wait a few minutes and try again.", 429, email)
+    address = request.remote_addr
+    # The slot is taken before the password is checked, so parallel guesses cannot pass the
+    # limit; an unknown account is counted and refused exactly like a known one.
+    verdict = sign_in_throttle.begin_attempt(db, email, address, now=datetime.now(UTC))
+    if not verdict.allowed:
+        return _too_many_attempts(form(_too_many_attempts_message(verdict), 429, email), verdict)
     user = accounts.authenticate(db, email, request.form.get("password", ""))
-    security.record_sign_in(db, email, request.remote_addr, user is not None)
+    security.record_sign_in(db, email, address, user is not None)
     if user is None:
         return form("Email or password is wrong.", 401, email)
+    sign_in_throttle.attempt_succeeded(db, email, address)
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
     login_user(SessionUser(user))
     return redirect(next_url)
+
+
+def _too_many_attempts_message(verdict: sign_in_throttle.AttemptVerdict) -> str:
+    minutes = verdict.retry_after_minutes
+    return f"Too many attempts; try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def _too_many_attempts(page: tuple[str, int], verdict: sign_in_throttle.AttemptVerdict):
+    body, status = page
+    return body, status, {"Retry-After": str(math.ceil(verdict.retry_after.total_seconds()))}
 
 
 @bp.route("/logout", methods=["GET", "POST"])
