@@ -43,6 +43,8 @@ class AttemptVerdict:
 
     allowed: bool
     retry_after: timedelta = timedelta(0)
+    # Set when this attempt reached a limit: the delay a failure now starts, worth auditing.
+    delay_started: timedelta | None = None
 
     @property
     def retry_after_minutes(self) -> int:
@@ -117,6 +119,7 @@ def begin_attempt(
     if waits:
         session.commit()
         return AttemptVerdict(allowed=False, retry_after=max(waits))
+    delays = []
     for key, limit in limits.items():
         row = rows[key]
         if row.last_failure_at is not None and now - row.last_failure_at >= FAILURE_MEMORY:
@@ -124,9 +127,10 @@ def begin_attempt(
         row.failures += 1
         row.last_failure_at = now
         if row.failures >= limit:
-            row.locked_until = now + delay_after(row.failures, limit)
+            delays.append(delay_after(row.failures, limit))
+            row.locked_until = now + delays[-1]
     session.commit()
-    return AttemptVerdict(allowed=True)
+    return AttemptVerdict(allowed=True, delay_started=max(delays, default=None))
 
 
 def attempt_succeeded(session: Session, email: object, address: str | None) -> None:

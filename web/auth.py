@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ from markupsafe import Markup
 from scheduler import accounts, sign_in_throttle
 from scheduler.errors import Forbidden
 from scheduler.models import User
-from web import security
+from web import audit, security
 from web.db import get_session
 
 CSRF_SESSION_KEY = "csrf_token"
@@ -122,6 +122,15 @@ def login():
     user = accounts.authenticate(db, email, request.form.get("password", ""))
     security.record_sign_in(db, email, address, user is not None)
     if user is None:
+        if verdict.delay_started is not None:
+            # No account is named: the log must not tell which emails are staff accounts.
+            audit.record(
+                "delay",
+                "sign_in",
+                None,
+                actor_id=None,
+                minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
+            )
         return form("Email or password is wrong.", 401, email)
     sign_in_throttle.attempt_succeeded(db, email, address)
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.

@@ -11,8 +11,10 @@ import sqlalchemy as sa
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
 
 from config import Settings
+from scheduler.models import AuditEntry
 from scheduler.sign_in_throttle import MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 from tests.pages.conftest import csrf_from
@@ -135,3 +137,16 @@ def test_parallel_wrong_guesses_check_no_more_than_the_limit(app: Flask, seed: S
         thread.join()
     # 401: the password was checked and wrong; 429: refused before any check.
     assert sorted(statuses) == [401] * LIMIT + [429] * (guesses - LIMIT)
+
+
+def test_each_delay_a_failure_starts_is_audited_without_naming_the_account(
+    client: FlaskClient, seed: Seed, db: Session
+) -> None:
+    with time_machine.travel(MONDAY_MORNING, tick=False) as clock:
+        _statuses(client, LIMIT)
+        clock.shift(timedelta(minutes=1))
+        _statuses(client, 2)  # one checked and wrong, starting two minutes; one refused
+    entries = db.scalars(sa.select(AuditEntry).where(AuditEntry.subject_type == "sign_in")).all()
+    assert [(e.action, e.subject_id, e.actor_id) for e in entries] == [("delay", None, None)] * 2
+    assert [e.detail["minutes"] for e in entries] == [1, 2]
+    assert all(ADMIN not in str(e.detail) for e in entries)

@@ -33,10 +33,19 @@ def test_five_failures_delay_only_that_address_for_that_account(session: Session
     refused = begin_attempt(session, EMAIL, STRANGER, now=NOW)
     assert not refused.allowed
     assert refused.retry_after == timedelta(minutes=1)
+    assert refused.delay_started is None
     # The owner, elsewhere, is not locked out by the stranger's guesses.
     assert begin_attempt(session, EMAIL, OWNER, now=NOW).allowed
     # Nor is another account from the stranger's address (below the per-address limit).
     assert begin_attempt(session, "admin@example.org", STRANGER, now=NOW).allowed
+
+
+def test_the_failure_reaching_the_limit_says_which_delay_it_starts(session: Session) -> None:
+    verdicts = [
+        begin_attempt(session, EMAIL, STRANGER, now=NOW)
+        for _ in range(MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS)
+    ]
+    assert [v.delay_started for v in verdicts] == [None] * 4 + [timedelta(minutes=1)]
 
 
 def test_each_failure_after_a_delay_doubles_it_up_to_the_cap(session: Session) -> None:
