@@ -79,15 +79,15 @@ def _locked_rows(session: Session, keys: list[str]) -> dict[str, SignInThrottle]
     """The throttle rows of ``keys``, created when missing and locked until the commit."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for key in keys:
+    for key in sorted(keys):
         # A concurrent insert of the same key makes this wait for it, then do nothing.
         session.execute(
             insert(SignInThrottle)
             .values(key=key, failures=0)
             .on_conflict_do_nothing(index_elements=["key"])
         )
-    # Sorted, so two requests always lock in the same order and cannot deadlock. On SQLite
-    # every transaction already holds the database's write lock (BEGIN IMMEDIATE).
+    # Sorted (as the inserts are), so two requests always lock in the same order and cannot
+    # deadlock. On SQLite every transaction already holds the write lock (BEGIN IMMEDIATE).
     rows = session.scalars(
         sa.select(SignInThrottle)
         .where(SignInThrottle.key.in_(keys))

@@ -114,3 +114,25 @@ def test_parallel_guesses_take_no_more_than_the_limit(
         thread.join()
     assert len(allowed) == guesses
     assert allowed.count(True) == MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS
+
+
+def test_parallel_guesses_across_accounts_take_no_more_than_the_address_limit(
+    session_factory: sessionmaker[Session],
+) -> None:
+    guesses = MAX_FAILURES_PER_ADDRESS + 10
+    start = threading.Barrier(guesses)
+    allowed: list[bool] = []
+
+    def guess(n: int) -> None:
+        with session_factory() as own_session:
+            start.wait()
+            verdict = begin_attempt(own_session, f"user{n}@example.org", STRANGER, now=NOW)
+            allowed.append(verdict.allowed)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(allowed) == guesses
+    assert allowed.count(True) == MAX_FAILURES_PER_ADDRESS
