@@ -18,7 +18,6 @@ from that address; counts are forgotten after FAILURE_MEMORY without a failure.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,11 +44,6 @@ class AttemptVerdict:
     retry_after: timedelta = timedelta(0)
     # Set when this attempt reached a limit: the delay a failure now starts, worth auditing.
     delay_started: timedelta | None = None
-
-    @property
-    def retry_after_minutes(self) -> int:
-        """The wait rounded up to whole minutes (at least one), for people to read."""
-        return max(1, math.ceil(self.retry_after / timedelta(minutes=1)))
 
 
 def _normalised_email(email: object) -> str:

@@ -118,20 +118,24 @@ def login():
     # limit; an unknown account is counted and refused exactly like a known one.
     verdict = sign_in_throttle.begin_attempt(db, email, address, now=datetime.now(UTC))
     if not verdict.allowed:
-        return _too_many_attempts(form(_too_many_attempts_message(verdict), 429, email), verdict)
+        message = _too_many_attempts_message(verdict.retry_after)
+        return _too_many_attempts(form(message, 429, email), verdict)
     user = accounts.authenticate(db, email, request.form.get("password", ""))
     security.record_sign_in(db, email, address, user is not None)
     if user is None:
-        if verdict.delay_started is not None:
-            # No account is named: the log must not tell which emails are staff accounts.
-            audit.record(
-                "delay",
-                "sign_in",
-                None,
-                actor_id=None,
-                minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
-            )
-        return form("Email or password is wrong.", 401, email)
+        if verdict.delay_started is None:
+            return form("Email or password is wrong.", 401, email)
+        # No account is named: the log must not tell which emails are staff accounts.
+        audit.record(
+            "delay",
+            "sign_in",
+            None,
+            actor_id=None,
+            minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
+        )
+        # Said now rather than at the next try, so nobody types a right password in vain.
+        message = f"Email or password is wrong. {_too_many_attempts_message(verdict.delay_started)}"
+        return form(message, 401, email)
     sign_in_throttle.attempt_succeeded(db, email, address)
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
@@ -139,8 +143,8 @@ def login():
     return redirect(next_url)
 
 
-def _too_many_attempts_message(verdict: sign_in_throttle.AttemptVerdict) -> str:
-    minutes = verdict.retry_after_minutes
+def _too_many_attempts_message(wait: timedelta) -> str:
+    minutes = max(1, math.ceil(wait / timedelta(minutes=1)))
     return f"Too many attempts; try again in {minutes} minute{'s' if minutes != 1 else ''}."
 
 
