@@ -475,7 +475,7 @@ class CalendarFeed(Base):
 
 
 class LoginAttempt(Base):
-    """Sign-in attempts, for throttling guessing; the email is kept only as a digest."""
+    """Checked sign-in attempts, kept for review; the email is kept only as a digest."""
 
     __tablename__ = "login_attempts"
     __table_args__ = (sa.Index("ix_login_attempts_email_at", "email_digest", "at"),)
