@@ -481,7 +481,7 @@ class CalendarFeed(Base):
 
 
 class LoginAttempt(Base):
-    """Sign-in attempts, for throttling guessing; the email is kept only as a digest."""
+    """Checked sign-in attempts, kept for review; the email is kept only as a digest."""
 
     __tablename__ = "login_attempts"
     __table_args__ = (sa.Index("ix_login_attempts_email_at", "email_digest", "at"),)
@@ -491,3 +491,18 @@ class LoginAttempt(Base):
     remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
     succeeded: Mapped[bool] = mapped_column(default=False)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins counted per throttle key (an account from one address, or an address).
+
+    The key is a digest, so neither the email nor the address is kept in the clear. One row
+    per key, changed under a row lock, so parallel guesses are counted one after another.
+    """
+
+    __tablename__ = "sign_in_throttles"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]

@@ -8,7 +8,9 @@ token, because a browser sends the cookie with requests other sites make it send
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,10 +27,10 @@ from flask import (
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 
-from scheduler import accounts
+from scheduler import accounts, sign_in_throttle
 from scheduler.errors import Forbidden
 from scheduler.models import User
-from web import security
+from web import audit, security
 from web.db import get_session
 
 CSRF_SESSION_KEY = "csrf_token"
@@ -111,16 +113,44 @@ def login():
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
         return form("The form expired; please try again.", 400, email)
     db = get_session()
-    if security.sign_in_throttled(db, email, request.remote_addr):
-        return form("Too many failed attempts; wait a few minutes and try again.", 429, email)
+    address = request.remote_addr
+    # The slot is taken before the password is checked, so parallel guesses cannot pass the
+    # limit; an unknown account is counted and refused exactly like a known one.
+    verdict = sign_in_throttle.begin_attempt(db, email, address, now=datetime.now(UTC))
+    if not verdict.allowed:
+        message = _too_many_attempts_message(verdict.retry_after)
+        return _too_many_attempts(form(message, 429, email), verdict)
     user = accounts.authenticate(db, email, request.form.get("password", ""))
-    security.record_sign_in(db, email, request.remote_addr, user is not None)
+    security.record_sign_in(db, email, address, user is not None)
     if user is None:
-        return form("Email or password is wrong.", 401, email)
+        if verdict.delay_started is None:
+            return form("Email or password is wrong.", 401, email)
+        # No account is named: the log must not tell which emails are staff accounts.
+        audit.record(
+            "delay",
+            "sign_in",
+            None,
+            actor_id=None,
+            minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
+        )
+        # Said now rather than at the next try, so nobody types a right password in vain.
+        message = f"Email or password is wrong. {_too_many_attempts_message(verdict.delay_started)}"
+        return form(message, 401, email)
+    sign_in_throttle.attempt_succeeded(db, email, address)
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
     login_user(SessionUser(user))
     return redirect(next_url)
+
+
+def _too_many_attempts_message(wait: timedelta) -> str:
+    minutes = max(1, math.ceil(wait / timedelta(minutes=1)))
+    return f"Too many attempts; try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def _too_many_attempts(page: tuple[str, int], verdict: sign_in_throttle.AttemptVerdict):
+    body, status = page
+    return body, status, {"Retry-After": str(math.ceil(verdict.retry_after.total_seconds()))}
 
 
 @bp.route("/logout", methods=["GET", "POST"])

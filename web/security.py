@@ -1,11 +1,9 @@
-"""Security headers on every response, and throttling of password guessing."""
+"""Security headers on every response, and the record of sign-in attempts."""
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
 from flask import Flask, Response, request
 from sqlalchemy.orm import Session
 
@@ -36,11 +34,6 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-# Failed sign-ins allowed per account and per address within the window.
-MAX_FAILURES_PER_ACCOUNT = 5
-MAX_FAILURES_PER_ADDRESS = 20
-THROTTLE_WINDOW = timedelta(minutes=15)
-
 
 def _secure_headers(response: Response) -> Response:
     for name, value in HEADERS.items():
@@ -57,18 +50,8 @@ def _digest(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
-def sign_in_throttled(session: Session, email: str, remote_addr: str | None) -> bool:
-    """Too many recent failures for this account or from this address."""
-    since = datetime.now(UTC) - THROTTLE_WINDOW
-    failures = sa.select(sa.func.count()).where(
-        LoginAttempt.succeeded.is_(False), LoginAttempt.at >= since
-    )
-    by_account = session.scalar(failures.where(LoginAttempt.email_digest == _digest(email)))
-    by_address = session.scalar(failures.where(LoginAttempt.remote_addr == remote_addr))
-    return by_account >= MAX_FAILURES_PER_ACCOUNT or by_address >= MAX_FAILURES_PER_ADDRESS
-
-
 def record_sign_in(session: Session, email: str, remote_addr: str | None, succeeded: bool) -> None:
+    """Keep a record of one checked sign-in (the throttle counts in scheduler.sign_in_throttle)."""
     session.add(
         LoginAttempt(email_digest=_digest(email), remote_addr=remote_addr, succeeded=succeeded)
     )

@@ -27,7 +27,7 @@ def test_repeated_wrong_passwords_are_throttled_even_with_the_right_one(
         assert client.post("/login", data=form | {"password": "wrong-guess!"}).status_code == 401
     throttled = client.post("/login", data=form | {"password": ADMIN_PASSWORD})
     assert throttled.status_code == 429
-    assert "Too many failed attempts" in throttled.get_data(as_text=True)
+    assert "Too many attempts; try again in 1 minute." in throttled.get_data(as_text=True)
     # Another account is not locked out by those guesses.
     other = client.post(
         "/login", data={"email": "viewer@example.org", "csrf_token": token, "password": "x" * 12}
