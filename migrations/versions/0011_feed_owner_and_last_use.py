@@ -1,7 +1,7 @@
 """calendar feeds: last use recorded; feeds of inactive owners or linacs revoked
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-05 16:00:00.000000
 
 A feed is tied to the admin who made it and to its linac: it stops for good when either is
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0007"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
