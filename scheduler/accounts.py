@@ -130,16 +130,44 @@ def update_user(
         errors.append(FieldError("active", "you cannot deactivate yourself"))
     if errors:
         raise InvalidInput("The user is not valid.", errors)
+    # A session or token issued under the old password, role or standing must not outlive it.
+    ends_sessions = (
+        password is not None
+        or (role is not None and role != user.role)
+        or (active is not None and active != user.active)
+    )
     if name is not None:
         user.name = name.strip()
     if role is not None:
         user.role = role
+    if active is False and user.active:
+        _revoke_all_tokens(session, user.id, now=datetime.now(UTC))
     if active is not None:
         user.active = active
     if password is not None:
         user.password_hash = _hasher().hash(password)
+    if ends_sessions:
+        user.session_epoch += 1
     session.commit()
     return user
+
+
+def end_sessions(session: Session, user_id: int) -> User:
+    """End every signed-in session of the user (sign-out), wherever its cookie is."""
+    user = get_user(session, user_id)
+    user.session_epoch += 1
+    session.commit()
+    return user
+
+
+def _revoke_all_tokens(session: Session, user_id: int, *, now: datetime) -> None:
+    # Revoked rather than merely refused while inactive: reactivating the user must not bring
+    # back a token that may have leaked with the reason for the deactivation.
+    session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 def get_user(session: Session, user_id: int) -> User:

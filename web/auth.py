@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
+    current_app,
     redirect,
     render_template,
     render_template_string,
@@ -25,15 +27,24 @@ from flask import (
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 
+from config import Settings
 from scheduler import accounts
 from scheduler.errors import Forbidden
 from scheduler.models import User
-from web import security
+from web import SETTINGS_KEY, audit, security
 from web.db import get_session
 
 CSRF_SESSION_KEY = "csrf_token"
 CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+# What the session cookie records of its sign-in, so the server can refuse a copy of it:
+# the user's session epoch then, when it was signed in and when it was last used (Unix seconds).
+EPOCH_SESSION_KEY = "session_epoch"
+SIGNED_IN_SESSION_KEY = "signed_in_at"
+SEEN_SESSION_KEY = "seen_at"
+# Recording every request would re-send the cookie each time; a minute is precise enough for
+# an idle timeout counted in minutes.
+SEEN_RESOLUTION_SECONDS = 60
 
 bp = Blueprint("auth", __name__)
 
@@ -51,7 +62,52 @@ def _load_user(user_id: str) -> SessionUser | None:
         return None
     user = get_session().get(User, int(user_id))
     # A deactivated user's existing sessions stop working at their next request.
-    return SessionUser(user) if user is not None and user.active else None
+    if user is None or not user.active or not _session_still_valid(user):
+        # Forget the refused sign-in (and its CSRF token) so the cookie is not tried again.
+        session.clear()
+        return None
+    return SessionUser(user)
+
+
+def _now_seconds() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _session_still_valid(user: User) -> bool:
+    """Whether this request's session was signed in under the user's current epoch and has
+    been neither idle too long nor alive longer than allowed; records its use if so."""
+    settings: Settings = current_app.extensions[SETTINGS_KEY]
+    epoch = session.get(EPOCH_SESSION_KEY)
+    signed_in_at = session.get(SIGNED_IN_SESSION_KEY)
+    seen_at = session.get(SEEN_SESSION_KEY)
+    # A session without these (signed before they existed, or built from a remember-me
+    # cookie) cannot be checked, so it is refused.
+    if not isinstance(epoch, int) or epoch != user.session_epoch:
+        return False
+    if not isinstance(signed_in_at, int | float) or not isinstance(seen_at, int | float):
+        return False
+    now = _now_seconds()
+    if now - signed_in_at > settings.session_max_hours * 3600:
+        return False
+    if now - seen_at > settings.session_idle_minutes * 60:
+        return False
+    if now - seen_at >= SEEN_RESOLUTION_SECONDS:
+        session[SEEN_SESSION_KEY] = int(now)
+    return True
+
+
+def _stamp_session(user: User) -> None:
+    now = int(_now_seconds())
+    session[EPOCH_SESSION_KEY] = user.session_epoch
+    session[SIGNED_IN_SESSION_KEY] = now
+    session[SEEN_SESSION_KEY] = now
+
+
+def keep_own_session(user: User) -> None:
+    """Keep this request's session after the user ended all of theirs (e.g. by changing
+    their own password): every other copy stays ended, this one follows the new epoch."""
+    if session_user() is not None and session_user().id == user.id:
+        session[EPOCH_SESSION_KEY] = user.session_epoch
 
 
 def session_user() -> User | None:
@@ -120,6 +176,7 @@ def login():
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
     login_user(SessionUser(user))
+    _stamp_session(user)
     return redirect(next_url)
 
 
@@ -130,6 +187,12 @@ def logout():
         return render_template("signout.html")
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
         return render_template("signout.html", error="The form expired; try again."), 400
+    user = session_user()
+    if user is not None:
+        # Ended on the server, not only forgotten by this browser: a copy of the cookie
+        # (and every other session of the user) stops working too.
+        audit.record("sign_out", "user", user.id, actor_id=user.id, commit=False)
+        accounts.end_sessions(get_session(), user.id)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))

@@ -34,7 +34,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import format_local, zone
 from web import SETTINGS_KEY, audit
-from web.auth import session_user
+from web.auth import keep_own_session, session_user
 from web.db import get_session
 from web.ui import done, role_required
 
@@ -783,6 +783,8 @@ def user(user_id: int):
         detail["active"] = row.active
     if password:
         detail["password"] = "changed"
+        # An admin changing their own password stays signed in here; every other session ends.
+        keep_own_session(row)
     audit.record("update", "user", row.id, actor_id=_actor_id(), **detail)
     return done(f"User {row.name} saved.", "admin.user", user_id=row.id)
 

@@ -1,0 +1,33 @@
+"""staff sessions can be ended on the server: a per-user session epoch
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-05 15:50:00.000000
+
+A column addition only: SQLite adds it in place (a batch copy of the users table would drop a
+table other rows still refer to).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Every session signed before this revision carries no epoch and is refused, so the
+    # cookies issued without server-side ending stop working at the upgrade.
+    op.add_column(
+        "users",
+        sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("session_epoch")
