@@ -152,6 +152,30 @@ def update_user(
     return user
 
 
+def change_own_password(
+    session: Session, user_id: int, *, current_password: str, new_password: str
+) -> User:
+    """A signed-in user's new password; the current one proves it is them and not a copied
+    session, which could otherwise lock the owner out."""
+    user = get_user(session, user_id)
+    errors: list[FieldError] = []
+    if not _password_matches(user, current_password):
+        errors.append(FieldError("current_password", "is not your current password"))
+    _check_password(errors, new_password)
+    if errors:
+        raise InvalidInput("The password was not changed.", errors)
+    return update_user(session, user.id, password=new_password, actor_id=user.id)
+
+
+def _password_matches(user: User, password: Any) -> bool:
+    if not user.password_hash or not isinstance(password, str):
+        return False
+    try:
+        return _hasher().verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def end_sessions(session: Session, user_id: int) -> User:
     """End every signed-in session of the user (sign-out), wherever its cookie is."""
     user = get_user(session, user_id)

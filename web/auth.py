@@ -17,6 +17,7 @@ from flask import (
     Blueprint,
     Flask,
     current_app,
+    flash,
     redirect,
     render_template,
     render_template_string,
@@ -29,7 +30,7 @@ from markupsafe import Markup
 
 from config import Settings
 from scheduler import accounts
-from scheduler.errors import Forbidden
+from scheduler.errors import Forbidden, InvalidInput
 from scheduler.models import User
 from web import SETTINGS_KEY, audit, security
 from web.db import get_session
@@ -196,6 +197,50 @@ def logout():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password():
+    user = session_user()
+    if user is None:
+        return redirect(url_for("auth.login", next=request.path))
+
+    def form(errors: dict[str, list[str]] | None = None, status: int = 200):
+        page = render_template(
+            "account_password.html", title="Change your password", errors=errors or {}
+        )
+        return page, status
+
+    if request.method == "GET":
+        return form()
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        return form({"_form": ["The form expired; please try again."]}, 400)
+    db = get_session()
+    # Guessing the current password from a copied session is password guessing too.
+    if security.sign_in_throttled(db, user.email, request.remote_addr):
+        return form({"_form": ["Too many failed attempts; wait a few minutes."]}, 429)
+    new_password = request.form.get("new_password") or ""
+    if new_password != (request.form.get("confirm_password") or ""):
+        return form({"confirm_password": ["does not match the new password"]}, 422)
+    try:
+        accounts.change_own_password(
+            db,
+            user.id,
+            current_password=request.form.get("current_password") or "",
+            new_password=new_password,
+        )
+    except InvalidInput as exc:
+        db.rollback()
+        if any(e.field == "current_password" for e in exc.errors):
+            security.record_sign_in(db, user.email, request.remote_addr, False)
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors:
+            errors.setdefault(error.field, []).append(error.message)
+        return form(errors, 422)
+    keep_own_session(user)
+    audit.record("update", "user", user.id, actor_id=user.id, password="changed")
+    flash("Your password is changed; every other session of yours has ended.", "success")
+    return redirect(url_for("auth.index"))
 
 
 def init_app(app: Flask) -> None:

@@ -244,3 +244,69 @@ def test_session_cookie_is_secure_when_served_over_https(
 
     http_app = create_app(load_settings({**env, "PUBLIC_BASE_URL": "http://127.0.0.1:5000"}))
     assert "Secure" not in _sign_in_cookie_header(http_app, "http://127.0.0.1:5000")
+
+
+def test_own_password_change_page_ends_every_other_session(
+    app: Flask, client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn
+) -> None:
+    csrf = signed_in(client, "viewer")
+    thief = _copy_session(app, client)
+    assert client.get("/account/password").status_code == 200
+
+    changed = client.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf,
+            "current_password": ADMIN_PASSWORD,
+            "new_password": "the-viewers-new-password",
+            "confirm_password": "the-viewers-new-password",
+        },
+    )
+    assert changed.status_code == 302
+
+    assert not _signed_in(thief)
+    assert _signed_in(client)
+    user_id = _user_id(db, "viewer")
+    assert db.scalar(
+        sa.select(AuditEntry.id).where(
+            AuditEntry.action == "update",
+            AuditEntry.subject_type == "user",
+            AuditEntry.subject_id == user_id,
+            AuditEntry.actor_id == user_id,
+        )
+    )
+
+
+def test_own_password_change_needs_the_current_password(
+    app: Flask, client: FlaskClient, db: Session, seed: Seed, signed_in: SignIn
+) -> None:
+    csrf = signed_in(client, "viewer")
+    thief = _copy_session(app, client)
+    form = {
+        "csrf_token": csrf,
+        "current_password": "a-guess-at-the-password",
+        "new_password": "the-thiefs-new-password",
+        "confirm_password": "the-thiefs-new-password",
+    }
+    wrong = thief.post("/account/password", data=form)
+    assert wrong.status_code == 422
+    assert "is not your current password" in wrong.get_data(as_text=True)
+    mismatch = thief.post(
+        "/account/password",
+        data={**form, "current_password": ADMIN_PASSWORD, "confirm_password": "something-else"},
+    )
+    assert mismatch.status_code == 422
+    assert "does not match the new password" in mismatch.get_data(as_text=True)
+    # Nothing changed: the owner's session and password still work.
+    assert _signed_in(client)
+    db.expire_all()
+    viewer = db.scalar(sa.select(User).where(User.email == "viewer@example.org"))
+    admin = db.scalar(sa.select(User).where(User.email == "admin@example.org"))
+    assert viewer.password_hash == admin.password_hash
+    db.rollback()
+
+
+def test_password_page_needs_a_signed_in_user(client: FlaskClient, seed: Seed) -> None:
+    response = client.get("/account/password")
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
