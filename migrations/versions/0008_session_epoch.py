@@ -4,8 +4,8 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-05 15:50:00.000000
 
-A column addition only: SQLite adds it in place (a batch copy of the users table would drop a
-table other rows still refer to).
+A column addition only, and its drop: SQLite does both in place, whereas a batch copy of the
+users table would drop a table other rows still refer to (foreign keys are enforced).
 """
 
 from collections.abc import Sequence
@@ -29,5 +29,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("session_epoch")
+    op.drop_column("users", "session_epoch")

@@ -51,7 +51,9 @@ def get_user(user_id: int):
     body=s.UserPatch, response=s.UserOut,
 )  # fmt: skip
 def update_user(user_id: int, body: s.UserPatch):
-    """Admins cannot change their own role or deactivate themselves (no lock-outs)."""
+    """Admins cannot change their own role or deactivate themselves (no lock-outs). A new
+    password, role or active state ends every signed-in session of the user; deactivating
+    revokes all their API tokens, which reactivating does not bring back."""
     return accounts.update_user(
         get_session(), user_id, actor_id=current_user_id(), **body.model_dump(exclude_none=True)
     )
