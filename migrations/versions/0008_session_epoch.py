@@ -9,6 +9,7 @@ users table would drop a table other rows still refer to (foreign keys are enfor
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,6 +26,24 @@ def upgrade() -> None:
     op.add_column(
         "users",
         sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
+    )
+    # Deactivation now revokes a user's tokens; revoke those of users deactivated before, or
+    # reactivating them would bring their old tokens back.
+    users = sa.table("users", sa.column("id", sa.Integer()), sa.column("active", sa.Boolean()))
+    tokens = sa.table(
+        "api_tokens",
+        sa.column("user_id", sa.Integer()),
+        sa.column("revoked_at", sa.DateTime(timezone=True)),
+    )
+    inactive = sa.select(users.c.id).where(users.c.active == sa.false())
+    now = datetime.now(UTC)
+    if op.get_bind().dialect.name == "sqlite":
+        # The form scheduler.models.UTCDateTime stores on SQLite: naive UTC.
+        now = now.replace(tzinfo=None)
+    op.execute(
+        tokens.update()
+        .where(tokens.c.revoked_at.is_(None), tokens.c.user_id.in_(inactive))
+        .values(revoked_at=now)
     )
 
 
