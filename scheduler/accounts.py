@@ -147,7 +147,8 @@ def update_user(
     if password is not None:
         user.password_hash = _hasher().hash(password)
     if ends_sessions:
-        user.session_epoch += 1
+        # Counted up in SQL, so two changes at once both move it on.
+        user.session_epoch = User.session_epoch + 1
     session.commit()
     return user
 
@@ -179,7 +180,7 @@ def _password_matches(user: User, password: Any) -> bool:
 def end_sessions(session: Session, user_id: int) -> User:
     """End every signed-in session of the user (sign-out), wherever its cookie is."""
     user = get_user(session, user_id)
-    user.session_epoch += 1
+    user.session_epoch = User.session_epoch + 1
     session.commit()
     return user
 
