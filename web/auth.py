@@ -107,7 +107,8 @@ def _stamp_session(user: User) -> None:
 def keep_own_session(user: User) -> None:
     """Keep this request's session after the user ended all of theirs (e.g. by changing
     their own password): every other copy stays ended, this one follows the new epoch."""
-    if session_user() is not None and session_user().id == user.id:
+    signed_in = session_user()
+    if signed_in is not None and signed_in.id == user.id:
         session[EPOCH_SESSION_KEY] = user.session_epoch
 
 
