@@ -156,6 +156,13 @@ def test_reactivation_revives_neither_old_sessions_nor_old_tokens(
     _edit_user(admin, csrf, user_id, active=None)  # the box unticked: deactivated
     assert not _signed_in(thief)
     assert client.get("/api/v1/me", headers=token).status_code == 401
+    audited = db.scalars(
+        sa.select(AuditEntry.detail).where(
+            AuditEntry.subject_type == "user", AuditEntry.subject_id == user_id
+        )
+    ).all()
+    db.rollback()
+    assert [(d["active"], d["api_tokens"]) for d in audited] == [(False, "revoked")]
 
     _edit_user(admin, csrf, user_id, active="on")
     assert not _signed_in(thief)

@@ -781,6 +781,8 @@ def user(user_id: int):
         detail["role"] = f"{before[0]} -> {row.role}"
     if before[1] != row.active:
         detail["active"] = row.active
+        if not row.active:
+            detail["api_tokens"] = "revoked"
     if password:
         detail["password"] = "changed"
         # An admin changing their own password stays signed in here; every other session ends.
