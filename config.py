@@ -34,6 +34,10 @@ class Settings:
     reconcile_interval_seconds: float = 60.0
     sql_echo: bool = False
     session_cookie_secure: bool = False
+    # A staff session ends after this long without a request, and this long after sign-in
+    # whatever its use: a copied cookie is worth little for long.
+    session_idle_minutes: float = 30.0
+    session_max_hours: float = 12.0
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_from_number: str | None = None
@@ -87,6 +91,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     trusted_proxies = int(env.get("TRUSTED_PROXIES") or 0)
     if trusted_proxies < 0:
         raise ValueError("TRUSTED_PROXIES must be 0 or more")
+    public_base_url = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+    # Served over https, the session cookie must never travel over plain http; an explicit
+    # setting wins (e.g. off for a local https test without TLS in front).
+    cookie_secure = _bool(
+        env.get("SESSION_COOKIE_SECURE"), public_base_url.lower().startswith("https://")
+    )
+    session_idle_minutes = float(env.get("SESSION_IDLE_MINUTES") or 30)
+    session_max_hours = float(env.get("SESSION_MAX_HOURS") or 12)
+    if session_idle_minutes <= 0 or session_max_hours <= 0:
+        raise ValueError("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be more than 0")
     # By default the limits share the broker's Redis when there is one.
     rate_limit_url = env.get("RATE_LIMIT_REDIS_URL") or (
         broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else None
@@ -95,13 +109,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         secret_key=secret_key,
-        public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        public_base_url=public_base_url,
         instance_dir=instance_dir,
         dispatch_interval_seconds=float(env.get("DISPATCH_INTERVAL_SECONDS") or 30),
         reminder_lease_seconds=float(env.get("REMINDER_LEASE_SECONDS") or 300),
         reconcile_interval_seconds=float(env.get("RECONCILE_INTERVAL_SECONDS") or 60),
         sql_echo=_bool(env.get("SQL_ECHO")),
-        session_cookie_secure=_bool(env.get("SESSION_COOKIE_SECURE")),
+        session_cookie_secure=cookie_secure,
+        session_idle_minutes=session_idle_minutes,
+        session_max_hours=session_max_hours,
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
         twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
         twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,

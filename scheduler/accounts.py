@@ -183,18 +183,73 @@ def update_user(
         errors.append(FieldError("active", "you cannot deactivate yourself"))
     if errors:
         raise InvalidInput("The user is not valid.", errors)
+    # A session or token issued under the old password, role or standing must not outlive it.
+    ends_sessions = (
+        password is not None
+        or (role is not None and role != user.role)
+        or (active is not None and active != user.active)
+    )
     if name is not None:
         user.name = name.strip()
     if role is not None:
         user.role = role
     if active is False and user.active:
-        links.revoke_feeds(session, created_by_id=user.id, now=now or datetime.now(UTC))
+        now = now or datetime.now(UTC)
+        links.revoke_feeds(session, created_by_id=user.id, now=now)
+        _revoke_all_tokens(session, user.id, now=now)
     if active is not None:
         user.active = active
     if password is not None:
         user.password_hash = _hasher().hash(password)
+    if ends_sessions:
+        # Counted up in SQL, so two changes at once both move it on.
+        user.session_epoch = User.session_epoch + 1
     session.commit()
     return user
+
+
+def change_own_password(
+    session: Session, user_id: int, *, current_password: str, new_password: str
+) -> User:
+    """A signed-in user's new password; the current one proves it is them and not a copied
+    session, which could otherwise lock the owner out."""
+    user = get_user(session, user_id)
+    errors: list[FieldError] = []
+    if not _password_matches(user, current_password):
+        errors.append(FieldError("current_password", "is not your current password"))
+    problem = password_problem(new_password, email=user.email, name=user.name)
+    if problem:
+        errors.append(FieldError("password", problem))
+    if errors:
+        raise InvalidInput("The password was not changed.", errors)
+    return update_user(session, user.id, password=new_password, actor_id=user.id)
+
+
+def _password_matches(user: User, password: Any) -> bool:
+    if not user.password_hash or not isinstance(password, str):
+        return False
+    try:
+        return _hasher().verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def end_sessions(session: Session, user_id: int) -> User:
+    """End every signed-in session of the user (sign-out), wherever its cookie is."""
+    user = get_user(session, user_id)
+    user.session_epoch = User.session_epoch + 1
+    session.commit()
+    return user
+
+
+def _revoke_all_tokens(session: Session, user_id: int, *, now: datetime) -> None:
+    # Revoked rather than merely refused while inactive: reactivating the user must not bring
+    # back a token that may have leaked with the reason for the deactivation.
+    session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 def get_user(session: Session, user_id: int) -> User:

@@ -398,6 +398,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(sa.String(200))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Each session cookie carries the epoch it was signed in under; raising it (sign-out,
+    # password, role or active change) ends every session of the user on the server.
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
 
 class ApiToken(Base):

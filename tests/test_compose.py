@@ -7,12 +7,15 @@ from the file itself.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from config import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -96,3 +99,24 @@ def test_long_running_services_have_or_await_health(services: dict[str, dict]) -
 def test_secret_key_is_required_not_defaulted() -> None:
     # Compose refuses to start without it, instead of running with a guessable key.
     assert "${SECRET_KEY:?" in COMPOSE_FILE.read_text()
+
+
+def _compose_defaults(environment: dict[str, str]) -> dict[str, str]:
+    """The environment Compose gives the app when none of the variables is set."""
+    resolved = {}
+    for name, value in environment.items():
+        match = re.fullmatch(r"\$\{[A-Z_]+(?::-(.*))?\}", str(value))
+        if match:
+            resolved[name] = match.group(1) or ""
+        else:
+            resolved[name] = str(value)
+    return resolved
+
+
+def test_session_cookie_is_secure_by_default(services: dict[str, dict], tmp_path: Path) -> None:
+    env = _compose_defaults(services["web"]["environment"])
+    env["SECRET_KEY"] = "set-by-the-operator"
+    env["INSTANCE_DIR"] = str(tmp_path)
+    settings = load_settings(env)
+    assert settings.session_cookie_secure
+    assert settings.session_idle_minutes == 30 and settings.session_max_hours == 12

@@ -8,7 +8,7 @@ from alembic import command
 
 from tests.test_migration_reminder_cadence import AT, _alembic, _insert, empty_url  # noqa: F401
 
-BEFORE = "0011-1"  # the revision this one follows, whatever it is once the chain is linked
+BEFORE = "0010-1"  # the revision this one follows, whatever it is once the chain is linked
 
 
 def test_feeds_of_inactive_owners_or_linacs_are_revoked(empty_url: str) -> None:  # noqa: F811
@@ -57,7 +57,7 @@ def test_feeds_of_inactive_owners_or_linacs_are_revoked(empty_url: str) -> None:
                     name=name, created_by_id=owner, created_at=AT, revoked_at=revoked_at,
                 )  # fmt: skip
 
-        command.upgrade(cfg, "0011")
+        command.upgrade(cfg, "0010")
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text("SELECT name, revoked_at, last_used_at FROM calendar_feeds")

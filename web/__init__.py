@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         REMEMBER_COOKIE_SECURE=settings.session_cookie_secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
         # Bodies are small JSON documents; refuse anything large before parsing it.
         MAX_CONTENT_LENGTH=1024 * 1024,
     )

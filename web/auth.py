@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    current_app,
+    flash,
     redirect,
     render_template,
     render_template_string,
@@ -27,15 +29,24 @@ from flask import (
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from markupsafe import Markup
 
+from config import Settings
 from scheduler import accounts, sign_in_throttle
-from scheduler.errors import Forbidden
+from scheduler.errors import Forbidden, InvalidInput
 from scheduler.models import User
-from web import audit, security
+from web import SETTINGS_KEY, audit, security
 from web.db import get_session
 
 CSRF_SESSION_KEY = "csrf_token"
 CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+# What the session cookie records of its sign-in, so the server can refuse a copy of it:
+# the user's session epoch then, when it was signed in and when it was last used (Unix seconds).
+EPOCH_SESSION_KEY = "session_epoch"
+SIGNED_IN_SESSION_KEY = "signed_in_at"
+SEEN_SESSION_KEY = "seen_at"
+# Recording every request would re-send the cookie each time; a minute is precise enough for
+# an idle timeout counted in minutes.
+SEEN_RESOLUTION_SECONDS = 60
 
 bp = Blueprint("auth", __name__)
 
@@ -53,7 +64,53 @@ def _load_user(user_id: str) -> SessionUser | None:
         return None
     user = get_session().get(User, int(user_id))
     # A deactivated user's existing sessions stop working at their next request.
-    return SessionUser(user) if user is not None and user.active else None
+    if user is None or not user.active or not _session_still_valid(user):
+        # Forget the refused sign-in (and its CSRF token) so the cookie is not tried again.
+        session.clear()
+        return None
+    return SessionUser(user)
+
+
+def _now_seconds() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _session_still_valid(user: User) -> bool:
+    """Whether this request's session was signed in under the user's current epoch and has
+    been neither idle too long nor alive longer than allowed; records its use if so."""
+    settings: Settings = current_app.extensions[SETTINGS_KEY]
+    epoch = session.get(EPOCH_SESSION_KEY)
+    signed_in_at = session.get(SIGNED_IN_SESSION_KEY)
+    seen_at = session.get(SEEN_SESSION_KEY)
+    # A session without these (signed before they existed, or built from a remember-me
+    # cookie) cannot be checked, so it is refused.
+    if not isinstance(epoch, int) or epoch != user.session_epoch:
+        return False
+    if not isinstance(signed_in_at, int | float) or not isinstance(seen_at, int | float):
+        return False
+    now = _now_seconds()
+    if now - signed_in_at > settings.session_max_hours * 3600:
+        return False
+    if now - seen_at > settings.session_idle_minutes * 60:
+        return False
+    if now - seen_at >= SEEN_RESOLUTION_SECONDS:
+        session[SEEN_SESSION_KEY] = int(now)
+    return True
+
+
+def _stamp_session(user: User) -> None:
+    now = int(_now_seconds())
+    session[EPOCH_SESSION_KEY] = user.session_epoch
+    session[SIGNED_IN_SESSION_KEY] = now
+    session[SEEN_SESSION_KEY] = now
+
+
+def keep_own_session(user: User) -> None:
+    """Keep this request's session after the user ended all of theirs (e.g. by changing
+    their own password): every other copy stays ended, this one follows the new epoch."""
+    signed_in = session_user()
+    if signed_in is not None and signed_in.id == user.id:
+        session[EPOCH_SESSION_KEY] = user.session_epoch
 
 
 def session_user() -> User | None:
@@ -140,6 +197,7 @@ def login():
     # A fresh session (and CSRF token) at sign-in, so a planted cookie cannot be adopted.
     session.clear()
     login_user(SessionUser(user))
+    _stamp_session(user)
     return redirect(next_url)
 
 
@@ -160,9 +218,65 @@ def logout():
         return render_template("signout.html")
     if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
         return render_template("signout.html", error="The form expired; try again."), 400
+    user = session_user()
+    if user is not None:
+        # Ended on the server, not only forgotten by this browser: a copy of the cookie
+        # (and every other session of the user) stops working too.
+        audit.record("sign_out", "user", user.id, actor_id=user.id, commit=False)
+        accounts.end_sessions(get_session(), user.id)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password():
+    user = session_user()
+    if user is None:
+        return redirect(url_for("auth.login", next=request.path))
+
+    def form(errors: dict[str, list[str]] | None = None, status: int = 200):
+        page = render_template(
+            "account_password.html", title="Change your password", errors=errors or {}
+        )
+        return page, status
+
+    if request.method == "GET":
+        return form()
+    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
+        return form({"_form": ["The form expired; please try again."]}, 400)
+    db = get_session()
+    new_password = request.form.get("new_password") or ""
+    if new_password != (request.form.get("confirm_password") or ""):
+        return form({"confirm_password": ["does not match the new password"]}, 422)
+    # Guessing the current password from a copied session is password guessing too: it
+    # takes a slot of the sign-in throttle before the password is checked.
+    address = request.remote_addr
+    verdict = sign_in_throttle.begin_attempt(db, user.email, address, now=datetime.now(UTC))
+    if not verdict.allowed:
+        return form({"_form": [_too_many_attempts_message(verdict.retry_after)]}, 429)
+    try:
+        accounts.change_own_password(
+            db,
+            user.id,
+            current_password=request.form.get("current_password") or "",
+            new_password=new_password,
+        )
+    except InvalidInput as exc:
+        db.rollback()
+        if any(e.field == "current_password" for e in exc.errors):
+            security.record_sign_in(db, user.email, address, False)
+        else:
+            sign_in_throttle.attempt_succeeded(db, user.email, address)
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors:
+            errors.setdefault(error.field, []).append(error.message)
+        return form(errors, 422)
+    sign_in_throttle.attempt_succeeded(db, user.email, address)
+    keep_own_session(user)
+    audit.record("update", "user", user.id, actor_id=user.id, password="changed")
+    flash("Your password is changed; every other session of yours has ended.", "success")
+    return redirect(url_for("auth.index"))
 
 
 def init_app(app: Flask) -> None:

@@ -5,6 +5,7 @@ its reason and confirmation, and undoing it. The clock is set by each test."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import time_machine
@@ -218,12 +219,16 @@ def test_missed_takes_a_reason_and_a_confirmation_and_is_undone_that_day_only(
 
     during = third.starts_at + timedelta(minutes=20)
     with time_machine.travel(during, tick=False):
+        # Days later the idle session has ended: the scheduler signs in again.
+        csrf = signed_in(client, "scheduler")
         recorded = client.post(
             f"/fractions/{third.id}/missed",
             data={"csrf_token": csrf, "reason": "did_not_attend", "confirm": "yes"},
         )
         assert recorded.status_code == 302
+        assert urlsplit(recorded.headers["Location"]).path == f"/courses/{course_id}"
     with time_machine.travel(during + timedelta(days=1), tick=False):
+        csrf = signed_in(client, "scheduler")
         page = _html(client.get(f"/courses/{course_id}"))
         assert "patient did not attend" in page
         assert "Undo missed fraction 3" not in page

@@ -51,9 +51,10 @@ def get_user(user_id: int):
     body=s.UserPatch, response=s.UserOut,
 )  # fmt: skip
 def update_user(user_id: int, body: s.UserPatch):
-    """Admins cannot change their own role or deactivate themselves (no lock-outs).
-    Deactivating a user revokes the calendar feeds they made; reactivating does not restore
-    them."""
+    """Admins cannot change their own role or deactivate themselves (no lock-outs). A new
+    password, role or active state ends every signed-in session of the user. Deactivating a
+    user revokes all their API tokens and revokes the calendar feeds they made; reactivating
+    brings neither back."""
     return accounts.update_user(
         get_session(), user_id, actor_id=current_user_id(), **body.model_dump(exclude_none=True)
     )

@@ -124,7 +124,9 @@ def build_document(routes: ApiRoutes) -> dict[str, Any]:
                     "name": "session",
                     "description": (
                         "A signed-in staff session; unsafe methods also need the "
-                        "X-CSRF-Token header."
+                        "X-CSRF-Token header. It ends at sign-out, at a change of the "
+                        "user's password, role or active state, after SESSION_IDLE_MINUTES "
+                        "unused and SESSION_MAX_HOURS after sign-in."
                     ),
                 },
             },

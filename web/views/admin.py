@@ -34,7 +34,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import format_local, zone
 from web import SETTINGS_KEY, audit
-from web.auth import session_user
+from web.auth import keep_own_session, session_user
 from web.db import get_session
 from web.ui import done, role_required
 
@@ -820,8 +820,12 @@ def user(user_id: int):
         detail["role"] = f"{before[0]} -> {row.role}"
     if before[1] != row.active:
         detail["active"] = row.active
+        if not row.active:
+            detail["api_tokens"] = "revoked"
     if password:
         detail["password"] = "changed"
+        # An admin changing their own password stays signed in here; every other session ends.
+        keep_own_session(row)
     _audit_revoked_feeds(live_feeds, reason="owner deactivated")
     audit.record("update", "user", row.id, actor_id=_actor_id(), **detail)
     return done(f"User {row.name} saved.", "admin.user", user_id=row.id)

@@ -4,8 +4,8 @@ An email's Message-ID ends with the sender's domain, and a hospital's can be lon
 characters the id of a message the mail server had already accepted could not be stored.
 320 holds a 32-character local part with any domain (at most 253 characters).
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05 16:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

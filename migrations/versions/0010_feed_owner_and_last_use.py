@@ -1,7 +1,7 @@
 """calendar feeds: last use recorded; feeds of inactive owners or linacs revoked
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-05 16:00:00.000000
 
 A feed is tied to the admin who made it and to its linac: it stops for good when either is
@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
