@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
 from scheduler.models import ApiToken, Role, User
+from scheduler.plain_text import plain_text_problem
 
 ROLES = frozenset(r.value for r in Role)
 # Privileges are nested: each role can do everything the roles after it can.
@@ -55,6 +56,18 @@ def _normal_email(errors: list[FieldError], email: Any) -> str | None:
     if not isinstance(email, str):
         errors.append(FieldError("email", "is required"))
         return None
+    # A staff address is a sign-in name: "аdmin@clinic.org" with a Cyrillic "а", or a
+    # lookalike domain, must not pass for another person's account. Hospital mail systems use
+    # ASCII addresses, so anything else is refused rather than normalised.
+    if not email.strip().isascii():
+        errors.append(
+            FieldError(
+                "email",
+                "must use only plain ASCII letters, digits and punctuation "
+                "(lookalike characters from other alphabets are refused)",
+            )
+        )
+        return None
     try:
         return email_validator.validate_email(
             email.strip(), check_deliverability=False
@@ -86,6 +99,8 @@ def create_user(
         errors.append(FieldError("name", "is required"))
     elif len(name.strip()) > 200:
         errors.append(FieldError("name", "must be at most 200 characters"))
+    elif (problem := plain_text_problem(name.strip())) is not None:
+        errors.append(FieldError("name", problem))
     if role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:
@@ -119,6 +134,8 @@ def update_user(
     errors: list[FieldError] = []
     if name is not None and (not name.strip() or len(name.strip()) > 200):
         errors.append(FieldError("name", "must be 1 to 200 characters"))
+    elif name is not None and (problem := plain_text_problem(name.strip())) is not None:
+        errors.append(FieldError("name", problem))
     if role is not None and role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:

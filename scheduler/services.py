@@ -52,6 +52,7 @@ from scheduler.models import (
     Patient,
     Protocol,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.timeutil import local_date
 from scheduler.types import (
     DowntimeSpan,
@@ -392,6 +393,17 @@ def _violations_to_breaks(violations: Iterable[Violation]) -> list[RuleBreak]:
     ]
 
 
+def _check_plain_text(session: Session, field: str, value: str | None) -> None:
+    """Refuse a reason holding line breaks, control or invisible characters: it is shown on
+    pages and written into calendar files and the audit log."""
+    problem = None if value is None else plain_text_problem(value)
+    if problem is not None:
+        session.rollback()
+        raise InvalidInput(
+            f"the {field.replace('_', ' ')} is not plain text", [FieldError(field, problem)]
+        )
+
+
 def _check_violations(
     session: Session,
     violations: list[Violation],
@@ -401,6 +413,7 @@ def _check_violations(
     window: Interval,
 ) -> None:
     """Raise for what may not be booked: conflicts (409), rules without an override (422)."""
+    _check_plain_text(session, "override_reason", override_reason)
     if any(v.code in CONFLICT_RULES for v in violations):
         session.rollback()
         raise Conflict(
@@ -982,6 +995,8 @@ def _missed_reason_words(reason: str, reason_text: str | None) -> str:
             "the reason is too long",
             [FieldError("reason_text", f"at most {MAX_REASON_TEXT} characters")],
         )
+    if (problem := plain_text_problem(text)) is not None:
+        raise InvalidInput("the reason is not plain text", [FieldError("reason_text", problem)])
     if reason == MissedReason.OTHER:
         return text
     label = MISSED_REASON_LABELS[MissedReason(reason)]
@@ -1506,6 +1521,8 @@ def change_prescription(
         errors.append(FieldError("reason", "give the clinical reason for the change"))
     elif len(reason) > MAX_REASON_TEXT:
         errors.append(FieldError("reason", f"at most {MAX_REASON_TEXT} characters"))
+    elif (problem := plain_text_problem(reason)) is not None:
+        errors.append(FieldError("reason", problem))
     lowest = max(1, held)
     if fractions not in {lowest, protocol_count} or not lowest <= fractions <= protocol_count:
         allowed = sorted({lowest, protocol_count})
@@ -1653,7 +1670,7 @@ def add_downtime(
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    _check_downtime(starts_at, ends_at, kind)
+    _check_downtime(starts_at, ends_at, kind, reason)
     linac = session.get(Linac, linac_id)
     if linac is None:
         raise NotFound(f"linac {linac_id} does not exist")
@@ -1675,8 +1692,10 @@ def add_downtime(
     return replace(report, downtime_id=None) if preview else report
 
 
-def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str) -> None:
+def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str, reason: str | None) -> None:
     errors = []
+    if reason and (problem := plain_text_problem(reason)) is not None:
+        errors.append(FieldError("reason", problem))
     if ends_at <= starts_at:
         errors.append(FieldError("ends_at", "must be after starts_at"))
     if kind not in DOWNTIME_KINDS:
@@ -1811,7 +1830,7 @@ def update_downtime(
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    _check_downtime(starts_at, ends_at, kind)
+    _check_downtime(starts_at, ends_at, kind, reason)
     downtime = _get_downtime(session, downtime_id)
     linac = downtime.linac
     before = Interval(downtime.starts_at, downtime.ends_at)

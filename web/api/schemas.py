@@ -429,14 +429,28 @@ class PatientIn(Input):
     phone: (
         Annotated[
             str,
-            Field(max_length=32, description="E.164 (+14155550100) or a US national number"),
+            Field(
+                max_length=32,
+                description=(
+                    "E.164 (+14155550100) or a US national number; premium-rate, shared-cost, "
+                    "universal access, personal, pager and voicemail numbers are refused"
+                ),
+            ),
         ]
         | None
     ) = None
     email: Annotated[str, Field(max_length=254)] | None = None
     language: Literal["en", "es"] = "en"
     timezone: (
-        Annotated[str, Field(max_length=64, description="IANA zone; default: the department's")]
+        Annotated[
+            str,
+            Field(
+                max_length=64,
+                description=(
+                    "IANA zone; default: the department's. localtime and Factory are refused"
+                ),
+            ),
+        ]
         | None
     ) = None
     sms_consent: bool = False
