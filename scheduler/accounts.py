@@ -208,6 +208,8 @@ def issue_api_token(session: Session, user_id: int, name: str) -> IssuedToken:
         raise InvalidInput(
             "The token is not valid.", [FieldError("name", "must be 1 to 100 characters")]
         )
+    if (problem := plain_text_problem(name.strip())) is not None:
+        raise InvalidInput("The token is not valid.", [FieldError("name", problem)])
     if not user.active:
         raise StateConflict(f"User {user_id} is deactivated.")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -888,6 +888,7 @@ def cancel_fraction(
     now: datetime | None = None,
 ) -> Fraction:
     now = _now(now)
+    _check_plain_text(session, "reason", reason)
     fraction = _active_fraction(session, fraction_id, action="be cancelled")
     course = fraction.course
     _set_status(fraction, FractionStatus.CANCELLED, reason, now)
@@ -932,6 +933,7 @@ def cancel_course(
     now: datetime | None = None,
 ) -> Course:
     now = _now(now)
+    _check_plain_text(session, "reason", reason)
     course = _get_course(session, course_id)
     if course.status in (CourseStatus.CANCELLED, CourseStatus.COMPLETED):
         session.rollback()
