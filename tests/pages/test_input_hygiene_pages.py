@@ -5,6 +5,7 @@ emails. The patient's time zone is picked from a list of places."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from html import unescape
 
 import pytest
@@ -12,9 +13,10 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler.models import Linac, Patient, User
+from scheduler.models import Downtime, Linac, Patient, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 from tests.pages.conftest import SignIn
+from tests.pages.test_downtime_pages import form, future_monday
 from tests.pages.test_patients_pages import _html
 
 TIMEZONE_SELECT = re.compile(r'<select id="timezone" name="timezone"[^>]*>(.*?)</select>', re.S)
@@ -158,3 +160,20 @@ def test_admin_users_page_refuses_a_lookalike_email(
     assert "lookalike characters from other alphabets are refused" in unescape(_html(response))
     db.rollback()
     assert db.scalar(sa.select(User.id).where(User.name == "Lookalike")) is None
+
+
+def test_downtime_page_refuses_a_reason_with_a_line_break(
+    client: FlaskClient, signed_in: SignIn, db: Session, seed: Seed, now: datetime
+) -> None:
+    csrf = signed_in(client, "scheduler")
+    day = future_monday(now)
+    values = form(
+        seed.linac_ids[0], f"{day}T08:00", f"{day}T12:00", "apply", csrf, reason="Gantry\nfault"
+    )
+    response = client.post("/downtime/new", data=values)
+    assert response.status_code == 400  # this form's status for a field to correct
+    assert "The reason must be on one line" in _html(response)
+    db.rollback()
+    count = db.scalar(sa.select(sa.func.count()).select_from(Downtime))
+    db.rollback()
+    assert count == 0
