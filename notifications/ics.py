@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from notifications import rendering
 from scheduler.models import Course, Fraction, FractionStatus
+from scheduler.plain_text import one_line
 
 # Calendar apps rarely show PRODID, but the file is the patient's: name no treatment in it.
 PRODID = "-//Clinic scheduler//Appointments//EN"
@@ -44,6 +45,9 @@ def schedule_ics(
     """The events as one VCALENDAR (METHOD:PUBLISH) with a VTIMEZONE for `tz`."""
     zone = ZoneInfo(tz)
     stamp = (stamp or datetime.now(UTC)).astimezone(UTC)
+    # Names are checked when typed, but rows stored before that check may still hold a line
+    # break or control character; written raw, it would end the property line early.
+    calendar_name = one_line(calendar_name)
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
@@ -64,9 +68,9 @@ def schedule_ics(
         event.add("dtstamp", stamp)
         event.add("dtstart", item.start.astimezone(zone))
         event.add("dtend", item.end.astimezone(zone))
-        event.add("summary", item.summary)
+        event.add("summary", one_line(item.summary))
         if item.location:
-            event.add("location", item.location)
+            event.add("location", one_line(item.location))
         event.add("status", item.status)
         # Patients should see the slot as busy; cancelled ones free it again.
         event.add("transp", "TRANSPARENT" if item.status == "CANCELLED" else "OPAQUE")

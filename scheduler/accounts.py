@@ -28,6 +28,7 @@ from zxcvbn import zxcvbn
 from scheduler import links
 from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
 from scheduler.models import ApiToken, Role, User
+from scheduler.plain_text import plain_text_problem
 
 ROLES = frozenset(r.value for r in Role)
 # Privileges are nested: each role can do everything the roles after it can.
@@ -72,6 +73,18 @@ def has_role(user: User, role: str) -> bool:
 def _normal_email(errors: list[FieldError], email: Any) -> str | None:
     if not isinstance(email, str):
         errors.append(FieldError("email", "is required"))
+        return None
+    # A staff address is a sign-in name: "аdmin@clinic.org" with a Cyrillic "а", or a
+    # lookalike domain, must not pass for another person's account. Hospital mail systems use
+    # ASCII addresses, so anything else is refused rather than normalised.
+    if not email.strip().isascii():
+        errors.append(
+            FieldError(
+                "email",
+                "must use only plain ASCII letters, digits and punctuation "
+                "(lookalike characters from other alphabets are refused)",
+            )
+        )
         return None
     try:
         return email_validator.validate_email(
@@ -136,6 +149,8 @@ def create_user(
         errors.append(FieldError("name", "is required"))
     elif len(name.strip()) > 200:
         errors.append(FieldError("name", "must be at most 200 characters"))
+    elif (problem := plain_text_problem(name.strip())) is not None:
+        errors.append(FieldError("name", problem))
     if role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:
@@ -172,6 +187,8 @@ def update_user(
     errors: list[FieldError] = []
     if name is not None and (not name.strip() or len(name.strip()) > 200):
         errors.append(FieldError("name", "must be 1 to 200 characters"))
+    elif name is not None and (problem := plain_text_problem(name.strip())) is not None:
+        errors.append(FieldError("name", problem))
     if role is not None and role not in ROLES:
         errors.append(FieldError("role", f"must be one of {', '.join(sorted(ROLES))}"))
     if password is not None:
@@ -301,6 +318,8 @@ def issue_api_token(session: Session, user_id: int, name: str) -> IssuedToken:
         raise InvalidInput(
             "The token is not valid.", [FieldError("name", "must be 1 to 100 characters")]
         )
+    if (problem := plain_text_problem(name.strip())) is not None:
+        raise InvalidInput("The token is not valid.", [FieldError("name", problem)])
     if not user.active:
         raise StateConflict(f"User {user_id} is deactivated.")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)

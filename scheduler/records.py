@@ -36,6 +36,7 @@ from scheduler.models import (
     Patient,
     Protocol,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.timeutil import local_date
 
 # Limits shared with the API schemas, so the published OpenAPI document states the same rules.
@@ -51,6 +52,17 @@ WORD_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # A date of birth before this is a typing slip (1857 for 1957), not a patient.
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+# Number types a patient's reminders must never be sent to: each text would cost the clinic a
+# premium or shared charge, and none of them reaches a person's own phone.
+UNREACHABLE_PHONE_TYPES = {
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+    phonenumbers.PhoneNumberType.UAN: "a company's universal access number",
+    # UK 070 "personal numbers" forward anywhere at up to premium rates.
+    phonenumbers.PhoneNumberType.PERSONAL_NUMBER: "a personal (call-forwarding) number",
+    phonenumbers.PhoneNumberType.PAGER: "a pager number",
+    phonenumbers.PhoneNumberType.VOICEMAIL: "a voicemail access number",
+}
 # Reminder offsets, minutes before a session. A day-before reminder goes out on the day before
 # whatever its offset (the policy keeps it inside that day's message window), so offsets past
 # two days say nothing more; a same-day reminder must leave time to act on it yet stay on the day.
@@ -95,7 +107,16 @@ class _Errors:
 # Field validators: each returns the cleaned value, or records an error and returns the input.
 
 
-def _text(errors: _Errors, field: str, value: Any, *, max_len: int, required: bool = True) -> Any:
+def _text(
+    errors: _Errors,
+    field: str,
+    value: Any,
+    *,
+    max_len: int,
+    required: bool = True,
+    multiline: bool = False,
+) -> Any:
+    """Plain text a person typed; ``multiline`` for free notes that may hold line breaks."""
     if value is None:
         if required:
             errors.add(field, "is required")
@@ -108,6 +129,8 @@ def _text(errors: _Errors, field: str, value: Any, *, max_len: int, required: bo
         errors.add(field, "must not be blank")
     elif len(value) > max_len:
         errors.add(field, f"must be at most {max_len} characters")
+    elif (problem := plain_text_problem(value, multiline=multiline)) is not None:
+        errors.add(field, problem)
     return value if value or required else None
 
 
@@ -139,10 +162,42 @@ def _reminder_cadence(errors: _Errors, v: dict[str, Any], *, optional: bool) -> 
             _int(errors, minutes, v.get(minutes), lo=lo, hi=hi)
 
 
+# Keys in the zone database that are not places: "localtime" is whatever the server is set to,
+# "Factory" is a placeholder zone whose abbreviation reads "-00", and the posix/right trees are
+# copies with other leap-second rules.
+NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
+NOT_PLACE_PREFIXES = ("posix/", "right/")
+
+
 @lru_cache(maxsize=1)
 def _zones() -> frozenset[str]:
     # Scanning the zone database is slow; the set only changes with a tzdata upgrade.
-    return frozenset(available_timezones())
+    return frozenset(
+        zone
+        for zone in available_timezones()
+        if zone not in NOT_PLACES and not zone.startswith(NOT_PLACE_PREFIXES)
+    )
+
+
+@lru_cache(maxsize=1)
+def timezone_choices() -> tuple[str, ...]:
+    """The zones offered in pick lists: places ("Area/City") and UTC, sorted.
+
+    The legacy aliases (US/Eastern, EST5EDT, GMT+0, Etc/GMT-3 whose sign is the reverse of what
+    people expect) stay valid for records stored with them, but are not offered for new ones.
+    """
+    return tuple(
+        sorted(
+            zone
+            for zone in _zones()
+            if zone == "UTC"
+            or (
+                "/" in zone
+                and zone.split("/", 1)[0]
+                not in {"Etc", "US", "Canada", "Mexico", "Brazil", "Chile", "SystemV"}
+            )
+        )
+    )
 
 
 def _timezone(errors: _Errors, field: str, value: Any, *, required: bool = True) -> Any:
@@ -216,7 +271,10 @@ def _opening_hours(errors: _Errors, field: str, value: Any, *, required: bool = 
     return dict(sorted(cleaned.items()))
 
 
-def _phone(errors: _Errors, field: str, value: Any) -> str | None:
+def _phone(
+    errors: _Errors, field: str, value: Any, *, refused_types: Mapping[int, str] | None = None
+) -> str | None:
+    """An E.164 number; ``refused_types`` maps number types to refuse to how they are named."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
@@ -229,6 +287,10 @@ def _phone(errors: _Errors, field: str, value: Any) -> str | None:
         return None
     if not phonenumbers.is_valid_number(parsed):
         errors.add(field, "is not a valid phone number (use E.164 such as +14155550100)")
+        return None
+    kind = (refused_types or {}).get(phonenumbers.number_type(parsed))
+    if kind is not None:
+        errors.add(field, f"is {kind}; give the patient's own mobile or landline number")
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -363,7 +425,13 @@ def _validate_department(
     errors = _Errors()
     v["name"] = _text(errors, "name", v.get("name"), max_len=200)
     v["timezone"] = _timezone(errors, "timezone", v.get("timezone"))
-    v["phone"] = _phone(errors, "phone", v.get("phone"))
+    v["phone"] = _phone(
+        errors,
+        "phone",
+        v.get("phone"),
+        # Patients call this number back: never at a premium rate.
+        refused_types={phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number"},
+    )
     v["opening_hours"] = _opening_hours(errors, "opening_hours", v.get("opening_hours"))
     country = v.get("holiday_country")
     subdivision = v.get("holiday_subdivision")
@@ -601,7 +669,12 @@ def _validate_protocol(
     if not isinstance(site, str) or not WORD_RE.match(site):
         errors.add("site", "must be a lowercase word such as liver")
     v["prep_instructions"] = _text(
-        errors, "prep_instructions", v.get("prep_instructions") or "", max_len=5000, required=False
+        errors,
+        "prep_instructions",
+        v.get("prep_instructions") or "",
+        max_len=5000,
+        required=False,
+        multiline=True,
     )
     v["prep_instructions"] = v["prep_instructions"] or ""
     fractions = _int(errors, "fractions", v.get("fractions"), lo=MIN_FRACTIONS, hi=MAX_FRACTIONS)
@@ -781,7 +854,7 @@ def _validate_patient(
         required=existing is None or existing.date_of_birth is not None,
         today=local_date(now, department.timezone) if department is not None else now.date(),
     )
-    phone = _phone(errors, "phone", v.pop("phone", None))
+    phone = _phone(errors, "phone", v.pop("phone", None), refused_types=UNREACHABLE_PHONE_TYPES)
     v["phone_e164"] = phone
     v["email"] = _email(errors, "email", v.get("email"))
     if v.get("language") not in LANGUAGES:
@@ -912,7 +985,10 @@ def create_course(session: Session, values: Mapping[str, Any]) -> Course:
         errors.add("protocol_id", "is an inactive protocol")
     _int(errors, "priority", v.get("priority"), lo=MIN_PRIORITY, hi=MAX_PRIORITY)
     _date(errors, "ready_to_treat_on", v.get("ready_to_treat_on"), required=False)
-    v["notes"] = _text(errors, "notes", v.get("notes") or "", max_len=5000, required=False) or ""
+    v["notes"] = (
+        _text(errors, "notes", v.get("notes") or "", max_len=5000, required=False, multiline=True)
+        or ""
+    )
     errors.raise_if_any("course")
     course = Course()
     _save(session, course, v, "course")
@@ -930,7 +1006,10 @@ def update_course(session: Session, course_id: int, changes: Mapping[str, Any]) 
     if "ready_to_treat_on" in v:
         _date(errors, "ready_to_treat_on", v["ready_to_treat_on"], required=False)
     if "notes" in v:
-        v["notes"] = _text(errors, "notes", v["notes"] or "", max_len=5000, required=False) or ""
+        v["notes"] = (
+            _text(errors, "notes", v["notes"] or "", max_len=5000, required=False, multiline=True)
+            or ""
+        )
     errors.raise_if_any("course")
     _save(session, course, v, "course")
     return course

@@ -19,6 +19,8 @@ from scheduler.context import search_context
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
+    FieldError,
+    InvalidInput,
     NotFound,
     RuleBreak,
     RulesBroken,
@@ -34,6 +36,7 @@ from scheduler.models import (
     FractionStatus,
     Patient,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.timeutil import local_date
 from scheduler.types import (
     Explanation,
@@ -300,6 +303,17 @@ def _violations_to_breaks(violations: Iterable[Violation]) -> list[RuleBreak]:
     ]
 
 
+def _check_plain_text(session: Session, field: str, value: str | None) -> None:
+    """Refuse a reason holding line breaks, control or invisible characters: it is shown on
+    pages and written into calendar files and the audit log."""
+    problem = None if value is None else plain_text_problem(value)
+    if problem is not None:
+        session.rollback()
+        raise InvalidInput(
+            f"the {field.replace('_', ' ')} is not plain text", [FieldError(field, problem)]
+        )
+
+
 def _check_violations(
     session: Session,
     violations: list[Violation],
@@ -309,6 +323,7 @@ def _check_violations(
     window: Interval,
 ) -> None:
     """Raise for what may not be booked: conflicts (409), rules without an override (422)."""
+    _check_plain_text(session, "override_reason", override_reason)
     if any(v.code in CONFLICT_RULES for v in violations):
         session.rollback()
         raise Conflict(

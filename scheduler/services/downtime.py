@@ -26,6 +26,7 @@ from scheduler.models import (
     Fraction,
     Linac,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.services.common import (
     DOWNTIME_KINDS,
     DowntimeReport,
@@ -65,7 +66,7 @@ def add_downtime(
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    _check_downtime(starts_at, ends_at, kind)
+    _check_downtime(starts_at, ends_at, kind, reason)
     linac = session.get(Linac, linac_id)
     if linac is None:
         raise NotFound(f"linac {linac_id} does not exist")
@@ -87,8 +88,10 @@ def add_downtime(
     return replace(report, downtime_id=None) if preview else report
 
 
-def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str) -> None:
+def _check_downtime(starts_at: datetime, ends_at: datetime, kind: str, reason: str | None) -> None:
     errors = []
+    if reason and (problem := plain_text_problem(reason)) is not None:
+        errors.append(FieldError("reason", problem))
     if ends_at <= starts_at:
         errors.append(FieldError("ends_at", "must be after starts_at"))
     if kind not in DOWNTIME_KINDS:
@@ -223,7 +226,7 @@ def update_downtime(
     With ``preview`` nothing is stored.
     """
     now = _now(now)
-    _check_downtime(starts_at, ends_at, kind)
+    _check_downtime(starts_at, ends_at, kind, reason)
     downtime = _get_downtime(session, downtime_id)
     linac = downtime.linac
     before = Interval(downtime.starts_at, downtime.ends_at)

@@ -27,12 +27,14 @@ from scheduler.models import (
     MissedReason,
     Patient,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.services.common import (
     MAX_REASON_TEXT,
     READINESS_STEPS,
     REBOOK_LEAD_TIME,
     MissedResult,
     _active_fraction,
+    _check_plain_text,
     _context_for,
     _department_of,
     _event,
@@ -62,6 +64,7 @@ def cancel_fraction(
     now: datetime | None = None,
 ) -> Fraction:
     now = _now(now)
+    _check_plain_text(session, "reason", reason)
     fraction = _active_fraction(session, fraction_id, action="be cancelled")
     course = fraction.course
     _set_status(fraction, FractionStatus.CANCELLED, reason, now)
@@ -97,6 +100,7 @@ def cancel_course(
     now: datetime | None = None,
 ) -> Course:
     now = _now(now)
+    _check_plain_text(session, "reason", reason)
     course = _get_course(session, course_id)
     if course.status in (CourseStatus.CANCELLED, CourseStatus.COMPLETED):
         session.rollback()
@@ -160,6 +164,8 @@ def _missed_reason_words(reason: str, reason_text: str | None) -> str:
             "the reason is too long",
             [FieldError("reason_text", f"at most {MAX_REASON_TEXT} characters")],
         )
+    if (problem := plain_text_problem(text)) is not None:
+        raise InvalidInput("the reason is not plain text", [FieldError("reason_text", problem)])
     if reason == MissedReason.OTHER:
         return text
     label = MISSED_REASON_LABELS[MissedReason(reason)]

@@ -26,6 +26,7 @@ from scheduler.models import (
     Fraction,
     FractionStatus,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.services.booking import _new_fraction
 from scheduler.services.common import (
     MAX_REASON_TEXT,
@@ -308,6 +309,8 @@ def change_prescription(
         errors.append(FieldError("reason", "give the clinical reason for the change"))
     elif len(reason) > MAX_REASON_TEXT:
         errors.append(FieldError("reason", f"at most {MAX_REASON_TEXT} characters"))
+    elif (problem := plain_text_problem(reason)) is not None:
+        errors.append(FieldError("reason", problem))
     lowest = max(1, held)
     if fractions not in {lowest, protocol_count} or not lowest <= fractions <= protocol_count:
         allowed = sorted({lowest, protocol_count})

@@ -104,7 +104,10 @@ def build_document(routes: ApiRoutes) -> dict[str, Any]:
                 "cancel and re-plan around linac downtime. Times are ISO 8601: responses give "
                 "UTC instants plus local times in the department's zone; requests accept an "
                 "instant with an offset or a naive local time (a nonexistent one is rejected, "
-                "an ambiguous one needs `fold`). Errors are RFC 9457 problem details."
+                "an ambiguous one needs `fold`). Errors are RFC 9457 problem details. Names, "
+                "MRNs, reasons and labels are plain text on one line: control characters, line "
+                "breaks, bidi overrides and isolates and zero-width characters are refused with "
+                "a 422 (notes and preparation instructions may hold line breaks and tabs)."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },

@@ -139,7 +139,14 @@ class Paging(Query):
 
 class DepartmentIn(Input):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    timezone: Annotated[str, Field(examples=["America/New_York"], max_length=64)]
+    timezone: Annotated[
+        str,
+        Field(
+            examples=["America/New_York"],
+            max_length=64,
+            description="IANA zone of a place; localtime and Factory are refused",
+        ),
+    ]
     phone: Annotated[str, Field(max_length=32)] | None = None
     holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
@@ -429,14 +436,28 @@ class PatientIn(Input):
     phone: (
         Annotated[
             str,
-            Field(max_length=32, description="E.164 (+14155550100) or a US national number"),
+            Field(
+                max_length=32,
+                description=(
+                    "E.164 (+14155550100) or a US national number; premium-rate, shared-cost, "
+                    "universal access, personal, pager and voicemail numbers are refused"
+                ),
+            ),
         ]
         | None
     ) = None
     email: Annotated[str, Field(max_length=254)] | None = None
     language: Literal["en", "es"] = "en"
     timezone: (
-        Annotated[str, Field(max_length=64, description="IANA zone; default: the department's")]
+        Annotated[
+            str,
+            Field(
+                max_length=64,
+                description=(
+                    "IANA zone; default: the department's. localtime and Factory are refused"
+                ),
+            ),
+        ]
         | None
     ) = None
     sms_consent: bool = False

@@ -33,6 +33,7 @@ from scheduler.models import (
     Patient,
     Role,
 )
+from scheduler.plain_text import plain_text_problem
 from scheduler.timeutil import (
     AmbiguousLocalTime,
     NonexistentLocalTime,
@@ -290,6 +291,8 @@ def _check(
         errors["kind"] = "Choose planned or unplanned."
     if len(form.reason) > MAX_REASON:
         errors["reason"] = f"At most {MAX_REASON} characters."
+    elif (problem := plain_text_problem(form.reason)) is not None:
+        errors["reason"] = f"The reason {problem}."
     tz = linac.department.timezone if linac is not None else _timezone(session)
     starts = _local_instant(
         form.starts_local, form.starts_fold, tz, "starts_local", errors, ambiguous

@@ -394,6 +394,7 @@ def new_patient():
             departments=departments,
             countries=_phone_country_choices(),
             languages=LANGUAGE_NAMES,
+            timezones=records.timezone_choices(),
             earliest_birth_date=records.EARLIEST_BIRTH_DATE.isoformat(),
             today=datetime.now(UTC).date().isoformat(),
             error="The patient was not saved: correct the fields marked below." if errors else None,
