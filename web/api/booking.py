@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from scheduler import records, services
 from scheduler.errors import FieldError, InvalidInput
 from scheduler.models import Role
@@ -27,6 +29,22 @@ from web.db import get_session
 ADMIN, SCHEDULER, VIEWER = Role.ADMIN.value, Role.SCHEDULER.value, Role.VIEWER.value
 # Calendars show a day or a week; a bounded range keeps one request from reading everything.
 MAX_LISTING_DAYS = 62
+
+
+def _placements(
+    session: Session, course_id: int, fractions: list[s.PlacementIn]
+) -> list[Placement]:
+    """Typed local times as instants in the course's department zone, each error naming its
+    fraction's field."""
+    tz = records.department_timezone_for_course(session, course_id)
+    return [
+        Placement(
+            number=p.number,
+            linac_id=p.linac_id,
+            starts_at=instant(p.starts_at, tz, field=f"fractions.{i}.starts_at", fold=p.fold),
+        )
+        for i, p in enumerate(fractions)
+    ]
 
 
 # --- courses --------------------------------------------------------------------------------
@@ -122,15 +140,7 @@ def book_course(course_id: int, body: s.BookingIn):
     answer is a 409 of type ``nearby-course-warning`` listing those courses
     (``nearby_courses``); book again with their ids in ``acknowledged_course_ids``."""
     session = get_session()
-    tz = records.department_timezone_for_course(session, course_id)
-    placements = [
-        Placement(
-            number=p.number,
-            linac_id=p.linac_id,
-            starts_at=instant(p.starts_at, tz, field=f"fractions.{i}.starts_at", fold=p.fold),
-        )
-        for i, p in enumerate(body.fractions)
-    ]
+    placements = _placements(session, course_id, body.fractions)
     course = services.book_course(
         session,
         course_id,
@@ -212,15 +222,7 @@ def rebook_fractions(course_id: int, body: s.RebookingIn):
     422 listing the violations (overridable ones may be booked with an ``override_reason``).
     The patient gets a notice and the usual reminders for each new session."""
     session = get_session()
-    tz = records.department_timezone_for_course(session, course_id)
-    placements = [
-        Placement(
-            number=p.number,
-            linac_id=p.linac_id,
-            starts_at=instant(p.starts_at, tz, field=f"fractions.{i}.starts_at", fold=p.fold),
-        )
-        for i, p in enumerate(body.fractions)
-    ]
+    placements = _placements(session, course_id, body.fractions)
     course = services.rebook_fractions(
         session,
         course_id,
