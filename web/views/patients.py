@@ -160,6 +160,11 @@ def _fraction_or_404(db: Session, fraction_id: int) -> Fraction:
 # --- formatting --------------------------------------------------------------------------
 
 
+def _utc_iso(instant: datetime) -> str:
+    """An instant as the forms post it back: UTC with a Z, so no zone is re-read."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _span(start: datetime, end: datetime, tz: str) -> str:
     """``Mon 9 Mar 2026 09:00–10:00 EDT``: a session ends on the day it starts."""
     local, until = to_local(start, tz), to_local(end, tz)
@@ -814,7 +819,7 @@ def _render_proposals(
         result=result,
         span=_span,
         to_local=to_local,
-        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        iso=_utc_iso,
         error=error,
     )
     return html, status
@@ -889,7 +894,7 @@ def _render_nearby(
         query=query,
         local_day=local_day,
         span=_span,
-        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        iso=_utc_iso,
         unticked=unticked,
         error=(
             "Nothing was booked: tick the box to confirm you have checked the other course."
@@ -1032,7 +1037,7 @@ def _render_move(
         alternative_kinds=ALTERNATIVE_KINDS,
         form=form,
         span=_span,
-        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        iso=_utc_iso,
         error=error,
     )
     return html, status
@@ -1337,7 +1342,7 @@ def _render_rebooking(db: Session, found: Course, *, error: str | None = None, s
         linacs=names,
         result=result,
         to_local=to_local,
-        iso=lambda t: t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        iso=_utc_iso,
         error=error,
     )
     return html, status
