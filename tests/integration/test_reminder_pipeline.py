@@ -238,7 +238,11 @@ def test_a_burst_of_429s_is_retried_with_backoff_and_sent_once(
 ):
     ids = book_courses(engine, 11).reminder_ids
     pipeline = _running(make_pipeline, redis_broker, engine, ids)
-    refused = 50
+    # A batch stops at its first 429, so each tick spends about one refusal per batch: twenty
+    # are spent within a few ticks, well before the first backoff (15 s at the least) ends,
+    # and every refusal falls on a different reminder. Fifty took long enough on a loaded
+    # machine for a reminder to come back from its backoff into the burst and be refused twice.
+    refused = 20
     fake_twilio.program(status=429, times=refused)
     make_due(engine, ids, datetime.now(UTC) - timedelta(minutes=1))
 
