@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler import unit_of_work
 
 SESSION_FACTORY_KEY = "sbrt.session_factory"
 
@@ -24,3 +29,10 @@ def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """This request's unit of work: the action's writes and its audit entry commit together."""
+    with unit_of_work.transaction(get_session()) as session:
+        yield session
