@@ -83,12 +83,13 @@ def test_a_real_sms_refused_at_send_time_shows_its_reason_on_the_problem_page(
         },
     )
     course = records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})
+    course_id = course.id
     db.commit()
     proposal = services.propose_schedules(
-        db, course.id, earliest=(now + timedelta(days=7)).date(), now=now
+        db, course_id, earliest=(now + timedelta(days=7)).date(), now=now
     ).schedules[0]
     placements = [Placement(p.number, p.linac_id, p.start) for p in proposal.fractions]
-    services.book_course(db, course.id, placements, now=now)
+    services.book_course(db, course_id, placements, now=now)
     ids = outbox.claim_due(db, now=now)
     db.rollback()
     channels = sending.Channels(sms=LocalOutboxChannel(), email=LocalOutboxChannel())
@@ -103,3 +104,12 @@ def test_a_real_sms_refused_at_send_time_shows_its_reason_on_the_problem_page(
     page = unescape(client.get("/messages/problems").get_data(as_text=True))
     assert f"message-{reminder_id}" in page
     assert "not sent: the SMS names a diagnosis or treatment (cancer)" in page
+
+    # The API shows the same reason, and no message text.
+    response = client.get(f"/api/v1/courses/{course_id}/messages", headers=seed.auth("viewer"))
+    assert response.status_code == 200
+    (api_row,) = [m for m in response.get_json() if m["id"] == reminder_id]
+    assert api_row["status"] == "failed" and api_row["attempts"] == 0
+    assert api_row["status_reason"] == "not sent: the SMS names a diagnosis or treatment (cancer)"
+    assert "body" not in api_row and "rendered_body" not in api_row
+    assert client.get("/api/v1/courses/999999/messages", headers=seed.auth()).status_code == 404
