@@ -36,12 +36,12 @@ from jinja2.visitor import NodeTransformer
 # Limits per render. Message templates loop over a course's few fractions and print a few
 # hundred characters, so these leave room for any real template by orders of magnitude.
 MAX_RANGE = 1_000  # items in one range()
-MAX_STEPS = 100_000  # loop iterations, calls, filters and operators, across the whole render
+MAX_STEPS = 20_000  # loop iterations, calls, filters and operators, across the whole render
 MAX_TEXT = 20_000  # characters of output, and the size of any one value made on the way
 MAX_TEXT_MADE = 1_000_000  # characters printed or joined in total, macros and blocks included
 MAX_INT_BITS = 256  # integers made by * and ** (2**256 is a 78-digit number)
 MAX_SIZE_ARGUMENT = 200  # width/count/separator arguments of filters that multiply their input
-TIME_LIMIT_SECONDS = 1.0
+TIME_LIMIT_SECONDS = 0.5
 
 # Filters whose extra arguments multiply the size of their result.
 _SIZE_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "join", "replace"})

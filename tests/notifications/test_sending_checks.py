@@ -110,7 +110,7 @@ def test_a_message_an_edited_template_makes_unsendable_fails_alone_with_its_reas
     assert "segments; at most 3 are sent" in rows["Yul"].status_reason
     assert rows["Max"].status_reason == (
         "not sent: the message template does not render "
-        "(The template does too much work (more than 100000 steps).)"
+        "(The template does too much work (more than 20000 steps).)"
     )
     assert rows["Quin"].status_reason == (
         "not sent: the message template does not render (integer division or modulo by zero)"

@@ -68,7 +68,7 @@ def test_a_preview_of_runaway_templates_does_not_hold_the_process() -> None:
     )
     lines = done.stdout.splitlines()
     assert lines[0] == (
-        "The template does not render: The template does too much work (more than 100000 steps)."
+        "The template does not render: The template does too much work (more than 20000 steps)."
     )
     assert lines[1].startswith("The template does not render: The template ")
     # The preview renders a template once per sample variant and stops at the first failure.
