@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import wraps
 from time import monotonic
@@ -28,7 +28,7 @@ from typing import Any
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
-from jinja2.runtime import markup_join, str_join
+from jinja2.runtime import Undefined, markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, modifies_known_mutable
 from jinja2.utils import Namespace, _PassArg, pass_context, pass_eval_context
 from jinja2.visitor import NodeTransformer
@@ -88,7 +88,7 @@ _SAFE_METHODS = frozenset(
 # A %-format or str.format width or precision of five digits or more, or one taken from the
 # arguments (``%*d``, ``{:{}}``), would let a short template ask C for a huge string.
 _WIDE_FORMAT = re.compile(
-    r"%[-+ #0]*(?:\*|\d{5,})|%[-+ #0]*\d*\.(?:\*|\d{5,})|\{[^{}]*:[^{}]*(?:\{|\d{5,})"
+    r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{5,}|\d*\.(?:\*|\d{5,}))|\{[^{}]*:[^{}]*(?:\{|\d{5,})"
 )
 
 _ITERATE = "_bounded_iteration"
@@ -193,9 +193,7 @@ def _check_format(text: str) -> None:
 
 def _materialise(value: Any) -> Any:
     """A lazy sequence (map, select) as a list, refused as soon as it grows too large."""
-    if isinstance(value, str | list | tuple | dict | set | frozenset | range) or not isinstance(
-        value, Iterable
-    ):
+    if not isinstance(value, Iterator) or isinstance(value, Undefined):
         return value
     items, weight = [], 0
     for item in value:
@@ -210,7 +208,11 @@ def _materialise(value: Any) -> Any:
 def bounded_range(*args: int) -> range:
     """``range`` for templates: at most MAX_RANGE items."""
     rng = range(*args)
-    if len(rng) > MAX_RANGE:
+    try:
+        size = len(rng)
+    except OverflowError:  # more items than a C size can count
+        size = MAX_RANGE + 1
+    if size > MAX_RANGE:
         raise RenderLimitExceeded(f"A range in the template has more than {MAX_RANGE} items.")
     return rng
 

@@ -93,7 +93,9 @@ def test_a_preview_of_runaway_templates_does_not_hold_the_process() -> None:
         "{{ range(1000)|join('x' * 10000) }}",
         "{{ ('x' * 100)|replace('', 'y' * 1000) }}",
         "{{ ('x' * 100).replace('', 'y' * 1000) }}",
+        "{{ range(10**9, 0, -1)|length }}",
         "{{ '%0999999999d' % 1 }}",
+        "{{ '%(a)0999999999d' % {'a': 1} }}",
         "{{ '%*d' % (10**9, 1) }}",
         "{{ '{:>999999999}'.format(1) }}",
         "{{ '{:{}}'.format(1, 10**9) }}",
@@ -162,9 +164,10 @@ def test_ordinary_templates_render_as_before() -> None:
     source = (
         "{% for x in range(3) %}{{ loop.index }}{{ x }}{% endfor %} {{ 'a' ~ 'b' }} "
         "{{ [1, 2]|join(',') }} {% for k, v in {'k': 1}.items() %}{{ k }}={{ v }}{% endfor %} "
-        "{{ name.upper() }} {{ '%05.1f'|format(3.14159) }} {{ 'x' * 3 }} {{ 2 ** 10 }}"
+        "{{ name.upper() }} {{ '%05.1f'|format(3.14159) }} {{ 'x' * 3 }} {{ 2 ** 10 }} "
+        "{{ missing|default('-') }} {{ range(3, 0, -1)|map('string')|join }}"
     )
-    assert render_source(source, {"name": "ann"}) == "102132 ab 1,2 k=1 ANN 003.1 xxx 1024"
+    assert render_source(source, {"name": "ann"}) == ("102132 ab 1,2 k=1 ANN 003.1 xxx 1024 - 321")
     assert render_source("<p>{{ name }}</p>", {"name": "<i>"}, html=True) == "<p>&lt;i&gt;</p>"
     for kind in template_store.KINDS:
         for part in template_store.PARTS:
