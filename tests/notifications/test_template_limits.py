@@ -37,6 +37,21 @@ def test_nested_loops_stop_at_the_step_budget() -> None:
     assert time.monotonic() - started < sandbox.TIME_LIMIT_SECONDS + 1
 
 
+def test_the_wall_clock_limit_stops_a_render_that_stays_within_the_step_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox, "MAX_STEPS", 10**12)
+    monkeypatch.setattr(sandbox, "TIME_LIMIT_SECONDS", 0.2)
+    loops = (
+        "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}"
+    )
+    started = time.monotonic()
+    with pytest.raises(RenderLimitExceeded, match="took longer than 0.2 s"):
+        render_source(loops, {})
+    assert time.monotonic() - started < 1.5
+
+
 def test_a_preview_of_runaway_templates_does_not_hold_the_process() -> None:
     """Checked in a separate process, so a render that never ends fails the test, not the run.
 
