@@ -400,6 +400,31 @@ def compile_bounded(environment: SandboxedEnvironment, source: str) -> Any:
         raise TemplateRenderError(safe_error_text(exc)) from None
 
 
+_shared_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "template_render_shared_deadline", default=None
+)
+
+
+class SharedTimeLimit:
+    """A time limit for all the renders made inside ``with limit:``, on top of each one's own.
+
+    A page that previews many messages would otherwise wait up to TIME_LIMIT_SECONDS for each
+    one a runaway template renders; once the shared time is spent, further renders fail at
+    once (and the page shows them without a preview).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = monotonic() + seconds
+        self._tokens: list[contextvars.Token[float | None]] = []
+
+    def __enter__(self) -> SharedTimeLimit:
+        self._tokens.append(_shared_deadline.set(self.deadline))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _shared_deadline.reset(self._tokens.pop())
+
+
 def render_bounded(template: Any, context: Mapping[str, Any]) -> str:
     """Render ``template`` (from a bounded environment) within the limits of this module.
 
@@ -407,7 +432,13 @@ def render_bounded(template: Any, context: Mapping[str, Any]) -> str:
     by zero, a type error, too deep a recursion) becomes a :class:`TemplateRenderError` with a
     sanitised message, so callers need to handle only ``TemplateError``.
     """
-    token = _budget.set(_Budget(deadline=monotonic() + TIME_LIMIT_SECONDS))
+    deadline = monotonic() + TIME_LIMIT_SECONDS
+    shared = _shared_deadline.get()
+    if shared is not None:
+        if monotonic() >= shared:
+            raise RenderLimitExceeded("No time is left for rendering more messages here.")
+        deadline = min(deadline, shared)
+    token = _budget.set(_Budget(deadline=deadline))
     try:
         out: list[str] = []
         length = 0

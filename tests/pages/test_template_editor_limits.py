@@ -19,7 +19,12 @@ from scheduler.services import Placement
 from tests.api.conftest import Seed
 
 # The sign-in helper and the cheap password hashing of the message page tests.
-from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401
+from tests.pages.test_messages_pages import (  # noqa: F401
+    _fast_password_hashes,
+    _patient_with_course,
+    _reminder,
+    sign_in,
+)
 
 URL = "/admin/templates/confirmation/sms"
 SMS = "{{ clinic_sms_name }}: visit {{ first.sms_when }}. {{ link }} Reply C to confirm"
@@ -113,3 +118,25 @@ def test_a_real_sms_refused_at_send_time_shows_its_reason_on_the_problem_page(
     assert api_row["status_reason"] == "not sent: the SMS names a diagnosis or treatment (cancer)"
     assert "body" not in api_row and "rendered_body" not in api_row
     assert client.get("/api/v1/courses/999999/messages", headers=seed.auth()).status_code == 404
+
+
+def test_previews_of_a_runaway_template_share_one_time_limit_per_page(
+    client: FlaskClient, db: Session, seed: Seed
+) -> None:
+    """Each render stops at its own limit, but a page listing many messages would still wait
+    for every one of them: past the page's shared limit the rest are shown without preview."""
+    csrf = sign_in(client, db, "admin")
+    assert csrf
+    # Stays under the step budget but does slow work in every step: only the clock stops it.
+    slow = "{% set s = 'ab ' * 5000 %}{% for i in range(1000) %}{{ (s|wordwrap(79))|length }}"
+    slow += "{% endfor %}"
+    template_store.save_override(db, "day_before", "sms", "en", slow + SMS, user_id=None)
+    db.commit()
+    patient_id, course_id = _patient_with_course(db, seed)
+    for n in range(12):
+        _reminder(db, patient_id, course_id, ReminderStatus.PENDING, n)
+    db.rollback()
+
+    page = unescape(client.get(f"/courses/{course_id}/messages").get_data(as_text=True))
+    assert "(no preview: The template took longer than 0.5 s to render.)" in page
+    assert page.count("(no preview: No time is left for rendering more messages here.)") >= 6
