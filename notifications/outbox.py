@@ -28,6 +28,7 @@ from notifications.types import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
@@ -204,6 +205,36 @@ def supersede(
     return rows
 
 
+# How the outbox answers each kind of booking change. Every kind is in exactly one of
+# HANDLED_KINDS and IGNORED_KINDS, so a new kind cannot be forgotten here silently.
+MOVE_KINDS = frozenset({BookingEventKind.FRACTION_MOVED, BookingEventKind.FRACTION_REBOOKED})
+OUTCOME_KINDS = frozenset({BookingEventKind.FRACTION_MISSED, BookingEventKind.FRACTION_COMPLETED})
+READINESS_KINDS = frozenset({BookingEventKind.COURSE_READY, BookingEventKind.COURSE_NOT_READY})
+# A session that changed can take back, or bring back, another session's same-day reminder.
+SAME_DAY_REPLAN_KINDS = MOVE_KINDS | {BookingEventKind.FRACTION_CANCELLED}
+HANDLED_KINDS = (
+    MOVE_KINDS
+    | OUTCOME_KINDS
+    | READINESS_KINDS
+    | {
+        BookingEventKind.COURSE_BOOKED,
+        BookingEventKind.COURSE_CANCELLED,
+        BookingEventKind.FRACTION_CANCELLED,
+    }
+)
+# Changes that alter no patient message: staff-side states, or a change whose messages come
+# from the other event it writes (undoing a missed fraction cancels its rebooking).
+IGNORED_KINDS = frozenset(
+    {
+        BookingEventKind.COURSE_NEEDS_REVIEW,
+        BookingEventKind.COURSE_REVIEWED,
+        BookingEventKind.PRESCRIPTION_CHANGED,
+        BookingEventKind.FRACTION_MISSED_UNDONE,
+        BookingEventKind.FRACTION_CONFIRMED,
+    }
+)
+
+
 def record_booking_event(session: Session, event: BookingEvent, *, now: datetime) -> list[Reminder]:
     """Plan the patient messages a booking change calls for, in the change's transaction."""
     session.flush()  # the event's id and the changed rows' new versions
@@ -217,12 +248,12 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
     )
     payload = event.payload or {}
     planned: list[PlannedReminder] = []
-    kind = event.kind
-    if kind == "course_booked":
+    kind = BookingEventKind(event.kind)
+    if kind == BookingEventKind.COURSE_BOOKED:
         planned = policy.plan_for_booking(snapshot, now=now, event_id=event.id)
-    elif kind in ("fraction_moved", "fraction_rebooked") and fraction is not None:
+    elif kind in MOVE_KINDS and fraction is not None:
         before = payload.get("before")
-        if kind == "fraction_moved":
+        if kind == BookingEventKind.FRACTION_MOVED:
             # A notice not yet sent about an earlier move is replaced; the patient was told
             # nothing about that intermediate time, so the new notice starts from theirs.
             for old in supersede(
@@ -244,7 +275,7 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         )
         if current is not None:
             planned += policy.plan_for_fraction(snapshot, current, now=now)
-    elif kind == "fraction_cancelled" and fraction is not None:
+    elif kind == BookingEventKind.FRACTION_CANCELLED and fraction is not None:
         supersede(session, fraction_id=fraction.id, reason="the fraction was cancelled", now=now)
         planned = policy.plan_change_notice(
             snapshot,
@@ -255,24 +286,20 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
             now=now,
             cancelled=True,
         )
-    elif kind == "course_cancelled":
+    elif kind == BookingEventKind.COURSE_CANCELLED:
         supersede(session, course_id=course.id, reason="the course was cancelled", now=now)
         cancelled = [f["id"] for f in payload.get("fractions", [])]
         planned = policy.plan_course_cancellation(
             course_snapshot(session, course, fraction_ids=cancelled), now=now, event_id=event.id
         )
-    elif kind in ("fraction_missed", "fraction_completed") and fraction is not None:
+    elif kind in OUTCOME_KINDS and fraction is not None:
         supersede(session, fraction_id=fraction.id, reason=kind.replace("_", " "), now=now)
-    elif kind in ("course_ready", "course_not_ready") and fraction is not None:
+    elif kind in READINESS_KINDS and fraction is not None:
         # The first fraction's wording depends on readiness: re-plan it at its new version.
         supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
-    if fraction is not None and kind in (
-        "fraction_moved",
-        "fraction_rebooked",
-        "fraction_cancelled",
-    ):
+    if fraction is not None and kind in SAME_DAY_REPLAN_KINDS:
         replan_same_day_reminders(session, snapshot, now=now, changed_fraction_id=fraction.id)
     return write(session, course.patient_id, planned)
 

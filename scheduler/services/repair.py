@@ -20,6 +20,7 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
@@ -113,7 +114,14 @@ def _flag_for_clinician(
     course.status = CourseStatus.NEEDS_REVIEW
     course.review_reason = reason
     course.updated_at = now
-    _event(session, "course_needs_review", course, actor_id=actor_id, now=now, reason=reason)
+    _event(
+        session,
+        BookingEventKind.COURSE_NEEDS_REVIEW,
+        course,
+        actor_id=actor_id,
+        now=now,
+        reason=reason,
+    )
 
 
 def _note_missing_fractions(
@@ -259,7 +267,7 @@ def rebook_fractions(
     for row in added:
         _event(
             session,
-            "fraction_rebooked",
+            BookingEventKind.FRACTION_REBOOKED,
             course,
             fraction=row,
             actor_id=actor_id,
@@ -331,7 +339,7 @@ def change_prescription(
     course.updated_at = now
     _event(
         session,
-        "prescription_changed",
+        BookingEventKind.PRESCRIPTION_CHANGED,
         course,
         actor_id=actor_id,
         now=now,
@@ -364,7 +372,10 @@ def undo_missed(
     timezone = _department_of(session, course).timezone
     recorded = session.scalars(
         sa.select(BookingEvent)
-        .where(BookingEvent.fraction_id == fraction.id, BookingEvent.kind == "fraction_missed")
+        .where(
+            BookingEvent.fraction_id == fraction.id,
+            BookingEvent.kind == BookingEventKind.FRACTION_MISSED,
+        )
         .order_by(BookingEvent.id.desc())
         .limit(1)
     ).first()
@@ -397,7 +408,7 @@ def undo_missed(
         _set_status(replacement, FractionStatus.CANCELLED, "the missed fraction was restored", now)
         _event(
             session,
-            "fraction_cancelled",
+            BookingEventKind.FRACTION_CANCELLED,
             course,
             fraction=replacement,
             actor_id=actor_id,
@@ -421,7 +432,7 @@ def undo_missed(
     _settle_status(course, now)
     _event(
         session,
-        "fraction_missed_undone",
+        BookingEventKind.FRACTION_MISSED_UNDONE,
         course,
         fraction=fraction,
         actor_id=actor_id,
