@@ -754,6 +754,12 @@ class RebookingIn(Input):
     override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
 
 
+class ReviewIn(Input):
+    override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="Why the schedule may keep the overridable rules it breaks"
+    )
+
+
 class PrescriptionIn(Input):
     fractions: Fractions
     reason: Annotated[str, Field(min_length=1, max_length=500)]
