@@ -459,18 +459,6 @@ def department(department_id: int):
     errors: Errors = {}
     hours = _hours_from_values(values, errors)
     cadence = _cadence_changes(values, errors)
-    # The message window is not part of records.update_department; it is checked here with
-    # the same HH:MM rule, before anything is saved, so a bad window saves nothing.
-    start, end = values["message_window_start"], values["message_window_end"]
-    for name in ("message_window_start", "message_window_end"):
-        if not records.HHMM_RE.match(values[name]):
-            _add(errors, name, "must be a time HH:MM (24-hour)")
-    if (
-        "message_window_start" not in errors
-        and "message_window_end" not in errors
-        and (start >= end)
-    ):
-        _add(errors, "message_window_end", "must be after the start")
     if errors:
         return _department_page(row, values, errors, 422)
     changes = {
@@ -478,6 +466,8 @@ def department(department_id: int):
         "phone": values["phone"] or None,
         "holiday_country": values["holiday_country"] or None,
         "holiday_subdivision": values["holiday_subdivision"] or None,
+        "message_window_start": values["message_window_start"],
+        "message_window_end": values["message_window_end"],
         "opening_hours": hours,
         **cadence,
     }
@@ -488,7 +478,6 @@ def department(department_id: int):
         return _department_page(
             _get_or_404(Department, department_id), values, _field_errors(exc), 422
         )
-    row.message_window_start, row.message_window_end = start, end
     audit.record("update", "department", row.id, actor_id=_actor_id(), commit=False)
     session.commit()
     return done("Department settings saved.", "admin.department", department_id=row.id)
