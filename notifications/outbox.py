@@ -10,9 +10,11 @@ of the same id harmless.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from notifications import policy
@@ -144,6 +146,74 @@ def reminder_settings(department: Department, protocol: Protocol) -> ReminderSet
     )
 
 
+# --- what one action queued -------------------------------------------------------------------
+
+
+@dataclass
+class QueuedMessages:
+    """The messages an action wrote to the outbox, and the open ones it took back.
+
+    Filled by the outbox itself as the action writes (see :func:`collect`), so a page can say
+    exactly what was queued without comparing the outbox before and after.
+    """
+
+    written: list[Reminder] = field(default_factory=list)
+    taken_back: list[Reminder] = field(default_factory=list)
+    # How much of each list a commit has made permanent; a rollback forgets the rest.
+    committed: tuple[int, int] = (0, 0)
+
+    @property
+    def withdrawn(self) -> list[Reminder]:
+        """Open messages the action took back and did not bring back before it ended."""
+        seen: set[int] = set()
+        rows = []
+        for row in self.taken_back:
+            if id(row) not in seen and row.status == ReminderStatus.SUPERSEDED:
+                seen.add(id(row))
+                rows.append(row)
+        return rows
+
+
+_LEDGERS = "sbrt.outbox.queued"
+
+
+def collect(session: Session) -> QueuedMessages:
+    """Start recording what the outbox writes through ``session`` from now on, for as long
+    as the session lives; what a rolled-back transaction wrote is forgotten with it."""
+    queued = QueuedMessages()
+    session.info.setdefault(_LEDGERS, []).append(queued)
+    return queued
+
+
+def _note(
+    session: Session, *, written: Iterable[Reminder] = (), taken_back: Iterable[Reminder] = ()
+) -> None:
+    ledgers = session.info.get(_LEDGERS)
+    if not ledgers:
+        return
+    written, taken_back = list(written), list(taken_back)
+    for queued in ledgers:
+        queued.written.extend(written)
+        queued.taken_back.extend(taken_back)
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_committed(session: Session) -> None:
+    for queued in session.info.get(_LEDGERS, ()):
+        queued.committed = (len(queued.written), len(queued.taken_back))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    # A use case that lost a race runs again after a rollback: only the attempt that is kept
+    # may count, and a preview (always rolled back) queued nothing. What an earlier
+    # transaction of the same action committed stays.
+    for queued in session.info.get(_LEDGERS, ()):
+        written, taken_back = queued.committed
+        del queued.written[written:]
+        del queued.taken_back[taken_back:]
+
+
 def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder]) -> list[Reminder]:
     """Add the planned reminders that are not in the outbox yet (by dedupe key)."""
     planned = list(planned)
@@ -173,6 +243,7 @@ def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder])
             )
         )
     session.add_all(rows)
+    _note(session, written=rows)
     return rows
 
 
@@ -202,6 +273,7 @@ def supersede(
         row.status = ReminderStatus.SUPERSEDED
         row.status_reason = reason
         row.updated_at = now
+    _note(session, taken_back=rows)
     return rows
 
 
@@ -353,6 +425,7 @@ def replan_same_day_reminders(
                     GIVES_WAY_REASON,
                     now,
                 )
+                _note(session, taken_back=[row])
                 changed.append(row)
             elif (
                 key in wanted
@@ -496,6 +569,7 @@ def _reconcile_fraction_reminders(
         open_row = row.status in OPEN_STATUSES and row.send_started_at is None
         if planned is None and open_row:
             row.status, row.status_reason = ReminderStatus.SUPERSEDED, CADENCE_CHANGED_REASON
+            _note(session, taken_back=[row])
         elif planned is not None and open_row and row.due_at != planned.due_at:
             row.due_at = planned.due_at
         elif (

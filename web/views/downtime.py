@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session, selectinload
 
-from notifications.models import Reminder
+from notifications import outbox
 from notifications.types import Kind
 from scheduler import services
 from scheduler.errors import NotFound, RulesBroken, ServiceError
@@ -398,7 +398,7 @@ def new():
         return _form_page(form, linacs, errors, ambiguous, 400, "Check the highlighted fields.")
     apply = request.form.get("action") == "apply"
     tz = checked.linac.department.timezone
-    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    queued = outbox.collect(session)
     try:
         report = services.add_downtime(
             session,
@@ -434,18 +434,7 @@ def new():
             counts=report,
             **rows,
         )
-    moved_ids = [m.fraction_id for m in report.moved]
-    notices = 0
-    if moved_ids:
-        notices = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Reminder)
-            .where(
-                Reminder.id > before_max,
-                Reminder.kind == Kind.CHANGE.value,
-                Reminder.fraction_id.in_(moved_ids),
-            )
-        )
+    notices = _change_notices(queued, [m.fraction_id for m in report.moved])
     audit.record(
         "create",
         "downtime",
@@ -517,18 +506,10 @@ def _change_message(report: services.DowntimeReport, notices: int) -> str:
     return message
 
 
-def _notices_since(session: Session, before_max: int, fraction_ids: list[int]) -> int:
-    if not fraction_ids:
-        return 0
-    return session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Reminder)
-        .where(
-            Reminder.id > before_max,
-            Reminder.kind == Kind.CHANGE.value,
-            Reminder.fraction_id.in_(fraction_ids),
-        )
-    )
+def _change_notices(queued: outbox.QueuedMessages, fraction_ids: list[int]) -> int:
+    """How many change notices the action queued for these fractions."""
+    moved = set(fraction_ids)
+    return sum(1 for r in queued.written if r.kind == Kind.CHANGE and r.fraction_id in moved)
 
 
 @bp.route("/downtime/<int:downtime_id>/edit", methods=["GET", "POST"])
@@ -551,7 +532,7 @@ def edit(downtime_id: int):
     apply = request.form.get("action") == "apply"
     tz = checked.linac.department.timezone
     linac = checked.linac
-    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    queued = outbox.collect(session)
     try:
         report = services.update_downtime(
             session,
@@ -593,7 +574,7 @@ def edit(downtime_id: int):
             action_url=url_for("downtime.edit", downtime_id=downtime_id),
             **rows,
         )
-    notices = _notices_since(session, before_max, [m.fraction_id for m in report.moved])
+    notices = _change_notices(queued, [m.fraction_id for m in report.moved])
     audit.record(
         "update",
         "downtime",
