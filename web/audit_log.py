@@ -1,9 +1,10 @@
 """Reading the audit log: the admin page's filters and its CSV export.
 
 An entry names its record by type and id; its detail holds ids, counts and codes. The export
-still takes nothing on trust: a detail value that is not a number, a flag, a list of numbers
-or a short code (a free-text string, say) is withheld, so no name, phone number or note typed
-by someone can leave the system in a spreadsheet.
+still takes nothing on trust: a detail value that is not a number, a flag or a list of them
+is withheld unless its key is one that holds codes (a status, a page, a time zone) and it
+looks like one, so no name, phone number or note typed by someone can leave the system in a
+spreadsheet, even if a future entry carried one.
 """
 
 from __future__ import annotations
@@ -21,14 +22,32 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from scheduler.models import AuditEntry, User
-from scheduler.timeutil import localize
+from scheduler.timeutil import local_to_utc
 
 # Ids are 32-bit integers in the database; a larger one matches nothing and is refused.
 MAX_ID = 2**31 - 1
 # Dates outside these years are typing slips, and the day after 9999-12-31 does not exist.
 FIRST_YEAR, LAST_YEAR = 2000, 2999
-# What a detail string may look like to be exported: a code, a path, a time, a zone name.
+# What a detail string may look like to be exported: a code, a path, a time, a zone name...
 SHORT_CODE = re.compile(r"^[A-Za-z0-9_./:+-]{0,80}$")
+# ...under a key that holds such codes (export filters are "filter_" keys).
+CODE_KEYS = frozenset(
+    {
+        "path",
+        "method",
+        "page",
+        "part",
+        "kind",
+        "status",
+        "reason",
+        "step",
+        "record",
+        "language",
+        "timezone",
+        "first",
+        "last",
+    }
+)
 WITHHELD = "[withheld]"
 CSV_COLUMNS = (
     "id",
@@ -147,9 +166,9 @@ def statement(filters: AuditFilters, tz: str) -> sa.Select:
 
 
 def _day_start(day: date, tz: str) -> datetime:
-    # Midnight may not exist (a zone that springs forward at 00:00): start at the first
-    # instant of the day the zone has.
-    return localize(datetime.combine(day, time()), tz, fold=0)
+    # Midnight may not exist (a zone that springs forward at 00:00) or happen twice: the
+    # lenient reading gives the day's first instant either way.
+    return local_to_utc(datetime.combine(day, time()), tz)
 
 
 def choices(session: Session) -> tuple[list[tuple[int, str]], list[str], list[str]]:
@@ -175,19 +194,25 @@ def exportable_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
     """The entry's detail without its page and method, each value kept only when it is
     plainly not personal data."""
     return {
-        key: _exportable(value)
+        key: _exportable(key, value)
         for key, value in (detail or {}).items()
         if key not in ("path", "method")
     }
 
 
-def _exportable(value: Any) -> Any:
+def _exportable(key: str, value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
+    if isinstance(value, list | tuple) and all(
+        v is None or isinstance(v, bool | int | float) for v in value
+    ):
+        return list(value)
+    if not (key in CODE_KEYS or key.startswith("filter_")):
+        return WITHHELD
     if isinstance(value, str):
         return value if SHORT_CODE.match(value) else WITHHELD
     if isinstance(value, list | tuple) and all(
-        isinstance(v, bool | int | float) or v is None for v in value
+        isinstance(v, str) and SHORT_CODE.match(v) for v in value
     ):
         return list(value)
     return WITHHELD
@@ -242,7 +267,7 @@ def _row(entry: AuditEntry, email: str | None) -> list[str]:
         _cell(entry.action),
         _cell(entry.subject_type),
         _cell(entry.subject_id),
-        _cell(_exportable(detail.get("method"))),
-        _cell(_exportable(detail.get("path"))),
+        _cell(_exportable("method", detail.get("method"))),
+        _cell(_exportable("path", detail.get("path"))),
         _cell(json.dumps(exportable_detail(detail), sort_keys=True, default=str)),
     ]
