@@ -19,6 +19,7 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     MISSED_REASON_LABELS,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
@@ -70,7 +71,7 @@ def cancel_fraction(
     _set_status(fraction, FractionStatus.CANCELLED, reason, now)
     _event(
         session,
-        "fraction_cancelled",
+        BookingEventKind.FRACTION_CANCELLED,
         course,
         fraction=fraction,
         actor_id=actor_id,
@@ -112,7 +113,7 @@ def cancel_course(
     course.updated_at = now
     _event(
         session,
-        "course_cancelled",
+        BookingEventKind.COURSE_CANCELLED,
         course,
         actor_id=actor_id,
         now=now,
@@ -141,7 +142,14 @@ def record_completed(
         and len(_scheduled(course)) == course.fraction_count
     ):
         course.status = CourseStatus.COMPLETED
-    _event(session, "fraction_completed", course, fraction=fraction, actor_id=actor_id, now=now)
+    _event(
+        session,
+        BookingEventKind.FRACTION_COMPLETED,
+        course,
+        fraction=fraction,
+        actor_id=actor_id,
+        now=now,
+    )
     session.commit()
     return fraction
 
@@ -204,7 +212,7 @@ def record_missed(
     fraction.missed_reason = reason
     _event(
         session,
-        "fraction_missed",
+        BookingEventKind.FRACTION_MISSED,
         course,
         fraction=fraction,
         actor_id=actor_id,
@@ -246,7 +254,7 @@ def record_missed(
         )
         _event(
             session,
-            "course_needs_review",
+            BookingEventKind.COURSE_NEEDS_REVIEW,
             course,
             actor_id=actor_id,
             now=now,
@@ -273,7 +281,7 @@ def record_missed(
     _flush_or_conflict(session, {target.linac_id}, course.patient_id, target.interval)
     _event(
         session,
-        "fraction_rebooked",
+        BookingEventKind.FRACTION_REBOOKED,
         course,
         fraction=rebooked,
         actor_id=actor_id,
@@ -344,7 +352,9 @@ def record_readiness(
         _set_status(first, new_status, None, now)
         _event(
             session,
-            "course_ready" if course.ready_to_treat else "course_not_ready",
+            BookingEventKind.COURSE_READY
+            if course.ready_to_treat
+            else BookingEventKind.COURSE_NOT_READY,
             course,
             fraction=first,
             actor_id=actor_id,
@@ -381,7 +391,7 @@ def confirm_next_fraction(
     fraction.updated_at = now
     _event(
         session,
-        "fraction_confirmed",
+        BookingEventKind.FRACTION_CONFIRMED,
         fraction.course,
         fraction=fraction,
         now=now,
