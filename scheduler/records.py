@@ -915,8 +915,11 @@ def update_patient(
         session, {**_patient_values(patient), **changes}, patient, now=moment
     )
     reachable_before = _reachable_channels(session, patient)
+    links_end = links_end_with_change(patient, cleaned)
     for name, value in cleaned.items():
         setattr(patient, name, value)
+    if links_end:
+        links.revoke_patient_links(session, patient_id=patient.id, now=moment)
     if _reachable_channels(session, patient) - reachable_before:
         # Consent recorded again: the sessions still ahead get their reminders on it, in the
         # same transaction as the consent.
@@ -925,6 +928,16 @@ def update_patient(
         )
     _save(session, patient, cleaned, "patient")
     return patient
+
+
+def links_end_with_change(patient: Patient, cleaned: Mapping[str, Any]) -> bool:
+    """Whether a change ends the patient's links: the phone number or email address they were
+    sent to changed (it may now be someone else's), or SMS consent was withdrawn."""
+    return (
+        cleaned.get("phone_e164", patient.phone_e164) != patient.phone_e164
+        or cleaned.get("email", patient.email) != patient.email
+        or (patient.sms_consent and cleaned.get("sms_consent") is False)
+    )
 
 
 # What the message timeline says about reminders planned when staff record consent again.

@@ -7,7 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Importing the view modules registers their operations with `routes`.
-    from web.api import admin, booking, openapi, reference  # noqa: F401
+    from web.api import admin, booking, openapi, patient_links, reference  # noqa: F401
     from web.api.registry import routes
 
     app.register_blueprint(routes.blueprint())
