@@ -104,7 +104,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     session_max_hours = float(env.get("SESSION_MAX_HOURS") or 12)
     if session_idle_minutes <= 0 or session_max_hours <= 0:
         raise ValueError("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be more than 0")
-    link_days = int(env.get("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION") or 7)
+    try:
+        link_days = int(env.get("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION") or 7)
+    except ValueError:
+        link_days = -1
     if not 0 <= link_days <= 90:
         # 0 ends the links with the last session; beyond a quarter of a year the page would
         # keep showing a finished schedule long after anyone needs it.
