@@ -932,10 +932,16 @@ def update_patient(
 
 def links_end_with_change(patient: Patient, cleaned: Mapping[str, Any]) -> bool:
     """Whether a change ends the patient's links: the phone number or email address they were
-    sent to changed (it may now be someone else's), or SMS consent was withdrawn."""
+    sent to changed or was removed (it may now be someone else's), or SMS consent was
+    withdrawn. A first number or address added changes nothing about the links sent."""
+
+    def replaced(field: str) -> bool:
+        before = getattr(patient, field)
+        return before is not None and cleaned.get(field, before) != before
+
     return (
-        cleaned.get("phone_e164", patient.phone_e164) != patient.phone_e164
-        or cleaned.get("email", patient.email) != patient.email
+        replaced("phone_e164")
+        or replaced("email")
         or (patient.sms_consent and cleaned.get("sms_consent") is False)
     )
 

@@ -208,6 +208,18 @@ def test_a_new_phone_number_ends_the_links(
     _assert_ended(client, sent.token, form_token, db)
 
 
+def test_a_changed_email_address_ends_the_links(
+    client: FlaskClient, db: Session, session_factory, fake_twilio, travel
+) -> None:
+    sent = _book_and_send(db, session_factory, fake_twilio)
+    # A first address added: the links already sent went to the phone, which is unchanged.
+    records.update_patient(db, sent.patient_id, {"email": "ana@example.org"}, now=AT)
+    db.rollback()
+    form_token = _confirm_form(client, sent.token)
+    records.update_patient(db, sent.patient_id, {"email": "someone@example.org"}, now=AT)
+    _assert_ended(client, sent.token, form_token, db)
+
+
 def test_an_unchanged_record_keeps_the_links(
     client: FlaskClient, db: Session, session_factory, fake_twilio, travel
 ) -> None:
