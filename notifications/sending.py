@@ -286,9 +286,14 @@ def _check_and_render(
     else:
         message_link = link
     context = rendering.message_context(snapshot, planned, link=message_link)
-    message = rendering.render(
+    # The last check before sending: an edited template can render this patient's message
+    # into something the save-time checks never saw; that one message fails, visibly.
+    message, problem = template_store.render_for_sending(
         row.kind, row.channel, patient.language, context, overrides=batch.overrides
     )
+    if message is None:
+        _finish(row, ReminderStatus.FAILED, problem, now)
+        return None
     sms = email = None
     if row.channel == Channel.SMS:
         assert patient.phone_e164 is not None

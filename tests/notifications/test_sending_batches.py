@@ -214,7 +214,9 @@ def test_one_message_that_cannot_be_rendered_does_not_stop_the_others(
     assert statuses == {by_language["en"]: ReminderStatus.SENT}
     failed = session.get(Reminder, by_language["es"])
     assert failed.status == ReminderStatus.FAILED
-    assert "could not be prepared" in failed.status_reason
+    assert failed.status_reason == (
+        "not sent: the message template does not render (No filter named 'nonsense'.)"
+    )
     assert len(fake_twilio.create_requests) == 1
 
 
