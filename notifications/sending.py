@@ -292,7 +292,8 @@ def _check_and_render(
         row.kind, row.channel, patient.language, context, overrides=batch.overrides
     )
     if message is None:
-        _finish(row, ReminderStatus.FAILED, problem, now)
+        # The reason is shown to staff: an error quoting the link must not carry a working one.
+        _finish(row, ReminderStatus.FAILED, links.mask_patient_links(problem, token), now)
         return None
     sms = email = None
     if row.channel == Channel.SMS:

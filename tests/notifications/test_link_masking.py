@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from notifications import outbox, sending
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
-from notifications.models import Reminder, ReminderStatus
+from notifications.models import MessageTemplate, Reminder, ReminderStatus
 from scheduler import links, services
 from scheduler.models import PatientLink
 from scheduler.services import Placement
@@ -133,3 +133,21 @@ def test_masking_keeps_the_text_and_removes_every_token() -> None:
         "See https://c.example/p/•••• now"
     )
     assert links.mask_patient_links(None) is None
+
+
+def test_a_refused_message_names_no_link_in_its_reason(session, session_factory, fake_twilio):
+    _book(session)
+    # An edited template whose error quotes the link it was given.
+    session.add(
+        MessageTemplate(kind="confirmation", part="sms", language="en", source="{{ {}[link] }}")
+    )
+    session.commit()
+    channels = sending.Channels(sms=_twilio(fake_twilio), email=LocalOutboxChannel())
+    (reminder_id,) = outbox.claim_due(session, now=AT)
+    _send(session_factory, session, reminder_id, channels)
+    session.expire_all()
+    row = session.get(Reminder, reminder_id)
+    assert row.status == ReminderStatus.FAILED
+    assert f"{PUBLIC}/p/{links.MASKED_TOKEN}" in row.status_reason
+    assert not re.search(r"/p/[A-Za-z0-9]{16}", row.status_reason)
+    assert fake_twilio.create_requests == []
