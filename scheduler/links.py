@@ -176,7 +176,8 @@ def _course_ended(session: Session, course_id: int, now: datetime, grace: timede
     """The course was cancelled, or its last session ended more than ``grace`` ago.
 
     Read at every use, not only when the link is made: a course cancelled or cut short
-    after the message went out ends its links then, and a course extended keeps them.
+    after the message went out ends its links then. (The expiry stored with the link stays
+    an upper bound; a session moved later than that comes with a message and a new link.)
     """
     status = session.scalar(sa.select(Course.status).where(Course.id == course_id))
     if status is None or status == CourseStatus.CANCELLED:
@@ -188,8 +189,6 @@ def _course_ended(session: Session, course_id: int, now: datetime, grace: timede
     last_end = max(held or [end for _status, end in ends], default=None)
     if last_end is None:
         return False  # nothing booked yet: the stored expiry decides
-    if last_end.tzinfo is None:
-        last_end = last_end.replace(tzinfo=now.tzinfo)  # SQLite drops the zone; it is UTC
     return now >= last_end + grace
 
 
@@ -209,12 +208,9 @@ def patient_link_state(
     )
     if link is None or link.purpose != purpose:
         return LinkState.UNKNOWN, None
-    expires_at = link.expires_at
-    if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=now.tzinfo)
     if (
         link.revoked_at is not None
-        or expires_at <= now
+        or link.expires_at <= now
         or (link.course_id is not None and _course_ended(session, link.course_id, now, grace))
     ):
         return LinkState.ENDED, link
