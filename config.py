@@ -54,6 +54,9 @@ class Settings:
     # Where the per-address limits of the patient link and feed URLs are counted, so that every
     # web process shares one count; None counts in each process's memory.
     rate_limit_redis_url: str | None = None
+    # A patient's link stops working this many days after the course's last session (and at
+    # once when the course is cancelled or the link revoked).
+    patient_link_days_after_last_fraction: int = 7
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,6 +104,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     session_max_hours = float(env.get("SESSION_MAX_HOURS") or 12)
     if session_idle_minutes <= 0 or session_max_hours <= 0:
         raise ValueError("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be more than 0")
+    try:
+        link_days = int(env.get("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION") or 7)
+    except ValueError:
+        link_days = -1
+    if not 0 <= link_days <= 90:
+        # 0 ends the links with the last session; beyond a quarter of a year the page would
+        # keep showing a finished schedule long after anyone needs it.
+        raise ValueError("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION must be from 0 to 90")
     # By default the limits share the broker's Redis when there is one.
     rate_limit_url = env.get("RATE_LIMIT_REDIS_URL") or (
         broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else None
@@ -130,4 +141,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_from=env.get("SMTP_FROM") or None,
         trusted_proxies=trusted_proxies,
         rate_limit_redis_url=rate_limit_url,
+        patient_link_days_after_last_fraction=link_days,
     )

@@ -949,8 +949,11 @@ def update_patient(
         session, {**_patient_values(patient), **changes}, patient, now=moment
     )
     reachable_before = _reachable_channels(session, patient)
+    links_end = links_end_with_change(patient, cleaned)
     for name, value in cleaned.items():
         setattr(patient, name, value)
+    if links_end:
+        links.revoke_patient_links(session, patient_id=patient.id, now=moment)
     if _reachable_channels(session, patient) - reachable_before:
         # Consent recorded again: the sessions still ahead get their reminders on it, in the
         # same transaction as the consent.
@@ -959,6 +962,22 @@ def update_patient(
         )
     _save(session, patient, cleaned, "patient")
     return patient
+
+
+def links_end_with_change(patient: Patient, cleaned: Mapping[str, Any]) -> bool:
+    """Whether a change ends the patient's links: the phone number or email address they were
+    sent to changed or was removed (it may now be someone else's), or SMS consent was
+    withdrawn. A first number or address added changes nothing about the links sent."""
+
+    def replaced(field: str) -> bool:
+        before = getattr(patient, field)
+        return before is not None and cleaned.get(field, before) != before
+
+    return (
+        replaced("phone_e164")
+        or replaced("email")
+        or (patient.sms_consent and cleaned.get("sms_consent") is False)
+    )
 
 
 # What the message timeline says about reminders planned when staff record consent again.

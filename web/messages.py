@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, selectinload
 from notifications import outbox, rendering, sandbox, template_store
 from notifications.models import InboundMessage, Reminder, ReminderStatus
 from notifications.types import Channel, Kind, PlannedReminder
+from scheduler import links
 from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
 from web import audit
@@ -105,7 +106,10 @@ def _shown(session: Session, rows: Iterable[Reminder]) -> list[dict[str, Any]]:
     for row in rows:
         patient = row.patient
         tz = zones.get(patient.department_id, "UTC")
-        subject, body, preview = row.rendered_subject, row.rendered_body, False
+        # Masked again on the way out: a copy stored before tokens were masked at send time
+        # must not put a working link on a shared screen either.
+        subject = links.mask_patient_links(row.rendered_subject)
+        body, preview = links.mask_patient_links(row.rendered_body), False
         if body is None and row.status in (ReminderStatus.PENDING, ReminderStatus.CLAIMED):
             if overrides is None:
                 overrides = template_store.load_overrides(session)

@@ -23,6 +23,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from urllib3.util.retry import Retry
 
 from notifications.channels.base import Outcome, SendResult, SmsMessage
+from scheduler import links
 
 if TYPE_CHECKING:
     from config import Settings
@@ -194,7 +195,8 @@ class TwilioSmsChannel:
                 created = created.replace(tzinfo=UTC)
             if created is not None and created < earliest:
                 break  # newest first: everything further is older
-            if item.body == body:
+            # What we keep of a message has its patient link masked; Twilio has the real one.
+            if item.body == body or links.mask_patient_links(item.body) == body:
                 return item.sid
         return None
 

@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
+from scheduler import links
 from scheduler import rules as rulebook
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
@@ -120,6 +121,9 @@ def cancel_course(
         reason=reason,
         fractions=[{**_fraction_payload(f), "id": f.id, "version": f.version} for f in cancelled],
     )
+    # The course's links stop with it, in the same transaction: a forwarded or old message
+    # must not keep showing a schedule that no longer exists.
+    links.revoke_patient_links(session, course_id=course.id, now=now)
     session.commit()
     return course
 

@@ -29,6 +29,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # Monday, before the US DST chang
 DAYS = (date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6), date(2026, 3, 9), date(2026, 3, 10))
 FORM_TOKEN_RE = re.compile(r'name="form_token" value="([0-9a-f]+)"')
 GENERIC = "This link is no longer valid. Please call your clinic."
+ENDED = "This link is no longer in use"
 
 
 @pytest.fixture
@@ -207,7 +208,7 @@ def test_confirm_rejects_forged_and_stale_forms(client: FlaskClient, db: Session
 # --- unusable links --------------------------------------------------------------------------
 
 
-def test_every_unusable_link_gets_the_same_generic_page(
+def test_every_unknown_link_gets_the_same_generic_page(
     client: FlaskClient, db: Session, travel
 ) -> None:
     course = book_course(db)
@@ -228,13 +229,11 @@ def test_every_unusable_link_gets_the_same_generic_page(
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
     urls = [
         f"/p/{tampered}",
-        f"/p/{revoked}",
         f"/p/{wrong_purpose}",
         f"/p/{good}x",
         "/p/short",
         "/p/",
         f"/p/{tampered}/schedule.ics",
-        f"/p/{revoked}/schedule.ics",
         f"/p/{good}/nothing-here",
     ]
     bodies = set()
@@ -254,15 +253,20 @@ def test_every_unusable_link_gets_the_same_generic_page(
                    "+1212555", "2026"):  # fmt: skip
         assert secret not in page
 
-    # The good link still works; the same link once expired gets the generic page too.
+    # A real link that ended (revoked, expired) says so and who to call: no schedule.
+    for url in (f"/p/{revoked}", f"/p/{revoked}/schedule.ics"):
+        ended = client.get(url)
+        assert ended.status_code == 410, url
+        assert ENDED in ended.get_data(as_text=True)
+        assert "Session 1 of 5" not in ended.get_data(as_text=True)
     assert client.get(f"/p/{good}").status_code == 200
     digest = links.token_digest(good)
     expiry = db.scalar(sa.select(PatientLink.expires_at).where(PatientLink.token_digest == digest))
     db.commit()
     travel.move_to(expiry + timedelta(seconds=1))
     expired = client.get(f"/p/{good}")
-    assert expired.status_code == 404 and expired.get_data(as_text=True) == page
-    assert client.get(f"/p/{good}/schedule.ics").status_code == 404
+    assert expired.status_code == 410 and ENDED in expired.get_data(as_text=True)
+    assert client.get(f"/p/{good}/schedule.ics").status_code == 410
 
 
 def test_revoking_a_patients_links(client: FlaskClient, db: Session, travel) -> None:
@@ -270,7 +274,7 @@ def test_revoking_a_patients_links(client: FlaskClient, db: Session, travel) -> 
     token = issue(db, course)
     assert links.revoke_patient_links(db, patient_id=course.patient_id, now=NOW) == 1
     db.commit()
-    assert client.get(f"/p/{token}").status_code == 404
+    assert client.get(f"/p/{token}").status_code == 410
 
 
 def test_rate_limit_per_address(app: Flask, client: FlaskClient, db: Session, travel) -> None:

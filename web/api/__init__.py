@@ -7,7 +7,14 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Importing the view modules registers their operations with `routes`.
-    from web.api import admin, booking, messages, openapi, reference  # noqa: F401
+    from web.api import (  # noqa: F401
+        admin,
+        booking,
+        messages,
+        openapi,
+        patient_links,
+        reference,
+    )
     from web.api.registry import routes
 
     app.register_blueprint(routes.blueprint())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import (
@@ -42,13 +42,20 @@ from scheduler.models import (
     Department,
     Fraction,
     FractionStatus,
+    Patient,
     PatientLink,
 )
 from scheduler.timeutil import to_local
 from web import feeds
 from web.db import get_session
 from web.patient.ratelimit import WINDOW_SECONDS, over_limit
-from web.patient.text import INVALID_LINK, PAGE_TEXT, TOO_MANY_REQUESTS, page_language
+from web.patient.text import (
+    ENDED_LINK,
+    INVALID_LINK,
+    PAGE_TEXT,
+    TOO_MANY_REQUESTS,
+    page_language,
+)
 
 bp = Blueprint("patient_link", __name__, url_prefix="/p")
 
@@ -68,6 +75,27 @@ def invalid_link() -> Response:
     """The one page for every unusable link: no patient, clinic or reason in it."""
     body = render_template("patient/message.html", lines=INVALID_LINK)
     return make_response(body, 404)
+
+
+def ended_link(session: Session, link: PatientLink) -> Response:
+    """A real link that no longer opens the schedule: who to call, in the patient's language.
+
+    Its holder once received the patient's message, which named the clinic; the page adds
+    the clinic's phone number and nothing about the patient or their appointments.
+    """
+    patient = session.get(Patient, link.patient_id)
+    department = session.get(Department, patient.department_id) if patient else None
+    lang = page_language(patient.language if patient else None)
+    text = ENDED_LINK[lang]
+    body = render_template(
+        "patient/ended.html",
+        lang=lang,
+        t=text,
+        clinic_name=department.name if department else None,
+        clinic_phone=department.phone if department else None,
+    )
+    # Gone, not missing: the link existed and will not work again.
+    return make_response(body, 410)
 
 
 def too_many_requests() -> Response:
@@ -111,11 +139,23 @@ def _course_for(session: Session, link: PatientLink | None) -> Course | None:
     return course
 
 
-def _resolve(session: Session, token: str, now: datetime) -> tuple[PatientLink, Course] | None:
-    link = links.resolve_patient_link(session, token, purpose=PURPOSE, now=now)
-    course = _course_for(session, link)
+def _link_grace() -> timedelta:
+    from web import SETTINGS_KEY
+
+    days = current_app.extensions[SETTINGS_KEY].patient_link_days_after_last_fraction
+    return timedelta(days=days)
+
+
+def _resolve(session: Session, token: str, now: datetime) -> tuple[PatientLink, Course] | Response:
+    """The live link and its course, or the page to answer with instead."""
+    state, link = links.patient_link_state(
+        session, token, purpose=PURPOSE, now=now, grace=_link_grace()
+    )
+    if state is links.LinkState.ENDED and link is not None:
+        return ended_link(session, link)
+    course = _course_for(session, link if state is links.LinkState.LIVE else None)
     if link is None or course is None:
-        return None
+        return invalid_link()
     return link, course
 
 
@@ -229,8 +269,8 @@ def schedule_page(token: str) -> Response | str:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     link, course = found
     return render_template(
         "patient/schedule.html", **_schedule_context(session, link, course, token, now)
@@ -242,8 +282,8 @@ def confirm(token: str) -> Response:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     link, course = found
     submitted = request.form.get(FORM_TOKEN_FIELD, "")
     fraction = _next_fraction(session, link.patient_id, now, lock=True)
@@ -271,8 +311,8 @@ def schedule_ics_download(token: str) -> Response:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     _link, course = found
     patient = course.patient
     department = session.get(Department, patient.department_id)
