@@ -28,6 +28,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # Monday, before the US DST chang
 # Wed, Thu, Fri | DST starts Sunday 8 March | Mon, Tue: every 24-72 h, 9:00 New York time.
 DAYS = (date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6), date(2026, 3, 9), date(2026, 3, 10))
 FORM_TOKEN_RE = re.compile(r'name="form_token" value="([0-9a-f]+)"')
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 GENERIC = "This link is no longer valid. Please call your clinic."
 
 
@@ -163,8 +164,9 @@ def test_confirm_works_once(client: FlaskClient, db: Session, travel) -> None:
     token = issue(db, course)
     page = client.get(f"/p/{token}").get_data(as_text=True)
     form_token = FORM_TOKEN_RE.search(page).group(1)  # type: ignore[union-attr]
+    csrf = CSRF_RE.search(page).group(1)  # type: ignore[union-attr]
 
-    first = client.post(f"/p/{token}/confirm", data={"form_token": form_token})
+    first = client.post(f"/p/{token}/confirm", data={"form_token": form_token, "csrf_token": csrf})
     assert first.status_code == 303 and first.headers["Location"].endswith("?confirmed=1")
     assert [f.status for f in fractions(db, course)][:2] == ["confirmed", "booked"]
     after = client.get(first.headers["Location"]).get_data(as_text=True)
@@ -172,7 +174,7 @@ def test_confirm_works_once(client: FlaskClient, db: Session, travel) -> None:
     assert "Confirm my next appointment" not in after
 
     # The same form again (a double tap, a replay): no second effect.
-    second = client.post(f"/p/{token}/confirm", data={"form_token": form_token})
+    second = client.post(f"/p/{token}/confirm", data={"form_token": form_token, "csrf_token": csrf})
     assert second.status_code == 303 and "confirmed=1" not in second.headers["Location"]
     assert [f.status for f in fractions(db, course)][:2] == ["confirmed", "booked"]
     events = list(
@@ -187,12 +189,20 @@ def test_confirm_rejects_forged_and_stale_forms(client: FlaskClient, db: Session
     token = issue(db, course)
     page = client.get(f"/p/{token}").get_data(as_text=True)
     form_token = FORM_TOKEN_RE.search(page).group(1)  # type: ignore[union-attr]
+    csrf = CSRF_RE.search(page).group(1)  # type: ignore[union-attr]
     for forged in ("", "0" * 64, form_token[:-1] + ("0" if form_token[-1] != "0" else "1")):
-        response = client.post(f"/p/{token}/confirm", data={"form_token": forged})
+        response = client.post(
+            f"/p/{token}/confirm", data={"form_token": forged, "csrf_token": csrf}
+        )
         assert response.status_code == 303
+    # Without the CSRF token even the right form token changes nothing.
+    refused = client.post(f"/p/{token}/confirm", data={"form_token": form_token})
+    assert refused.status_code == 400
+    assert "Please open the link in your message again." in refused.get_data(as_text=True)
+    assert fractions(db, course)[0].status == "booked"
     # Another link of the same patient does not accept this link's form either.
     other = issue(db, course)
-    client.post(f"/p/{other}/confirm", data={"form_token": form_token})
+    client.post(f"/p/{other}/confirm", data={"form_token": form_token, "csrf_token": csrf})
     assert fractions(db, course)[0].status == "booked"
 
     # The appointment moved after the page was shown: the old form is stale.
@@ -200,7 +210,7 @@ def test_confirm_rejects_forged_and_stale_forms(client: FlaskClient, db: Session
     services.move_fraction(
         db, first.id, linac_id=first.linac_id, starts_at=datetime(2026, 3, 4, 15, tzinfo=UTC)
     )
-    client.post(f"/p/{token}/confirm", data={"form_token": form_token})
+    client.post(f"/p/{token}/confirm", data={"form_token": form_token, "csrf_token": csrf})
     assert fractions(db, course)[0].status == "booked"
 
 
@@ -244,7 +254,10 @@ def test_every_unusable_link_gets_the_same_generic_page(
         response = client.get(url)
         assert response.status_code == 404, url
         bodies.add(response.get_data(as_text=True))
-    response = client.post(f"/p/{tampered}/confirm", data={"form_token": "0" * 64})
+    csrf = CSRF_RE.search(client.get(f"/p/{good}").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    response = client.post(
+        f"/p/{tampered}/confirm", data={"form_token": "0" * 64, "csrf_token": csrf}
+    )
     assert response.status_code == 404
     bodies.add(response.get_data(as_text=True))
     assert len(bodies) == 1  # one page, whatever went wrong

@@ -5,10 +5,11 @@ expired, revoked, mistyped, wrong purpose) gets the same generic 404 page, built
 anything about its owner is read, so a guesser learns nothing. Nothing here logs tokens or
 patient data.
 
-The confirm form cannot use the staff CSRF token (patients have no session). Instead it
-carries an HMAC, under the app's secret key, of the link, the fraction, its version and its
-status: it only works for the exact appointment the patient saw, and it is spent once the
-fraction is confirmed (its status changes), so a second post has no effect.
+The confirm form carries the CSRF token like every form (web/csrf.py; the patient's cookie
+session holds only that token, never who they are). It also carries an HMAC, under the app's
+secret key, of the link, the fraction, its version and its status: it only works for the exact
+appointment the patient saw, and it is spent once the fraction is confirmed (its status
+changes), so a second post has no effect.
 """
 
 from __future__ import annotations
