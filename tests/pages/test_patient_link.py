@@ -21,7 +21,6 @@ from scheduler import links, services
 from scheduler.models import BookingEvent, Course, Fraction, PatientLink
 from scheduler.protocols import PREP_INSTRUCTIONS
 from tests import factories
-from web.patient.ratelimit import SlidingWindowLimiter
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # Monday, before the US DST change on the 8th
@@ -302,17 +301,14 @@ def test_rate_limit_per_address(app: Flask, client: FlaskClient, db: Session, tr
     assert client.get(f"/p/{token}", environ_base=neighbour).status_code == 200
 
 
-def test_sliding_window_limiter() -> None:
-    clock = [0.0]
-    limiter = SlidingWindowLimiter(3, 60, max_keys=2, clock=lambda: clock[0])
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-    clock[0] = 30
-    assert limiter.allow("a") is False  # the first three are still inside the window
-    clock[0] = 60.5
-    assert limiter.allow("a") is True  # they slid out (refused hits are not counted)
-    limiter.allow("b")
-    limiter.allow("c")  # more keys than allowed: the least recent ("a") is forgotten
-    assert [limiter.allow("a") for _ in range(3)] == [True, True, True]
+def test_the_limit_ends_with_its_minute(client: FlaskClient, db: Session, travel) -> None:
+    token = issue(db, book_course(db))
+    guesser = {"REMOTE_ADDR": "203.0.113.8"}
+    for n in range(30):
+        assert client.get(f"/p/guess{n:011d}", environ_base=guesser).status_code == 404
+    assert client.get(f"/p/{token}", environ_base=guesser).status_code == 429
+    travel.shift(61)
+    assert client.get(f"/p/{token}", environ_base=guesser).status_code == 200
 
 
 # --- the calendar file -----------------------------------------------------------------------

@@ -46,10 +46,9 @@ from scheduler.models import (
     PatientLink,
 )
 from scheduler.timeutil import to_local
-from web import feeds
+from web import feeds, ratelimit
 from web.db import get_session
-from web.patient.ratelimit import WINDOW_SECONDS, over_limit
-from web.patient.text import INVALID_LINK, PAGE_TEXT, TOO_MANY_REQUESTS, page_language
+from web.patient.text import INVALID_LINK, PAGE_TEXT, page_language
 
 bp = Blueprint("patient_link", __name__, url_prefix="/p")
 
@@ -69,19 +68,6 @@ def invalid_link() -> Response:
     """The one page for every unusable link: no patient, clinic or reason in it."""
     body = render_template("patient/message.html", lines=INVALID_LINK)
     return make_response(body, 404)
-
-
-def too_many_requests() -> Response:
-    response = make_response(render_template("patient/message.html", lines=TOO_MANY_REQUESTS), 429)
-    response.headers["Retry-After"] = str(int(WINDOW_SECONDS))
-    return response
-
-
-@bp.before_request
-def _limit() -> Response | None:
-    if over_limit("patient_link", config_key="PATIENT_LINK_RATE_LIMIT", default=PATIENT_RATE_LIMIT):
-        return too_many_requests()
-    return None
 
 
 @bp.after_request
@@ -300,4 +286,5 @@ def anything_else(rest: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    ratelimit.limit_blueprint(app, bp, PATIENT_RATE_LIMIT)
     app.register_blueprint(bp)
