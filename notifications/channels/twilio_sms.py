@@ -1,4 +1,7 @@
-"""SMS through Twilio's official SDK: the only module that imports twilio.
+"""SMS through Twilio's official SDK: the only sending module that imports twilio.
+
+Besides this module only web/webhooks.py (signature check, TwiML answers) may import it; ruff's
+banned-api rule (pyproject.toml) enforces that.
 
 The verdict of every send follows one rule: retry only what is known unsent. A request that may
 have reached Twilio (read timeout, connection lost while waiting for the answer, a gateway

@@ -5,10 +5,11 @@ expired, revoked, mistyped, wrong purpose) gets the same generic 404 page, built
 anything about its owner is read, so a guesser learns nothing. Nothing here logs tokens or
 patient data.
 
-The confirm form cannot use the staff CSRF token (patients have no session). Instead it
-carries an HMAC, under the app's secret key, of the link, the fraction, its version and its
-status: it only works for the exact appointment the patient saw, and it is spent once the
-fraction is confirmed (its status changes), so a second post has no effect.
+The confirm form carries the CSRF token like every form (web/csrf.py; the patient's cookie
+session holds only that token, never who they are). It also carries an HMAC, under the app's
+secret key, of the link, the fraction, its version and its status: it only works for the exact
+appointment the patient saw, and it is spent once the fraction is confirmed (its status
+changes), so a second post has no effect.
 """
 
 from __future__ import annotations
@@ -46,16 +47,9 @@ from scheduler.models import (
     PatientLink,
 )
 from scheduler.timeutil import to_local
-from web import feeds
+from web import feeds, ratelimit
 from web.db import get_session
-from web.patient.ratelimit import WINDOW_SECONDS, over_limit
-from web.patient.text import (
-    ENDED_LINK,
-    INVALID_LINK,
-    PAGE_TEXT,
-    TOO_MANY_REQUESTS,
-    page_language,
-)
+from web.patient.text import ENDED_LINK, INVALID_LINK, PAGE_TEXT, page_language
 
 bp = Blueprint("patient_link", __name__, url_prefix="/p")
 
@@ -96,19 +90,6 @@ def ended_link(session: Session, link: PatientLink) -> Response:
     )
     # Gone, not missing: the link existed and will not work again.
     return make_response(body, 410)
-
-
-def too_many_requests() -> Response:
-    response = make_response(render_template("patient/message.html", lines=TOO_MANY_REQUESTS), 429)
-    response.headers["Retry-After"] = str(int(WINDOW_SECONDS))
-    return response
-
-
-@bp.before_request
-def _limit() -> Response | None:
-    if over_limit("patient_link", config_key="PATIENT_LINK_RATE_LIMIT", default=PATIENT_RATE_LIMIT):
-        return too_many_requests()
-    return None
 
 
 @bp.after_request
@@ -339,4 +320,5 @@ def anything_else(rest: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    ratelimit.limit_blueprint(app, bp, PATIENT_RATE_LIMIT)
     app.register_blueprint(bp)
