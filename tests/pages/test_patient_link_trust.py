@@ -36,6 +36,7 @@ AT = NOW + timedelta(hours=3)  # 10:00 in New York: inside the message window
 PUBLIC = "https://clinic.example.org"
 LINKISH = re.compile(r"/p/([^\s\"'<]+)")
 FORM_TOKEN_RE = re.compile(r'name="form_token" value="([0-9a-f]+)"')
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ENDED = "This link is no longer in use"
 CLINIC_PHONE = "+12125550100"  # the factories' department
 
@@ -97,14 +98,18 @@ def _book_and_send(db: Session, session_factory: sessionmaker[Session], fake) ->
     return sent
 
 
-def _confirm_form(client: FlaskClient, token: str) -> str:
+def _confirm_form(client: FlaskClient, token: str) -> dict[str, str]:
+    """The confirm form's fields as the page gave them, so a later POST is refused only
+    because the link ended, not for a missing form or CSRF token."""
     page = client.get(f"/p/{token}")
     assert page.status_code == 200
-    (form_token,) = FORM_TOKEN_RE.findall(page.get_data(as_text=True))
-    return form_token
+    html = page.get_data(as_text=True)
+    (form_token,) = FORM_TOKEN_RE.findall(html)
+    (csrf_token,) = CSRF_RE.findall(html)
+    return {"form_token": form_token, "csrf_token": csrf_token}
 
 
-def _assert_ended(client: FlaskClient, token: str, form_token: str, db: Session) -> None:
+def _assert_ended(client: FlaskClient, token: str, form: dict[str, str], db: Session) -> None:
     """The holder gets the page that says to call the clinic: no schedule, no confirming."""
     page = client.get(f"/p/{token}")
     html = page.get_data(as_text=True)
@@ -112,7 +117,7 @@ def _assert_ended(client: FlaskClient, token: str, form_token: str, db: Session)
     assert ENDED in html and CLINIC_PHONE in html
     assert "Session 1 of" not in html and "form_token" not in html
     assert client.get(f"/p/{token}/schedule.ics").status_code == 410
-    posted = client.post(f"/p/{token}/confirm", data={"form_token": form_token})
+    posted = client.post(f"/p/{token}/confirm", data=form)
     assert posted.status_code == 410
     db.expire_all()
     confirmed = db.scalars(
