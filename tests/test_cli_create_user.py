@@ -8,11 +8,11 @@ from argon2 import PasswordHasher
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
 from scheduler.models import User
 
 # The API tests' app on each backend and a database session.
 from tests.api.conftest import app, db  # noqa: F401
+from tests.committing import accounts
 
 EMAIL = "operator.okonkwo@example.org"
 

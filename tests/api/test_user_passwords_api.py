@@ -8,9 +8,9 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
 from scheduler.models import User
 from tests.api.conftest import Seed
+from tests.committing import accounts
 
 EMAIL = "integration.okonkwo@example.org"
 STRONG = "plum-orbit-kettle-harbor"

@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from notifications.models import InboundMessage, Reminder, ReminderStatus
-from scheduler import accounts, records
 from scheduler.models import AuditEntry, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
+from tests.committing import accounts, records
 from tests.pages.conftest import csrf_from
 
 DUE = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)  # 10:00 EDT in the seeded New York department

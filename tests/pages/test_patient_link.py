@@ -17,10 +17,11 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import links, services
+from scheduler import links
 from scheduler.models import BookingEvent, Course, Fraction, PatientLink
 from scheduler.protocols import PREP_INSTRUCTIONS
 from tests import factories
+from tests.committing import services
 from web.patient.ratelimit import SlidingWindowLimiter
 
 NY = ZoneInfo("America/New_York")

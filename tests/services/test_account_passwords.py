@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from scheduler import accounts
 from scheduler.errors import InvalidInput
 from scheduler.models import User
+from tests.committing import accounts
 
 EMAIL = "quintrell.okonkwo@example.org"
 NAME = "Quintrell Okonkwo"
