@@ -222,7 +222,7 @@ def logout():
     if user is not None:
         # Ended on the server, not only forgotten by this browser: a copy of the cookie
         # (and every other session of the user) stops working too.
-        audit.record("sign_out", "user", user.id, actor_id=user.id, commit=False)
+        audit.record("sign_out", "user", user.id, actor_id=user.id)
         accounts.end_sessions(get_session(), user.id)
     logout_user()
     session.clear()

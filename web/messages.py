@@ -262,9 +262,7 @@ def retry(reminder_id: int):
         session.rollback()
         flash("That message changed meanwhile; nothing was done. Check its status.", "error")
         return redirect(url_for("messages.problems"))
-    audit.record(
-        "retry", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=row.status
-    )
+    audit.record("retry", "reminder", reminder_id, actor_id=_actor_id(), was=row.status)
     session.commit()
     return done(f"Message {reminder_id} queued to be sent again.", "messages.problems")
 
@@ -293,7 +291,7 @@ def suppress(reminder_id: int):
         flash("That message changed meanwhile; nothing was done. Check its status.", "error")
         return redirect(url_for("messages.problems"))
     # The reason is free text that may name the patient: it stays on the row, not the log.
-    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=was)
+    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), was=was)
     session.commit()
     return done(f"Message {reminder_id} suppressed; it will not be sent.", "messages.problems")
 
@@ -347,7 +345,7 @@ def mark_handled(message_id: int):
         row.handled_at = datetime.now(UTC)
         row.handled_by_id = _actor_id()
     row.needs_attention = False
-    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id(), commit=False)
+    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id())
     session.commit()
     return done("Reply marked as handled.", "messages.inbox")
 

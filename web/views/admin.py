@@ -338,7 +338,6 @@ def _audit_revoked_feeds(feed_ids: list[int], *, reason: str) -> None:
             "calendar_feed",
             feed_id,
             actor_id=_actor_id(),
-            commit=False,
             linac=linac_id,
             reason=reason,
         )
@@ -489,7 +488,7 @@ def department(department_id: int):
             _get_or_404(Department, department_id), values, _field_errors(exc), 422
         )
     row.message_window_start, row.message_window_end = start, end
-    audit.record("update", "department", row.id, actor_id=_actor_id(), commit=False)
+    audit.record("update", "department", row.id, actor_id=_actor_id())
     session.commit()
     return done("Department settings saved.", "admin.department", department_id=row.id)
 
@@ -534,7 +533,6 @@ def remove_closure(closure_id: int):
         "closure",
         closure.id,
         actor_id=_actor_id(),
-        commit=False,
         department=department_id,
     )
     records.remove_closure(session, closure.id)  # commits the audit entry with it
@@ -710,7 +708,7 @@ def protocol_form(protocol_id: int | None = None):
     except InvalidInput as exc:
         session.rollback()
         return _protocol_page(protocol, values, _field_errors(exc), 422)
-    audit.record(action, "protocol", protocol.id, actor_id=_actor_id(), commit=False)
+    audit.record(action, "protocol", protocol.id, actor_id=_actor_id())
     session.commit()
     return done(f"Protocol {protocol.code} saved.", "admin.protocols")
 
@@ -954,7 +952,6 @@ def template_form(kind: str, part: str):
             "message_template",
             row.id if row is not None else None,
             actor_id=_actor_id(),
-            commit=False,
             kind=kind,
             part=part,
             language=lang,
@@ -977,7 +974,6 @@ def template_reset(kind: str, part: str, language: str):
         "message_template",
         row.id,
         actor_id=_actor_id(),
-        commit=False,
         kind=kind,
         part=part,
         language=language,

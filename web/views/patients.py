@@ -751,6 +751,7 @@ def cancel_course(course_id: int):
     try:
         cancelled = services.cancel_course(db, course_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The course was not cancelled: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("cancel", "course", course_id, actor_id=_staff().id)
@@ -1198,6 +1199,7 @@ def cancel_fraction(fraction_id: int):
     try:
         services.cancel_fraction(db, fraction_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The fraction was not cancelled: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("cancel", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
@@ -1276,6 +1278,7 @@ def missed(fraction_id: int):
         form.errors.update({k: v[0] for k, v in _errors_by_field(exc).items()})
         return _render_missed(_fraction_or_404(db, fraction_id), form, status=422)
     except (StateConflict, Conflict) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was recorded: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record(
@@ -1426,6 +1429,7 @@ def prescription(course_id: int):
         except InvalidInput as exc:
             errors = {k: v[0] for k, v in _errors_by_field(exc).items()}
         except StateConflict as exc:
+            db.rollback()  # refused: nothing of it is kept, though the page redirects
             flash(f"The prescription was not changed: {exc.detail}.", "error")
             return redirect(url_for("patients.course", course_id=course_id))
     if errors:
