@@ -27,9 +27,7 @@ class _Committing:
         object.__setattr__(self, "_module", module)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # monkeypatch.setattr(accounts, "_hasher", ...) patches the real module. (Patch a use
-        # case on the real module instead: its undo would otherwise put the wrapper back.)
-        setattr(self._module, name, value)
+        raise TypeError("patch the real module (scheduler.<name>), not this committing view")
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._module, name)

@@ -34,7 +34,7 @@ from scheduler import accounts, sign_in_throttle
 from scheduler.errors import Forbidden, InvalidInput
 from scheduler.models import User
 from web import SETTINGS_KEY, audit, security
-from web.db import get_session
+from web.db import get_session, transaction
 
 CSRF_SESSION_KEY = "csrf_token"
 CSRF_FORM_FIELD = "csrf_token"
@@ -182,14 +182,16 @@ def login():
     if user is None:
         if verdict.delay_started is None:
             return form("Email or password is wrong.", 401, email)
-        # No account is named: the log must not tell which emails are staff accounts.
-        audit.record(
-            "delay",
-            "sign_in",
-            None,
-            actor_id=None,
-            minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
-        )
+        # No account is named: the log must not tell which emails are staff accounts. Its
+        # own unit of work, since the refusal below answers 401 (which rolls a page back).
+        with transaction():
+            audit.record(
+                "delay",
+                "sign_in",
+                None,
+                actor_id=None,
+                minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
+            )
         # Said now rather than at the next try, so nobody types a right password in vain.
         message = f"Email or password is wrong. {_too_many_attempts_message(verdict.delay_started)}"
         return form(message, 401, email)
