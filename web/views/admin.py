@@ -933,30 +933,26 @@ def template_form(kind: str, part: str):
         lang: template_store.normalise_source(request.form.get(f"source_{lang}") or "")
         for lang in template_store.LANGUAGES
     }
-    checks = {
-        lang: template_store.check_source(kind, part, lang, sources[lang])
-        for lang in template_store.LANGUAGES
-    }
     if request.form.get("action") != "save":
+        checks = {
+            lang: template_store.check_source(kind, part, lang, sources[lang])
+            for lang in template_store.LANGUAGES
+        }
         return _template_page(kind, part, sources, checks=checks)
-    if not all(check.ok for check in checks.values()):
-        return _template_page(kind, part, sources, checks=checks, status=422)
-    changed = []
-    for lang, source in sources.items():
-        if source == template_store.current_source(session, kind, part, lang):
-            continue
-        row = template_store.save_override(session, kind, part, lang, source, user_id=_actor_id())
-        changed.append(lang)
+    result = template_store.save_edits(session, kind, part, sources, user_id=_actor_id())
+    if not result.ok:
+        return _template_page(kind, part, sources, checks=result.checks, status=422)
+    for edit in result.saved:
         audit.record(
-            "update" if row is not None else "reset",
+            "update" if edit.template_id is not None else "reset",
             "message_template",
-            row.id if row is not None else None,
+            edit.template_id,
             actor_id=_actor_id(),
             kind=kind,
             part=part,
-            language=lang,
+            language=edit.language,
         )
-    session.commit()
+    changed = [edit.language for edit in result.saved]
     message = f"Saved ({', '.join(changed)})." if changed else "No changes to save."
     return done(message, "admin.template_form", kind=kind, part=part)
 
@@ -966,20 +962,18 @@ def template_form(kind: str, part: str):
 def template_reset(kind: str, part: str, language: str):
     _known_template(kind, part, language)
     session = get_session()
-    row = template_store.get_override(session, kind, part, language)
-    if row is None:
+    template_id = template_store.reset_override(session, kind, part, language)
+    if template_id is None:
         return done("Already the shipped template.", "admin.template_form", kind=kind, part=part)
     audit.record(
         "reset",
         "message_template",
-        row.id,
+        template_id,
         actor_id=_actor_id(),
         kind=kind,
         part=part,
         language=language,
     )
-    template_store.reset_override(session, kind, part, language)
-    session.commit()
     return done(
         f"The shipped {language} template applies again.",
         "admin.template_form",
