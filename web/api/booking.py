@@ -444,6 +444,8 @@ def add_downtime(linac_id: int, body: s.DowntimeIn):
 
 
 def _report_out(report: services.DowntimeReport, tz: str, *, preview: bool) -> s.DowntimeReportOut:
+    # A preview changes nothing but shows whose sessions would move: audited, marked as such.
+    add_audit_detail(preview=preview)
     return s.DowntimeReportOut(
         preview=preview,
         downtime_id=report.downtime_id,
