@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from notifications.models import Reminder, ReminderStatus
 from notifications.outbox import OPEN_STATUSES, patient_snapshot
-from scheduler import records, services
+from scheduler import records, services, unit_of_work
 from scheduler.alternatives import Alternative
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
@@ -924,7 +924,8 @@ def book(course_id: int):
         else []
     )
     mark = _outbox_mark(db, course_id)
-    try:
+
+    def book_and_audit() -> Course:
         booked = services.book_course(
             db,
             course_id,
@@ -932,6 +933,19 @@ def book(course_id: int):
             acknowledged_course_ids=acknowledged,
             actor_id=_staff().id,
         )
+        audit.record(
+            "book",
+            "course",
+            course_id,
+            actor_id=_staff().id,
+            fractions=len(placements),
+            acknowledged_nearby_courses=acknowledged,
+        )
+        return booked
+
+    try:
+        # Its own unit of work, run again when PostgreSQL broke a deadlock between two bookings.
+        booked = unit_of_work.run(db, book_and_audit)
     except NearbyCourseWarning as exc:
         found = _course_or_404(db, course_id)
         asked_before = bool(request.form.getlist("nearby_course_id"))
@@ -959,16 +973,9 @@ def book(course_id: int):
             db, found, query, error=f"That schedule can no longer be booked: {broken}.", status=422
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was booked: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record(
-        "book",
-        "course",
-        course_id,
-        actor_id=_staff().id,
-        fractions=len(placements),
-        acknowledged_nearby_courses=acknowledged,
-    )
     active = sorted(
         (f for f in booked.fractions if f.status in ACTIVE_FRACTION_STATUSES),
         key=lambda f: f.starts_at,
@@ -1117,7 +1124,8 @@ def move_post(fraction_id: int):
         )
     assert linac_id is not None
     mark = _outbox_mark(db, course_id)
-    try:
+
+    def move_and_audit() -> Fraction:
         moved = services.move_fraction(
             db,
             fraction_id,
@@ -1126,6 +1134,19 @@ def move_post(fraction_id: int):
             override_reason=form.override_reason or None,
             actor_id=_staff().id,
         )
+        audit.record(
+            "move",
+            "fraction",
+            fraction_id,
+            actor_id=_staff().id,
+            course_id=course_id,
+            override=moved.override_reason is not None and bool(form.override_reason),
+        )
+        return moved
+
+    try:
+        # Its own unit of work, run again when PostgreSQL broke a deadlock between two moves.
+        moved = unit_of_work.run(db, move_and_audit)
     except RulesBroken as exc:
         form.violations = exc.violations
         fraction = _fraction_or_404(db, fraction_id)
@@ -1153,16 +1174,9 @@ def move_post(fraction_id: int):
             status=409,
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The fraction was not moved: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record(
-        "move",
-        "fraction",
-        fraction_id,
-        actor_id=_staff().id,
-        course_id=course_id,
-        override=moved.override_reason is not None and bool(form.override_reason),
-    )
     message = (
         f"Moved fraction {number} to {_span(moved.starts_at, moved.ends_at, tz)} on "
         f"{names.get(moved.linac_id, 'linac')} (was {before})."
@@ -1315,6 +1329,7 @@ def undo_missed(fraction_id: int):
     try:
         restored = services.undo_missed(db, fraction_id, actor_id=_staff().id)
     except (StateConflict, Conflict) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The missed fraction was not restored: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("undo_missed", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
@@ -1387,6 +1402,7 @@ def rebook_post(course_id: int):
             db, found, error=f"That time can no longer be booked: {broken}.", status=422
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was rebooked: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record(
