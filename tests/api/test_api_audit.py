@@ -19,12 +19,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from scheduler.models import AuditEntry, Base, User
+from scheduler.models import AuditEntry, Base, Course, CourseStatus, User
 from scheduler.services import Placement
 from scheduler.timeutil import local_to_utc
 from tests.api.conftest import Seed
 from tests.committing import services
-from web.api import admin, booking, reference  # noqa: F401 - they declare the operations
+from web.api import load_operations
 from web.api.registry import Operation, routes
 
 TZ = "America/New_York"
@@ -165,6 +165,16 @@ Request = tuple[str, dict[str, Any] | None, dict[str, Any] | None]  # url, json,
 def _undo_missed(_seed: Seed, w: World, db: Session) -> Request:
     services.record_missed(db, w.past_fraction_ids[2], reason="unwell")
     return f"/api/v1/fractions/{w.past_fraction_ids[2]}/missed/undo", None, None
+
+
+def _flagged_for_review(_seed: Seed, w: World, db: Session) -> Request:
+    db.execute(
+        sa.update(Course)
+        .where(Course.id == w.future_course_id)
+        .values(status=CourseStatus.NEEDS_REVIEW)
+    )
+    db.commit()
+    return f"/api/v1/courses/{w.future_course_id}/reviewed", {}, None
 
 
 # One valid request per audited operation, by operation id. ``db`` lets an example prepare
@@ -327,6 +337,22 @@ EXAMPLES: dict[str, Callable[[Seed, World, Session], Request]] = {
         None,
     ),  # fmt: skip
     "get_patient": lambda s, w, db: (f"/api/v1/patients/{w.patient_id}", None, None),
+    "mark_reviewed": _flagged_for_review,
+    "send_fresh_link": lambda s, w, db: (
+        f"/api/v1/courses/{w.future_course_id}/fresh-link",
+        None,
+        None,
+    ),
+    "revoke_patient_links": lambda s, w, db: (
+        f"/api/v1/patients/{w.patient_id}/links/revoke",
+        None,
+        None,
+    ),
+    "list_course_messages": lambda s, w, db: (
+        f"/api/v1/courses/{w.future_course_id}/messages",
+        None,
+        None,
+    ),
     "update_patient": lambda s, w, db: (
         f"/api/v1/patients/{w.patient_id}",
         {"family_name": "Quietfield-Smith"},
@@ -349,6 +375,7 @@ def _fraction_start(db: Session, fraction_id: int) -> str:
     return starts_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+load_operations()
 AUDITED = [
     op for op in routes.operations if op.audit is not None or op.changes_state or op.reads_phi
 ]
