@@ -17,13 +17,27 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.exceptions import UnsupportedMediaType
 
 from scheduler.errors import NotFound
+from scheduler.models import Closure, Course, Department, Downtime, Fraction, Linac, Patient
 from web.api.security import authenticate_request
+from web.db import get_session
 
 API_PREFIX = "/api/v1"
 # Ids are 32-bit integers in the database; a larger one can only be "not found", and letting it
 # reach the driver would be an overflow error instead.
 MAX_ID = 2**31 - 1
 _PATH_PARAM = re.compile(r"{(\w+)}")
+# The department-owned record each path id names. The caller's session is narrowed to their
+# departments (scheduler.access), so one outside them is not found -- 404, not 403, so that
+# the answer does not reveal that it exists -- before the operation runs at all.
+DEPARTMENT_RECORDS: dict[str, type] = {
+    "department_id": Department,
+    "closure_id": Closure,
+    "linac_id": Linac,
+    "downtime_id": Downtime,
+    "patient_id": Patient,
+    "course_id": Course,
+    "fraction_id": Fraction,
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,7 @@ def _handler(op: Operation) -> Callable[..., Response]:
                     raise NotFound(f"Unknown {name} {value!r}.")
             elif not 0 < value <= MAX_ID:
                 raise NotFound(f"No record with {name} {value}.")
+        _require_visible(path)
         kwargs = dict(path)
         if op.query is not None:
             kwargs["query"] = op.query.model_validate(request.args.to_dict())
@@ -152,6 +167,14 @@ def _handler(op: Operation) -> Callable[..., Response]:
     handle.__name__ = op.operation_id
     handle.__doc__ = op.view.__doc__
     return handle
+
+
+def _require_visible(path: dict[str, Any]) -> None:
+    session = get_session()
+    for name, value in path.items():
+        record = DEPARTMENT_RECORDS.get(name)
+        if record is not None and session.get(record, value) is None:
+            raise NotFound(f"No record with {name} {value}.")
 
 
 routes = ApiRoutes()
