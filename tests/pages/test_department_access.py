@@ -189,3 +189,12 @@ def test_an_admin_finds_every_departments_patients(
     csrf = signed_in(client, "admin")
     found = client.post("/patients", data={"csrf_token": csrf, "q": "BRAVO"})
     assert _shown(found) != []
+
+
+def test_a_user_of_no_department_is_told_why_the_calendar_is_empty(
+    client: FlaskClient, other: OtherDepartment, as_caller: Any
+) -> None:
+    as_caller("nobody")
+    page = client.get("/calendar/week")
+    assert page.status_code == 404
+    assert "not a member of any department" in page.get_data(as_text=True)
