@@ -36,6 +36,10 @@ DEPARTMENT_IDS = frozenset(
     {"department_id", "linac_id", "closure_id", "downtime_id", "patient_id", "course_id",
      "fraction_id", "reminder_id", "message_id"}
 )  # fmt: skip
+# Path arguments that name no department's record (users, tokens, shared protocols, message
+# templates) or one only admins reach, who see every department (calendar feeds).
+SHARED_ARGUMENTS = frozenset({"user_id", "token_id", "protocol_id", "feed_id", "kind", "part",
+                              "language"})  # fmt: skip
 # Pages that show nothing of any department: signing in and out, the account, patients' own
 # links and feeds (their token is the credential), documentation, static files.
 OUTSIDE = ("/static/", "/p/", "/feeds/", "/api/", "/webhooks/", "/login", "/logout", "/healthz",
@@ -66,6 +70,18 @@ BY_ID = [
     for method in sorted(rule.methods & {"GET", "POST"})
 ]
 WITHOUT_IDS = [rule.rule for rule in RULES if not rule.arguments and "GET" in rule.methods]
+
+
+def test_every_path_argument_is_classified() -> None:
+    """A page with a new kind of path argument must be named in DEPARTMENT_IDS (and so be
+    swept below) or in SHARED_ARGUMENTS."""
+    unclassified = {
+        (rule.rule, name)
+        for rule in RULES
+        for name in rule.arguments
+        if name not in DEPARTMENT_IDS | SHARED_ARGUMENTS
+    }
+    assert unclassified == set()
 
 
 @pytest.fixture
