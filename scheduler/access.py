@@ -126,9 +126,13 @@ def narrow_query(state: ORMExecuteState) -> None:
 
 
 def install(factory: sessionmaker[Session]) -> None:
-    """Make sessions from ``factory`` honour :func:`restrict_session`."""
-    if not event.contains(factory, "do_orm_execute", narrow_query):
-        event.listen(factory, "do_orm_execute", narrow_query)
+    """Make sessions from ``factory`` honour :func:`restrict_session`; once per factory.
+
+    No ``event.contains`` guard: SQLAlchemy's event registry keys listeners by ``id()`` of
+    their target, so a new factory whose session class reuses the id of a discarded one
+    would be taken as already narrowed -- and its sessions would see every department.
+    """
+    event.listen(factory, "do_orm_execute", narrow_query)
 
 
 def set_departments(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,3 +68,20 @@ def test_a_restricted_session_sees_only_its_departments_everywhere(
     # The same factory's sessions for the service (tasks, the CLI) are not narrowed.
     with narrowed() as service:
         assert service.scalar(sa.select(sa.func.count(Patient.id))) == 2
+
+
+def test_every_new_session_factory_is_narrowed(
+    session_factory: sessionmaker[Session], engine: sa.Engine
+) -> None:
+    """Apps come and go (tests, CLI commands); a new factory that happens to reuse the
+    memory of a discarded one must still be narrowed."""
+    with session_factory() as setup:
+        _two_departments(setup)
+    for _ in range(30):
+        factory = make_session_factory(engine)
+        access.install(factory)
+        with factory() as session:
+            session.info[access.SCOPE_KEY] = frozenset()
+            assert session.scalars(sa.select(Department)).all() == []
+        del factory, session
+        gc.collect()
