@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -25,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
-from scheduler import links
+from scheduler import access, links
 from scheduler.errors import FieldError, InvalidInput, NotFound, StateConflict
 from scheduler.models import ApiToken, Role, User
 from scheduler.plain_text import plain_text_problem
@@ -141,8 +142,10 @@ def create_user(
     name: str,
     role: str,
     password: str | None = None,
+    department_ids: Sequence[int] = (),
 ) -> User:
-    """A staff user; without a password the user can only use API tokens."""
+    """A staff user, member of ``department_ids``; without a password the user can only use
+    API tokens."""
     errors: list[FieldError] = []
     normal = _normal_email(errors, email)
     if not isinstance(name, str) or not name.strip():
@@ -165,6 +168,8 @@ def create_user(
         role=role,
         password_hash=None if password is None else _hasher().hash(password),
     )
+    # Before the user is added: looking the departments up must not flush the new row early.
+    access.set_departments(session, user, department_ids)
     session.add(user)
     _flush_unique(session, "email")
     return user
@@ -178,6 +183,7 @@ def update_user(
     role: str | None = None,
     active: bool | None = None,
     password: str | None = None,
+    department_ids: Sequence[int] | None = None,
     actor_id: int | None = None,
     now: datetime | None = None,
 ) -> User:
@@ -218,6 +224,9 @@ def update_user(
         user.active = active
     if password is not None:
         user.password_hash = _hasher().hash(password)
+    if department_ids is not None:
+        # Takes effect at the user's next request: each request reads the memberships afresh.
+        access.set_departments(session, user, department_ids)
     if ends_sessions:
         # Counted up in SQL, so two changes at once both move it on.
         user.session_epoch = User.session_epoch + 1

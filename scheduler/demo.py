@@ -91,7 +91,14 @@ def _create(session: Session, creds: dict[str, str], now: datetime) -> None:
         )
     for (email, password), role in zip(creds.items(), ("admin", "scheduler"), strict=True):
         name = "Demo " + role.title()
-        accounts.create_user(session, email=email, name=name, role=role, password=password)
+        accounts.create_user(
+            session,
+            email=email,
+            name=name,
+            role=role,
+            password=password,
+            department_ids=[department.id],
+        )
     for index, (given, family, phone, language, code) in enumerate(DEMO_PATIENTS):
         patient = records.create_patient(
             session,

@@ -422,6 +422,29 @@ class User(Base):
     # password, role or active change) ends every session of the user on the server.
     session_epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
+    # The departments whose patients, schedules and messages the user works with
+    # (scheduler.access); admins administer the whole installation regardless.
+    departments: Mapped[list[Department]] = relationship(
+        secondary="department_members", order_by="Department.id"
+    )
+
+    @property
+    def department_ids(self) -> list[int]:
+        return [department.id for department in self.departments]
+
+
+class DepartmentMember(Base):
+    """A staff user's membership of one department."""
+
+    __tablename__ = "department_members"
+
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    department_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("departments.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
 
 class ApiToken(Base):
     """A bearer token for integrations; only its SHA-256 digest is stored."""

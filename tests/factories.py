@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session
 
-from scheduler.models import Course, Department, Linac, Patient, Protocol
+from scheduler.models import Course, Department, Linac, Patient, Protocol, Role, User
 from scheduler.protocols import DEFAULT_PROTOCOLS
 
 WEEKDAY_HOURS = {str(d): ["07:00", "19:00"] for d in range(5)}
@@ -73,6 +73,26 @@ def course(session: Session, pat: Patient, proto: Protocol, *, ready: bool = Tru
     row = Course(patient_id=pat.id, protocol_id=proto.id)
     if ready:
         row.plan_approved_at = row.physics_qa_at = MONDAY
+    session.add(row)
+    session.flush()
+    return row
+
+
+_email = iter(range(1, 10**6))
+
+
+def user(
+    session: Session,
+    *,
+    departments: list[Department],
+    role: str = Role.SCHEDULER,
+    **overrides: object,
+) -> User:
+    """A staff user who is a member of ``departments`` (pass [] for a user of none)."""
+    number = next(_email)
+    values = {"email": f"staff{number}@example.org", "name": f"Staff {number}", "role": role}
+    row = User(**(values | overrides))
+    row.departments = list(departments)
     session.add(row)
     session.flush()
     return row

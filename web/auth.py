@@ -27,7 +27,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from markupsafe import Markup
 
 from config import Settings
-from scheduler import accounts, sign_in_throttle
+from scheduler import access, accounts, sign_in_throttle
 from scheduler.errors import InvalidInput
 from scheduler.models import User
 from web import SETTINGS_KEY, audit, security
@@ -62,6 +62,8 @@ def _load_user(user_id: str) -> SessionUser | None:
         # Forget the refused sign-in (and its CSRF token) so the cookie is not tried again.
         session.clear()
         return None
+    # Every page, and every API call made with the cookie, sees only the user's departments.
+    access.restrict_session(get_session(), user)
     return SessionUser(user)
 
 

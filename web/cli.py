@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
+from sqlalchemy.orm import Session
 
 from scheduler import accounts
 from scheduler.errors import ServiceError
-from scheduler.models import User
+from scheduler.models import Department, User
 from scheduler.unit_of_work import transaction
 
 
@@ -30,23 +31,54 @@ def _fail(exc: ServiceError) -> None:
     "--role", type=click.Choice(sorted(accounts.ROLES)), default="scheduler", show_default=True
 )
 @click.option(
+    "--department",
+    "departments",
+    multiple=True,
+    help="A department (id or exact name) the user works in; repeat for several. Schedulers "
+    "and viewers see only their departments; admins see every department.",
+)
+@click.option(
     "--password",
     prompt=True,
     hide_input=True,
     confirmation_prompt=True,
     help="Prompted for when not given (keeps it out of shell history).",
 )
-def create_user_command(email: str, name: str, role: str, password: str) -> None:
+def create_user_command(
+    email: str, name: str, role: str, departments: tuple[str, ...], password: str
+) -> None:
     """Create a staff user who can sign in."""
+    session = _session()
+    department_ids = [_department_id(session, wanted) for wanted in departments]
     try:
-        session = _session()
         with transaction(session):
             user = accounts.create_user(
-                session, email=email, name=name, role=role, password=password
+                session,
+                email=email,
+                name=name,
+                role=role,
+                password=password,
+                department_ids=department_ids,
             )
     except ServiceError as exc:
         _fail(exc)
-    click.echo(f"Created user {user.id} <{user.email}> with role {user.role}.")
+    names = ", ".join(d.name for d in user.departments) or "none"
+    click.echo(
+        f"Created user {user.id} <{user.email}> with role {user.role}; departments: {names}."
+    )
+
+
+def _department_id(session: Session, wanted: str) -> int:
+    """The department named by id or exact name."""
+    query = sa.select(Department.id).where(Department.name == wanted.strip())
+    if wanted.strip().isdigit() and len(wanted.strip()) <= 10:
+        query = sa.select(Department.id).where(
+            sa.or_(Department.id == int(wanted), Department.name == wanted.strip())
+        )
+    found = session.scalars(query).all()
+    if len(found) != 1:
+        raise click.ClickException(f"No single department {wanted!r}; give its id or name.")
+    return found[0]
 
 
 @click.command("create-token")

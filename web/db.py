@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import unit_of_work
+from scheduler import access, unit_of_work
 
 SESSION_FACTORY_KEY = "sbrt.session_factory"
 
 
 def init_app(app: Flask, factory: sessionmaker[Session]) -> None:
+    # Once a request knows its staff user, its queries see only that user's departments.
+    access.install(factory)
     app.extensions[SESSION_FACTORY_KEY] = factory
     app.after_request(_end_page_action)
     app.teardown_appcontext(_close_session)

@@ -52,7 +52,7 @@ class Seed:
 
 def seed_reference_data(session: Session) -> Seed:
     """One New York department with two beam-matched SBRT linacs, a 5-fraction protocol and
-    one user (with a token) per role."""
+    one user (with a token) per role, each a member of the department."""
     department = records.create_department(
         session,
         {"name": "Demo Radiation Oncology", "timezone": "America/New_York",
@@ -81,6 +81,9 @@ def seed_reference_data(session: Session) -> Seed:
             name=role.title(),
             role=role,
             password=ADMIN_PASSWORD if role == "admin" else None,
+            # Members of the test department, as staff of a department are; the access tests
+            # make users of other departments and users of none.
+            department_ids=[department.id],
         )
         admin_id = user.id if role == "admin" else admin_id
         tokens[role] = accounts.create_api_token(session, user.id, f"{role} test token")

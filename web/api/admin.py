@@ -35,7 +35,12 @@ def list_users():
 def create_user(body: s.UserIn):
     """Without a password the user cannot sign in to pages, only use API tokens."""
     return accounts.create_user(
-        get_session(), email=body.email, name=body.name, role=body.role, password=body.password
+        get_session(),
+        email=body.email,
+        name=body.name,
+        role=body.role,
+        password=body.password,
+        department_ids=body.department_ids,
     )
 
 

@@ -25,6 +25,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from scheduler import unit_of_work
 from scheduler.errors import NotFound
+from scheduler.models import Closure, Course, Department, Downtime, Fraction, Linac, Patient
 from web import audit
 from web.api.security import authenticate_request
 from web.db import get_session
@@ -69,6 +70,20 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+# The department-owned record each path id names. The caller's session is narrowed to their
+# departments (scheduler.access), so one outside them is not found -- 404, not 403, so that
+# the answer does not reveal that it exists -- before the operation runs at all.
+DEPARTMENT_RECORDS: dict[str, type] = {
+    "department_id": Department,
+    "closure_id": Closure,
+    "linac_id": Linac,
+    "downtime_id": Downtime,
+    "patient_id": Patient,
+    "course_id": Course,
+    "fraction_id": Fraction,
+}
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,7 @@ def _handler(op: Operation) -> Callable[..., Response]:
                     raise NotFound(f"Unknown {name} {value!r}.")
             elif not 0 < value <= MAX_ID:
                 raise NotFound(f"No record with {name} {value}.")
+        _require_visible(path)
         kwargs = dict(path)
         if op.query is not None:
             kwargs["query"] = op.query.model_validate(request.args.to_dict())
@@ -243,6 +259,14 @@ def _record(
         subject_id = getattr(answer, key, None)
     detail.update(g.pop(_AUDIT_DETAIL, {}))
     audit.record(spec.action, spec.subject, subject_id, actor_id=actor_id, **detail)
+
+
+def _require_visible(path: dict[str, Any]) -> None:
+    session = get_session()
+    for name, value in path.items():
+        record = DEPARTMENT_RECORDS.get(name)
+        if record is not None and session.get(record, value) is None:
+            raise NotFound(f"No record with {name} {value}.")
 
 
 routes = ApiRoutes()

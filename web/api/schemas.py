@@ -840,6 +840,8 @@ class UserIn(Input):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     role: RoleName
     password: Password | None = None
+    # Schedulers and viewers see only their departments' records; admins see all.
+    department_ids: Annotated[list[Id], Field(max_length=1000)] = []
 
 
 class UserPatch(Input):
@@ -847,6 +849,7 @@ class UserPatch(Input):
     role: RoleName | None = None
     active: bool | None = None
     password: Password | None = None
+    department_ids: Annotated[list[Id], Field(max_length=1000)] | None = None
 
 
 class UserOut(Output):
@@ -855,6 +858,7 @@ class UserOut(Output):
     name: str
     role: str
     active: bool
+    department_ids: list[int]
     created_at: datetime
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, request
 
-from scheduler import accounts
+from scheduler import access, accounts
 from scheduler.errors import Forbidden, ServiceError
 from scheduler.models import User
 from web.auth import session_user
@@ -39,6 +39,9 @@ def authenticate_request(role: str) -> User:
     if not accounts.has_role(user, role):
         raise Forbidden(f"This needs the {role} role; you are {user.role}.")
     g.api_user = user
+    # What the caller may see of each department (scheduler.access): records outside it are
+    # not found, whichever operation asks.
+    access.restrict_session(get_session(), user)
     return user
 
 

@@ -712,8 +712,27 @@ def protocol_form(protocol_id: int | None = None):
 # --- users and API tokens ---------------------------------------------------------------------
 
 
+# Which departments a scheduler or viewer works in; admins see every department regardless.
+DEPARTMENTS_HINT = (
+    "Schedulers and viewers see only the patients, schedules and messages of the departments "
+    "ticked here; admins see every department."
+)
+
+
+def _department_choices() -> list[tuple[int, str]]:
+    return [(d.id, d.name) for d in records.list_departments(get_session())]
+
+
+def _department_ids_from_form() -> list[int]:
+    """The ticked departments; anything but a listed id cannot come from the form."""
+    raw = request.form.getlist("department_ids")
+    if not all(value.isdigit() and len(value) <= 10 for value in raw):
+        abort(400, "Choose departments from the list.")
+    return sorted({int(value) for value in raw})
+
+
 def _users_page(
-    values: Mapping[str, str] | None = None, errors: Errors | None = None, status: int = 200
+    values: Mapping[str, Any] | None = None, errors: Errors | None = None, status: int = 200
 ):
     return _page(
         "admin/users.html",
@@ -721,8 +740,10 @@ def _users_page(
         title="Users and roles",
         users=accounts.list_users(get_session()),
         roles=[r.value for r in Role],
-        values=values or {"email": "", "name": "", "role": Role.VIEWER.value},
+        values=values or {"email": "", "name": "", "role": Role.VIEWER.value, "department_ids": []},
         errors=errors or {},
+        department_choices=_department_choices(),
+        departments_hint=DEPARTMENTS_HINT,
     )
 
 
@@ -732,7 +753,10 @@ def users():
     if request.method == "GET":
         return _users_page()
     session = get_session()
-    values = {name: (request.form.get(name) or "").strip() for name in ("email", "name", "role")}
+    values: dict[str, Any] = {
+        name: (request.form.get(name) or "").strip() for name in ("email", "name", "role")
+    }
+    values["department_ids"] = _department_ids_from_form()
     try:
         user = accounts.create_user(
             session,
@@ -740,11 +764,19 @@ def users():
             name=values["name"],
             role=values["role"],
             password=request.form.get("password") or "",
+            department_ids=values["department_ids"],
         )
     except InvalidInput as exc:
         session.rollback()
         return _users_page(values, _field_errors(exc), 422)
-    audit.record("create", "user", user.id, actor_id=_actor_id(), role=user.role)
+    audit.record(
+        "create",
+        "user",
+        user.id,
+        actor_id=_actor_id(),
+        role=user.role,
+        departments=user.department_ids,
+    )
     return done(f"User {user.name} created.", "admin.users")
 
 
@@ -764,8 +796,16 @@ def _user_page(
             user=user,
             tokens=tokens,
             roles=[r.value for r in Role],
-            values=values or {"name": user.name, "role": user.role, "active": user.active},
+            values=values
+            or {
+                "name": user.name,
+                "role": user.role,
+                "active": user.active,
+                "department_ids": user.department_ids,
+            },
             errors=errors or {},
+            department_choices=_department_choices(),
+            departments_hint=DEPARTMENTS_HINT,
             new_token=new_token,
             feeds=links.list_owned_feeds(get_session(), user.id),
             timezone=_zone(),
@@ -791,8 +831,11 @@ def user(user_id: int):
         "role": request.form.get("role") or "",
         "active": request.form.get("active") == "on",
     }
+    # Only the account form carries the departments; a post without them leaves them alone.
+    department_ids = _department_ids_from_form() if request.form.get("departments_shown") else None
+    values["department_ids"] = row.department_ids if department_ids is None else department_ids
     password = request.form.get("password") or None
-    before = (row.role, row.active)
+    before = (row.role, row.active, row.department_ids)
     live_feeds = _live_feed_ids(created_by_id=row.id)
     try:
         accounts.update_user(
@@ -802,6 +845,7 @@ def user(user_id: int):
             role=values["role"],
             active=values["active"],
             password=password,
+            department_ids=department_ids,
             actor_id=_actor_id(),
         )
     except InvalidInput as exc:
@@ -810,6 +854,8 @@ def user(user_id: int):
             _get_or_404(User, user_id), errors=_field_errors(exc), status=422, values=values
         )
     detail: dict[str, Any] = {}
+    if before[2] != row.department_ids:
+        detail["departments"] = row.department_ids
     if before[0] != row.role:
         detail["role"] = f"{before[0]} -> {row.role}"
     if before[1] != row.active:

@@ -22,6 +22,7 @@ from flask import Blueprint, abort, render_template, request, url_for
 from markupsafe import Markup, escape
 from sqlalchemy.orm import Session, selectinload
 
+from scheduler import access
 from scheduler.context import department_calendar, local_day_bounds, opening_hours
 from scheduler.models import (
     HELD_FRACTION_STATUSES,
@@ -441,6 +442,8 @@ def _department(session: Session) -> Department:
             abort(400, "department must be a number")
         query = query.where(Department.id == int(wanted))
     department = session.scalars(query.limit(1)).first()
+    if department is None and not wanted and access.session_scope(session) == frozenset():
+        abort(404, "You are not a member of any department yet; an admin adds you to one.")
     if department is None:
         abort(404, "No department is set up yet; an admin adds one first.")
     return department

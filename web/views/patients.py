@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.outbox import patient_snapshot
-from scheduler import records, services, unit_of_work
+from scheduler import access, records, services, unit_of_work
 from scheduler.alternatives import Alternative
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
@@ -107,13 +107,13 @@ SEARCH_LIMIT = 50
 # --- who may see what --------------------------------------------------------------------
 
 
-def departments_visible_to(user: User) -> set[int] | None:
+def departments_visible_to(user: User) -> frozenset[int] | None:
     """The departments whose records ``user`` may see; None means every department.
 
-    Today a deployment serves one department and every staff user works in it. When users
-    gain a department, this is the one place that narrows what they see.
+    The request's session is already narrowed to these (scheduler.access); the checks below
+    restate the rule where a record is in hand.
     """
-    return None
+    return access.visible_department_ids(get_session(), user)
 
 
 def can_see_patient(user: User | None, patient: Patient) -> bool:
