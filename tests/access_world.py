@@ -15,9 +15,9 @@ import time_machine
 from sqlalchemy.orm import Session
 
 from notifications.models import InboundMessage, Reminder, ReminderStatus
-from scheduler import accounts, records, services
 from scheduler.models import Closure, Downtime, Fraction
 from tests.api.conftest import Seed
+from tests.committing import accounts, records, services
 
 NY = ZoneInfo("America/New_York")
 # A Monday noon in New York's winter; B's course is booked from this afternoon on.

@@ -14,10 +14,6 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-import web.api.admin
-import web.api.booking
-import web.api.reference  # noqa: F401 - importing the modules registers their operations
-from scheduler import accounts
 from tests.access_world import (
     A_MARKERS,
     B_MARKERS,
@@ -27,10 +23,13 @@ from tests.access_world import (
     make_staff,
 )
 from tests.api.conftest import Seed
+from tests.committing import accounts
+from web.api import load_operations
 from web.api.registry import DEPARTMENT_RECORDS, MAX_ID, Operation, routes
 
 # Path ids of records that belong to no department: users, their tokens, shared protocols.
 SHARED_RECORDS = frozenset({"user_id", "token_id", "protocol_id"})
+load_operations()
 BY_ID = [op for op in routes.operations if set(op.path_params) & DEPARTMENT_RECORDS.keys()]
 READ_BY_ID = [op for op in BY_ID if op.method == "GET"]
 LISTINGS = [

@@ -10,9 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records
 from scheduler.models import AuditEntry, Department, User
 from tests.api.conftest import Seed
+from tests.committing import records
 from tests.pages.conftest import SignIn
 from tests.test_migration_reminder_cadence import AT, _alembic, _insert, empty_url  # noqa: F401
 
