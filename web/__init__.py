@@ -19,7 +19,20 @@ SETTINGS_KEY = "sbrt.settings"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from web import api, auth, cli, db, errors, messages, patient, security, ui, views, webhooks
+    from web import (
+        api,
+        auth,
+        cli,
+        db,
+        errors,
+        input_guard,
+        messages,
+        patient,
+        security,
+        ui,
+        views,
+        webhooks,
+    )
 
     settings = settings or load_settings()
     app = Flask(__name__)
@@ -43,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     db.init_app(app, bootstrap.session_factory(settings))
     errors.init_app(app)
+    input_guard.init_app(app)  # before any route: it sets the converter ids are read with
     auth.init_app(app)
     ui.init_app(app)
     security.init_app(app)

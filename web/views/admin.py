@@ -10,7 +10,7 @@ Every change writes an audit entry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +33,7 @@ from scheduler.models import (
     User,
 )
 from scheduler.timeutil import format_local, zone
-from web import SETTINGS_KEY, audit
+from web import SETTINGS_KEY, audit, params
 from web.auth import keep_own_session, session_user
 from web.db import get_session
 from web.ui import done, role_required
@@ -100,7 +100,8 @@ def _parse_int(
 
 
 def _weekday_list(form: MultiDict[str, str], name: str) -> list[int]:
-    return sorted({int(d) for d in form.getlist(name) if d.isdigit() and int(d) < 7})
+    days = (params.int_or_none(d) for d in form.getlist(name))
+    return sorted({d for d in days if d is not None and d < 7})
 
 
 # Opening hours are entered as one opening and one closing time per weekday; both blank means
@@ -505,9 +506,9 @@ def add_closure(department_id: int):
     }
     errors: Errors = {}
     try:
-        day = date.fromisoformat(values["day"])
+        day = params.parse_date(values["day"])
     except ValueError:
-        _add(errors, "day", "must be a date (YYYY-MM-DD)")
+        _add(errors, "day", f"must be a date (YYYY-MM-DD) {params.DATE_RANGE_MESSAGE[10:]}")
     if not errors:
         try:
             closure = records.add_closure(session, row.id, day=day, reason=values["reason"])
@@ -999,8 +1000,8 @@ def template_reset(kind: str, part: str, language: str):
 @role_required(Role.ADMIN)
 def audit_log():
     session = get_session()
-    page = request.args.get("page", "1")
-    number = int(page) if page.isdigit() and int(page) > 0 else 1
+    # Far beyond the last page is an empty page; beyond this, the offset itself would overflow.
+    number = params.query_int("page", 1, low=1, high=1_000_000)
     rows = session.execute(
         sa.select(AuditEntry, User.name)
         .outerjoin(User, User.id == AuditEntry.actor_id)

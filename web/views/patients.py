@@ -60,7 +60,7 @@ from scheduler.timeutil import (
     to_local,
 )
 from scheduler.types import PlannedFraction
-from web import audit
+from web import audit, params
 from web.auth import session_user
 from web.db import get_session
 from web.ui import done, role_required
@@ -321,22 +321,19 @@ def _optional(value: str) -> str | None:
 
 
 def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    return params.int_or_none(value, low=-params.MAX_ID)
 
 
 def _date_or_none(value: str | None) -> date | None:
     try:
-        return date.fromisoformat(value) if value else None
+        return params.parse_date(value) if value else None
     except ValueError:
         return None
 
 
 def _time_or_none(value: str | None) -> time | None:
     try:
-        return time.fromisoformat(value) if value else None
+        return params.parse_time(value) if value else None
     except ValueError:
         return None
 
@@ -346,7 +343,7 @@ def _instant(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = params.parse_datetime(value)
     except ValueError:
         return None
     return moment.astimezone(UTC) if moment.tzinfo is not None else None
@@ -693,7 +690,7 @@ def readiness(course_id: int):
     done_at = datetime.now(UTC)
     if form.record and form.done_at:
         try:
-            done_at = localize(datetime.fromisoformat(form.done_at).replace(second=0), tz)
+            done_at = localize(params.parse_datetime(form.done_at).replace(second=0), tz)
         except ValueError as exc:
             # Nonexistent (spring-forward) and ambiguous (fall-back) times are ValueErrors
             # too; their messages say which and what to do.
