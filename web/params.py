@@ -20,7 +20,8 @@ MAX_ID = 2**31 - 1
 # and keeping far from 1 and 9999 leaves room for every offset and duration added to them.
 MIN_YEAR = 1900
 MAX_YEAR = 2200
-DATE_RANGE_MESSAGE = f"must be a date between {MIN_YEAR} and {MAX_YEAR}"
+DATE_RANGE_TEXT = f"between {MIN_YEAR} and {MAX_YEAR}"
+DATE_RANGE_MESSAGE = f"must be a date {DATE_RANGE_TEXT}"
 
 
 def int_or_none(value: str | None, *, low: int = 0, high: int = MAX_ID) -> int | None:

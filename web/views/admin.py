@@ -508,7 +508,7 @@ def add_closure(department_id: int):
     try:
         day = params.parse_date(values["day"])
     except ValueError:
-        _add(errors, "day", f"must be a date (YYYY-MM-DD) {params.DATE_RANGE_MESSAGE[10:]}")
+        _add(errors, "day", "must be a date (YYYY-MM-DD) " + params.DATE_RANGE_TEXT)
     if not errors:
         try:
             closure = records.add_closure(session, row.id, day=day, reason=values["reason"])
