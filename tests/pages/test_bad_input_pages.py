@@ -49,7 +49,6 @@ NUL_FORMS = [
     ("/courses/{course_id}/cancel", "reason", {"confirm": "yes"}),
     ("/messages/{reminder_id}/suppress", "reason", {}),
     ("/admin/linacs/{linac_id}/feeds", "feed_name", {}),
-    ("/downtime/new", "reason", {"starts_local": "2030-01-07T08:00", "action": "apply"}),
 ]
 
 
@@ -66,8 +65,6 @@ def test_nul_in_a_form_field_is_a_400_and_stores_nothing(
     csrf = signed_in(client, "admin")
     before = {m: _count(db, m) for m in (User, Downtime, AuditEntry)}
     data = {"csrf_token": csrf, **others, field: "Ana\x00Lopez"}
-    if path == "/downtime/new":
-        data |= {"linac_id": str(world.ids["linac_id"]), "ends_local": "2030-01-07T09:00"}
     response = client.post(path.format(**world.ids), data=data)
     _readable(response, 400, "control character")
     assert {m: _count(db, m) for m in (User, Downtime)} == {m: before[m] for m in (User, Downtime)}
