@@ -324,9 +324,13 @@ def _int_or_none(value: str | None) -> int | None:
     return params.int_or_none(value, low=-params.MAX_ID)
 
 
-def _date_or_none(value: str | None) -> date | None:
+def _date_or_none(value: str | None, *, horizon: bool = True) -> date | None:
+    """An ISO date, within the product's horizon unless the records layer checks a narrower
+    range with its own message (``horizon=False``: the date of birth)."""
     try:
-        return params.parse_date(value) if value else None
+        if not value:
+            return None
+        return params.parse_date(value) if horizon else date.fromisoformat(value.strip())
     except ValueError:
         return None
 
@@ -422,7 +426,7 @@ def new_patient():
                 "given_name": values["given_name"],
                 "family_name": values["family_name"],
                 # Unreadable text goes through as typed, so records names the problem.
-                "date_of_birth": _date_or_none(values["date_of_birth"])
+                "date_of_birth": _date_or_none(values["date_of_birth"], horizon=False)
                 or _optional(values["date_of_birth"]),
                 "phone": _optional(_international_phone(values["phone"], values["phone_country"])),
                 "email": _optional(values["email"]),
@@ -485,9 +489,8 @@ def record_date_of_birth(patient_id: int):
         flash("The date of birth is already recorded; nothing was changed.", "error")
         return redirect(url_for("patients.show", patient_id=patient_id))
     try:
-        records.update_patient(
-            db, patient_id, {"date_of_birth": _date_or_none(typed) or _optional(typed)}
-        )
+        born = _date_or_none(typed, horizon=False) or _optional(typed)
+        records.update_patient(db, patient_id, {"date_of_birth": born})
     except InvalidInput as exc:
         db.rollback()
         messages = _errors_by_field(exc).get("date_of_birth") or [exc.detail]
