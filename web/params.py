@@ -13,8 +13,8 @@ from datetime import date, datetime, time
 
 from flask import abort, request
 
-# Ids are PostgreSQL ``integer`` columns (and SQLite's 64-bit integers hold those too).
-MAX_ID = 2**31 - 1
+from scheduler.records import MAX_RECORD_ID as MAX_ID
+
 # The product's horizon: nobody living was born before 1900, and nothing is booked, closed or
 # down more than a lifetime ahead. Years outside overflow nothing but are surely typing errors,
 # and keeping far from 1 and 9999 leaves room for every offset and duration added to them.
