@@ -126,7 +126,8 @@ def csrf_token() -> str:
 
 def csrf_valid(value: str | None) -> bool:
     expected = session.get(CSRF_SESSION_KEY)
-    return bool(value and expected and hmac.compare_digest(value, expected))
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+    return bool(value and expected and hmac.compare_digest(value.encode(), expected.encode()))
 
 
 def require_csrf(value: str | None) -> None:

@@ -246,3 +246,12 @@ def test_a_safe_next_is_still_followed(client: FlaskClient, seed: Seed) -> None:
     )
     assert response.status_code == 302
     assert response.headers["Location"] == "/calendar/week?start=2026-03-09"
+
+
+@pytest.mark.parametrize("token", ["²", "é" * 43, "\u202e"])
+def test_a_non_ascii_form_token_is_an_expired_form_not_a_server_error(
+    client: FlaskClient, world: World, signed_in: SignIn, token: str
+) -> None:
+    signed_in(client, "admin")
+    response = client.post("/admin/templates/confirmation/sms/en/reset", data={"csrf_token": token})
+    _readable(response, 400, "The form expired")
