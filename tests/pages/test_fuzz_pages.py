@@ -56,7 +56,7 @@ from scheduler.models import (
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 from tests.pages.conftest import csrf_from
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 WEB_SOURCE = Path(__file__).resolve().parents[2] / "web"
 # Not pages: the JSON API and the webhooks have their own schema tests, static files no input.
 SKIPPED_PREFIXES = ("/api/", "/webhooks/", "/static/")
@@ -640,7 +640,7 @@ def test_no_page_answers_hostile_input_with_a_server_error(
 ) -> None:
     # PostgreSQL refuses what SQLite stores (NUL, over-long text, integers beyond 32 bits), so
     # it is fuzzed too, with fewer examples: its requests cost several times SQLite's.
-    examples = EXAMPLES if database_url.startswith("sqlite") else max(3, EXAMPLES // 3)
+    examples = EXAMPLES if database_url.startswith("sqlite") else max(3, EXAMPLES // 4)
     for role in ("admin", "viewer"):
         user = db.query(User).filter(User.email == f"{role}@example.org").one()
         user.password_hash = cheap_hashes.hash(ADMIN_PASSWORD)
