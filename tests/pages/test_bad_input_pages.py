@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler.models import AuditEntry, Closure, Downtime, Patient, User
+from scheduler.models import AuditEntry, Closure, Downtime, Linac, Patient, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 from tests.pages.conftest import SignIn, csrf_from
 from tests.pages.test_fuzz_pages import World, seed_world
@@ -255,3 +255,25 @@ def test_a_non_ascii_form_token_is_an_expired_form_not_a_server_error(
     signed_in(client, "admin")
     response = client.post("/admin/templates/confirmation/sms/en/reset", data={"csrf_token": token})
     _readable(response, 400, "The form expired")
+
+
+@pytest.mark.parametrize("number", ["2147483648", "9223372036854775808"])
+def test_a_department_id_beyond_the_database_integer_is_a_field_error(
+    client: FlaskClient, db: Session, world: World, signed_in: SignIn, number: str
+) -> None:
+    csrf = signed_in(client, "admin")
+    before = _count(db, Linac)
+    response = client.post(
+        "/admin/linacs/new",
+        data={
+            "csrf_token": csrf,
+            "name": "Halcyon 3",
+            "department_id": number,
+            "capabilities": "sbrt",
+            "department_hours": "on",
+            "active": "on",
+        },
+    )
+    assert response.status_code == 422
+    assert f"no department with id {number}" in response.get_data(as_text=True)
+    assert _count(db, Linac) == before
