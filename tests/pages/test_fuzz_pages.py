@@ -2,13 +2,15 @@
 page, fuzzed.
 
 The routes come from the app's URL map, so a page added later is fuzzed too; a path argument
-this test has no value for fails the test until one is added to ``_path_values``. Path ids are
+this test has no value for fails the test until one is added in ``seed_world``. Path ids are
 real seeded records and extreme numbers. Each page is fetched as an admin to learn its forms
 (field names and their valid values) and the query arguments its links and GET forms carry,
-together with every query argument the views read. Then hypothesis posts the forms with one or
-more fields replaced by hostile values (NUL, CR/LF, huge and unicode-digit numbers, bidi and
-zero-width characters, years 1 and 9999, long strings, nothing at all) and fetches each page with
-hostile query arguments, as an admin and as a viewer.
+together with every query argument the views read; a POST route whose form no page shows gets
+every field name the pages use. Each form field is first swept with a NUL, far years (dates)
+and unicode or beyond-32-bit digits (numbers), the other fields valid; then hypothesis posts the
+forms with one to three fields replaced by hostile values (NUL, CR/LF, huge and unicode-digit
+numbers, bidi and zero-width characters, years 1 and 9999, long strings, nothing at all) and
+fetches each page with hostile query arguments, as an admin and (pages only) as a viewer.
 
 A response of 500 or more fails, and so does input that only the last line of defence caught
 (a ValueError or database error turned into a 400 is logged by ``web.input_guard``): that input
@@ -516,11 +518,10 @@ def fuzz_target(
         body: dict[str, object] | None = None
         if forms:
             form = data.draw(st.sampled_from(forms), "form")
-            valid = {name: values[0] if values else "" for name, values in form.fields.items()}
+            # Each field one of the values the page offers (an option, a checkbox's value).
             valid = {
-                name: data.draw(st.sampled_from(values), name) if len(values) > 1 else value
+                name: data.draw(st.sampled_from(values), name) if values else ""
                 for name, values in form.fields.items()
-                for value in [valid[name]]
             }
             names = sorted(valid)
             bad = data.draw(
