@@ -39,9 +39,30 @@ ALLOWED_CONTROLS = frozenset("\t\n\r")
 PLAIN_PREFIXES = ("/feeds/",)
 
 
+def decimal_at_most(limit: int) -> str:
+    """A regular expression matching the ASCII decimal numbers from 0 to ``limit``."""
+    digits = str(limit)
+    options = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        if digit != "0":
+            rest = len(digits) - i - 1
+            options.append(
+                f"{digits[:i]}[0-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else "")
+            )
+    options.append(digits)
+    return "(?:" + "|".join(options) + ")"
+
+
 class DatabaseIdConverter(IntegerConverter):
     """``<int:...>`` for record ids: a number beyond a PostgreSQL ``integer`` matches no record,
-    so it is a 404 before any query is made."""
+    so it is a 404 before any query is made.
+
+    The bound is in the pattern, not only in ``to_python``: Werkzeug decides 404 or 405 from the
+    patterns, so a value refused after matching would be a 405 on a path whose other methods
+    have their own rule. ASCII digits only (``\\d`` also matches other scripts' digits).
+    """
+
+    regex = decimal_at_most(MAX_ID)
 
     def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max", MAX_ID)

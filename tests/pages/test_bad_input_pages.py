@@ -277,3 +277,15 @@ def test_a_department_id_beyond_the_database_integer_is_a_field_error(
     assert response.status_code == 422
     assert f"no department with id {number}" in response.get_data(as_text=True)
     assert _count(db, Linac) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/fractions/{n}/move", "/courses/{n}/rebook", "/admin/linacs/{n}", "/downtime/{n}/edit"],
+)
+def test_a_post_to_an_id_beyond_the_database_integer_is_a_404_not_a_405(
+    client: FlaskClient, seed: Seed, signed_in: SignIn, path: str
+) -> None:
+    csrf = signed_in(client, "admin")
+    response = client.post(path.format(n=2**31), data={"csrf_token": csrf})
+    _readable(response, 404, "Not Found")
