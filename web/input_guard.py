@@ -28,6 +28,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
 from web.params import MAX_ID
+from web.patient.text import INVALID_LINK
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 UNGUARDED_PREFIXES = ("/api/", "/webhooks/", "/static/")
 # What a multi-line field (notes, templates, instructions) may hold of the control characters.
 ALLOWED_CONTROLS = frozenset("\t\n\r")
+PATIENT_PREFIX = "/p/"
+# Said to a patient, whose language is not known yet, when a request cannot be read.
+PATIENT_REQUEST_REFUSED = (
+    ("en", "This request could not be read. Please open the link in your message again."),
+    ("es", "No se pudo leer esta solicitud. Vuelva a abrir el enlace de su mensaje."),
+)
 # Refusals that keep their plain form: a feed reader or calendar app is not a browser.
 PLAIN_PREFIXES = ("/feeds/",)
 
@@ -108,9 +115,14 @@ def error_page(exc: HTTPException) -> Any:
         if name.lower() not in {"content-type", "content-length"}
     }
     try:
-        body = render_template(
-            "error.html", title=exc.name, code=exc.code, description=exc.description
-        )
+        if request.path.startswith(PATIENT_PREFIX):
+            # The patients' own frame: no staff navigation, and no title naming the treatment.
+            lines = INVALID_LINK if exc.code == 404 else PATIENT_REQUEST_REFUSED
+            body = render_template("patient/message.html", lines=lines)
+        else:
+            body = render_template(
+                "error.html", title=exc.name, code=exc.code, description=exc.description
+            )
     except Exception:  # noqa: BLE001 - the layout itself failed: Werkzeug's own page is plain
         logger.exception("Error page could not be rendered")
         return exc

@@ -303,3 +303,15 @@ def test_a_post_to_an_id_beyond_the_database_integer_is_a_404_not_a_405(
     csrf = signed_in(client, "admin")
     response = client.post(path.format(n=2**31), data={"csrf_token": csrf})
     _readable(response, 404, "Not Found")
+
+
+def test_patient_pages_refuse_bad_input_in_their_own_frame(
+    client: FlaskClient, world: World
+) -> None:
+    token = world.strings["token"][0]
+    response = client.get(f"/p/{token}", query_string={"confirmed": "1\x00"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert 'class="patient"' in html and "Please open the link in your message again" in html
+    # A shared phone's history must not name the treatment or show staff navigation.
+    assert "SBRT" not in html and BRAND not in html
