@@ -567,6 +567,11 @@ def send(
         f"{target}: {target.method} {path} query={query!r} body={body!r} answered "
         f"{response.status_code}"
     )
+    if response.status_code in (400, 404) and not path.startswith(("/p/", "/feeds/")):
+        # A refusal is a readable page in the site's layout, not a bare server page.
+        assert 'class="brand"' in response.get_data(as_text=True), (
+            f"{target}: {path} query={query!r} body={body!r} answered a bare {response.status_code}"
+        )
     assert len(last_line.messages) == before, (
         f"{target}: {path} query={query!r} body={body!r} was refused only by the last line "
         f"of defence: {last_line.messages[before:]}"
