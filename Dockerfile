@@ -9,14 +9,20 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_ROOT_USER_ACTION=ignore \
     INSTANCE_DIR=/app/instance
 
+# The locked dependencies first (their own layer, rebuilt only when the lock changes): exactly
+# the files whose hashes the lock holds, every indirect dependency included.
+COPY requirements/run.lock /src/requirements/run.lock
+RUN pip install --require-hashes -r /src/requirements/run.lock
+
 # Copy only what the package is built from: never local data (instance/), the virtualenv or .git.
 COPY pyproject.toml config.py bootstrap.py worker.py /src/
 COPY scheduler /src/scheduler
 COPY notifications /src/notifications
 COPY web /src/web
-# Installed as a regular package, then the build tree is dropped, so every process imports the
-# same installed code whatever its working directory.
-RUN pip install /src && rm -rf /src
+# Installed as a regular package without resolving anything (its dependencies are all in place),
+# then the build tree is dropped, so every process imports the same installed code whatever its
+# working directory.
+RUN pip install --no-deps /src && rm -rf /src
 
 WORKDIR /app
 # Alembic runs from here (`alembic upgrade head` in the migrate service).

@@ -4,14 +4,19 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Stamps record which dependency set is installed; they are newer than pyproject.toml until it
-# changes, so pip runs once per change instead of on every `make`.
+# Stamps record which dependency set is installed; they are newer than pyproject.toml and the
+# locks until one of them changes, so pip runs once per change instead of on every `make`.
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+# Every dependency, indirect ones included, pinned with the hashes of its files (`make lock`).
+RUN_LOCK := requirements/run.lock
+DEV_LOCK := requirements/dev.lock
+# `make lock UPGRADE=1` also moves indirect dependencies to their newest allowed versions.
+UPGRADE ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench lint format migrate seed clean
+.PHONY: help run test bench lint format migrate seed clean lock
 
 help:
 	@echo "make run      start web (http://127.0.0.1:5000), Celery worker and beat; Ctrl-C stops all"
@@ -21,6 +26,7 @@ help:
 	@echo "make format   rewrite files with ruff format and ruff's safe fixes"
 	@echo "make migrate  alembic upgrade head"
 	@echo "make seed     migrate, then load the demo department (idempotent; prints credentials)"
+	@echo "make lock     re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1: newest)"
 	@echo "make clean    delete local data in instance/ and caches (keeps .venv)"
 
 $(BIN)/python:
@@ -33,17 +39,31 @@ $(BIN)/python:
 		     "Point PYTHON at a newer interpreter, e.g. 'make PYTHON=python3.12 $(MAKECMDGOALS)'." >&2; \
 		exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	@# A newer pip resolves and builds more reliably; an old one still works, so carry on offline.
-	$(BIN)/python -m pip install --quiet --upgrade pip || echo "warning: could not upgrade pip; continuing"
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Exactly the locked files (pip refuses any file whose hash is not in the lock, and any
+# dependency the lock does not pin), then the project itself without resolving anything.
+$(RUN_STAMP): pyproject.toml $(RUN_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(RUN_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # The dev set includes the runtime set, so it satisfies the runtime stamp as well.
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@ $(RUN_STAMP)
+
+# Resolved for this Python (3.11) against the package index alone: local pip settings (extra
+# indexes, find-links) are ignored so that the hashes are those of the index's own files, for
+# every platform it has files for. The runtime lock is made first and constrains the dev lock,
+# so a package common to both has one version.
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND="make lock"
+LOCK_ARGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: $(DEV_STAMP)
+	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_ARGS) -o $(RUN_LOCK) pyproject.toml
+	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_ARGS) --extra dev -c $(RUN_LOCK) -o $(DEV_LOCK) pyproject.toml
 
 run: seed
 	@echo "Starting web on http://127.0.0.1:$${PORT:-5000}, Celery worker and beat (Ctrl-C stops all)"

@@ -51,9 +51,12 @@ class Settings:
     # How many reverse proxies in front of the web app add X-Forwarded-For / -Proto; their
     # values are believed only this many hops deep.
     trusted_proxies: int = 0
-    # Where the per-address limits of the patient link and feed URLs are counted, so that every
-    # web process shares one count; None counts in each process's memory.
-    rate_limit_redis_url: str | None = None
+    # Where the per-address limits of the patient link and feed URLs are counted (a Flask-Limiter
+    # storage URI): Redis shares one count between every web process; memory:// counts in each.
+    rate_limit_storage_uri: str = "memory://"
+    # A patient's link stops working this many days after the course's last session (and at
+    # once when the course is cancelled or the link revoked).
+    patient_link_days_after_last_fraction: int = 7
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,9 +104,20 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     session_max_hours = float(env.get("SESSION_MAX_HOURS") or 12)
     if session_idle_minutes <= 0 or session_max_hours <= 0:
         raise ValueError("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be more than 0")
-    # By default the limits share the broker's Redis when there is one.
-    rate_limit_url = env.get("RATE_LIMIT_REDIS_URL") or (
-        broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else None
+    try:
+        link_days = int(env.get("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION") or 7)
+    except ValueError:
+        link_days = -1
+    if not 0 <= link_days <= 90:
+        # 0 ends the links with the last session; beyond a quarter of a year the page would
+        # keep showing a finished schedule long after anyone needs it.
+        raise ValueError("PATIENT_LINK_DAYS_AFTER_LAST_FRACTION must be from 0 to 90")
+    # By default the limits share the broker's Redis when there is one. RATE_LIMIT_REDIS_URL is
+    # this setting's earlier name, still honoured so existing deployments keep a shared count.
+    rate_limit_uri = (
+        env.get("RATE_LIMIT_STORAGE_URI")
+        or env.get("RATE_LIMIT_REDIS_URL")
+        or (broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else "memory://")
     )
     return Settings(
         database_url=database_url,
@@ -129,5 +143,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_password=env.get("SMTP_PASSWORD") or None,
         smtp_from=env.get("SMTP_FROM") or None,
         trusted_proxies=trusted_proxies,
-        rate_limit_redis_url=rate_limit_url,
+        rate_limit_storage_uri=rate_limit_uri,
+        patient_link_days_after_last_fraction=link_days,
     )

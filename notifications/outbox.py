@@ -10,9 +10,11 @@ of the same id harmless.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from notifications import policy
@@ -28,6 +30,7 @@ from notifications.types import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
@@ -143,6 +146,74 @@ def reminder_settings(department: Department, protocol: Protocol) -> ReminderSet
     )
 
 
+# --- what one action queued -------------------------------------------------------------------
+
+
+@dataclass
+class QueuedMessages:
+    """The messages an action wrote to the outbox, and the open ones it took back.
+
+    Filled by the outbox itself as the action writes (see :func:`collect`), so a page can say
+    exactly what was queued without comparing the outbox before and after.
+    """
+
+    written: list[Reminder] = field(default_factory=list)
+    taken_back: list[Reminder] = field(default_factory=list)
+    # How much of each list a commit has made permanent; a rollback forgets the rest.
+    committed: tuple[int, int] = (0, 0)
+
+    @property
+    def withdrawn(self) -> list[Reminder]:
+        """Open messages the action took back and did not bring back before it ended."""
+        seen: set[int] = set()
+        rows = []
+        for row in self.taken_back:
+            if id(row) not in seen and row.status == ReminderStatus.SUPERSEDED:
+                seen.add(id(row))
+                rows.append(row)
+        return rows
+
+
+_LEDGERS = "sbrt.outbox.queued"
+
+
+def collect(session: Session) -> QueuedMessages:
+    """Start recording what the outbox writes through ``session`` from now on, for as long
+    as the session lives; what a rolled-back transaction wrote is forgotten with it."""
+    queued = QueuedMessages()
+    session.info.setdefault(_LEDGERS, []).append(queued)
+    return queued
+
+
+def _note(
+    session: Session, *, written: Iterable[Reminder] = (), taken_back: Iterable[Reminder] = ()
+) -> None:
+    ledgers = session.info.get(_LEDGERS)
+    if not ledgers:
+        return
+    written, taken_back = list(written), list(taken_back)
+    for queued in ledgers:
+        queued.written.extend(written)
+        queued.taken_back.extend(taken_back)
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_committed(session: Session) -> None:
+    for queued in session.info.get(_LEDGERS, ()):
+        queued.committed = (len(queued.written), len(queued.taken_back))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    # A use case that lost a race runs again after a rollback: only the attempt that is kept
+    # may count, and a preview (always rolled back) queued nothing. What an earlier
+    # transaction of the same action committed stays.
+    for queued in session.info.get(_LEDGERS, ()):
+        written, taken_back = queued.committed
+        del queued.written[written:]
+        del queued.taken_back[taken_back:]
+
+
 def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder]) -> list[Reminder]:
     """Add the planned reminders that are not in the outbox yet (by dedupe key)."""
     planned = list(planned)
@@ -172,6 +243,7 @@ def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder])
             )
         )
     session.add_all(rows)
+    _note(session, written=rows)
     return rows
 
 
@@ -201,7 +273,38 @@ def supersede(
         row.status = ReminderStatus.SUPERSEDED
         row.status_reason = reason
         row.updated_at = now
+    _note(session, taken_back=rows)
     return rows
+
+
+# How the outbox answers each kind of booking change. Every kind is in exactly one of
+# HANDLED_KINDS and IGNORED_KINDS, so a new kind cannot be forgotten here silently.
+MOVE_KINDS = frozenset({BookingEventKind.FRACTION_MOVED, BookingEventKind.FRACTION_REBOOKED})
+OUTCOME_KINDS = frozenset({BookingEventKind.FRACTION_MISSED, BookingEventKind.FRACTION_COMPLETED})
+READINESS_KINDS = frozenset({BookingEventKind.COURSE_READY, BookingEventKind.COURSE_NOT_READY})
+# A session that changed can take back, or bring back, another session's same-day reminder.
+SAME_DAY_REPLAN_KINDS = MOVE_KINDS | {BookingEventKind.FRACTION_CANCELLED}
+HANDLED_KINDS = (
+    MOVE_KINDS
+    | OUTCOME_KINDS
+    | READINESS_KINDS
+    | {
+        BookingEventKind.COURSE_BOOKED,
+        BookingEventKind.COURSE_CANCELLED,
+        BookingEventKind.FRACTION_CANCELLED,
+    }
+)
+# Changes that alter no patient message: staff-side states, or a change whose messages come
+# from the other event it writes (undoing a missed fraction cancels its rebooking).
+IGNORED_KINDS = frozenset(
+    {
+        BookingEventKind.COURSE_NEEDS_REVIEW,
+        BookingEventKind.COURSE_REVIEWED,
+        BookingEventKind.PRESCRIPTION_CHANGED,
+        BookingEventKind.FRACTION_MISSED_UNDONE,
+        BookingEventKind.FRACTION_CONFIRMED,
+    }
+)
 
 
 def record_booking_event(session: Session, event: BookingEvent, *, now: datetime) -> list[Reminder]:
@@ -217,12 +320,12 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
     )
     payload = event.payload or {}
     planned: list[PlannedReminder] = []
-    kind = event.kind
-    if kind == "course_booked":
+    kind = BookingEventKind(event.kind)
+    if kind == BookingEventKind.COURSE_BOOKED:
         planned = policy.plan_for_booking(snapshot, now=now, event_id=event.id)
-    elif kind in ("fraction_moved", "fraction_rebooked") and fraction is not None:
+    elif kind in MOVE_KINDS and fraction is not None:
         before = payload.get("before")
-        if kind == "fraction_moved":
+        if kind == BookingEventKind.FRACTION_MOVED:
             # A notice not yet sent about an earlier move is replaced; the patient was told
             # nothing about that intermediate time, so the new notice starts from theirs.
             for old in supersede(
@@ -244,7 +347,7 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
         )
         if current is not None:
             planned += policy.plan_for_fraction(snapshot, current, now=now)
-    elif kind == "fraction_cancelled" and fraction is not None:
+    elif kind == BookingEventKind.FRACTION_CANCELLED and fraction is not None:
         supersede(session, fraction_id=fraction.id, reason="the fraction was cancelled", now=now)
         planned = policy.plan_change_notice(
             snapshot,
@@ -255,24 +358,20 @@ def record_booking_event(session: Session, event: BookingEvent, *, now: datetime
             now=now,
             cancelled=True,
         )
-    elif kind == "course_cancelled":
+    elif kind == BookingEventKind.COURSE_CANCELLED:
         supersede(session, course_id=course.id, reason="the course was cancelled", now=now)
         cancelled = [f["id"] for f in payload.get("fractions", [])]
         planned = policy.plan_course_cancellation(
             course_snapshot(session, course, fraction_ids=cancelled), now=now, event_id=event.id
         )
-    elif kind in ("fraction_missed", "fraction_completed") and fraction is not None:
+    elif kind in OUTCOME_KINDS and fraction is not None:
         supersede(session, fraction_id=fraction.id, reason=kind.replace("_", " "), now=now)
-    elif kind in ("course_ready", "course_not_ready") and fraction is not None:
+    elif kind in READINESS_KINDS and fraction is not None:
         # The first fraction's wording depends on readiness: re-plan it at its new version.
         supersede(session, fraction_id=fraction.id, reason="readiness changed", now=now)
         if current is not None:
             planned = policy.plan_for_fraction(snapshot, current, now=now)
-    if fraction is not None and kind in (
-        "fraction_moved",
-        "fraction_rebooked",
-        "fraction_cancelled",
-    ):
+    if fraction is not None and kind in SAME_DAY_REPLAN_KINDS:
         replan_same_day_reminders(session, snapshot, now=now, changed_fraction_id=fraction.id)
     return write(session, course.patient_id, planned)
 
@@ -326,6 +425,7 @@ def replan_same_day_reminders(
                     GIVES_WAY_REASON,
                     now,
                 )
+                _note(session, taken_back=[row])
                 changed.append(row)
             elif (
                 key in wanted
@@ -469,6 +569,7 @@ def _reconcile_fraction_reminders(
         open_row = row.status in OPEN_STATUSES and row.send_started_at is None
         if planned is None and open_row:
             row.status, row.status_reason = ReminderStatus.SUPERSEDED, CADENCE_CHANGED_REASON
+            _note(session, taken_back=[row])
         elif planned is not None and open_row and row.due_at != planned.due_at:
             row.due_at = planned.due_at
         elif (

@@ -390,6 +390,37 @@ def plan_for_booking(
     return _sorted(planned)
 
 
+def plan_fresh_link(course: CourseSnapshot, *, now: datetime, key: str) -> list[PlannedReminder]:
+    """The confirmation again, on every allowed channel, to carry a new patient link.
+
+    What staff send when the patient lost their link or it had to be revoked: the same
+    message as at booking for the sessions still ahead, due as soon as the message window
+    allows. ``key`` tells one such request from another (the same key is one message).
+    """
+    upcoming = sorted((f for f in course.fractions if _upcoming(f, now)), key=lambda f: f.starts_at)
+    if not upcoming:
+        return []
+    due = _notice_due(course, now, upcoming[0].starts_at)
+    context = {
+        "fresh_link": key,
+        "awaiting_readiness": not course.ready_to_treat,
+        "fraction_ids": [f.id for f in upcoming],
+    }
+    return [
+        PlannedReminder(
+            kind=Kind.CONFIRMATION,
+            channel=channel,
+            due_at=due,
+            course_id=course.id,
+            fraction_id=None,
+            fraction_version=None,
+            dedupe_key=f"course:{course.id}:{Kind.CONFIRMATION}:link-{key}:{channel}",
+            context=dict(context),
+        )
+        for channel in allowed_channels(course.patient)
+    ]
+
+
 def plan_change_notice(
     course: CourseSnapshot,
     fraction_id: int,

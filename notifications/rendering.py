@@ -31,6 +31,7 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 
 from notifications.policy import ACTIVE_STATUSES, awaiting_readiness
+from notifications.sandbox import BoundedSandboxedEnvironment, compile_bounded, render_bounded
 from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind
 from scheduler.protocols import PREP_INSTRUCTIONS
 from scheduler.timeutil import to_local
@@ -440,8 +441,11 @@ def message_context(
 
 
 def make_environment(template_dir: Path | str = TEMPLATE_DIR) -> SandboxedEnvironment:
-    """A sandboxed Jinja environment over ``template_dir``; autoescape for .html only."""
-    return SandboxedEnvironment(
+    """A sandboxed Jinja environment over ``template_dir``; autoescape for .html only.
+
+    Bounded (see :mod:`notifications.sandbox`): an edited template cannot hold a worker.
+    """
+    return BoundedSandboxedEnvironment(
         loader=FileSystemLoader(str(template_dir)),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
@@ -507,12 +511,12 @@ def render(
     kind_name = str(Kind(str(kind)))
     lang = _language(language)
     if Channel(str(channel)) is Channel.SMS:
-        body = _template(env, kind_name, "sms", lang, "txt").render(context)
+        body = render_bounded(_template(env, kind_name, "sms", lang, "txt"), context)
         # One line: the template's line breaks are layout, not content.
         return RenderedMessage(subject=None, text=" ".join(body.split()), html=None)
-    subject = _template(env, kind_name, "email_subject", lang, "txt").render(context)
-    text = _template(env, kind_name, "email_body", lang, "txt").render(context)
-    html = _template(env, kind_name, "email_body", lang, "html").render(context)
+    subject = render_bounded(_template(env, kind_name, "email_subject", lang, "txt"), context)
+    text = render_bounded(_template(env, kind_name, "email_body", lang, "txt"), context)
+    html = render_bounded(_template(env, kind_name, "email_body", lang, "html"), context)
     return RenderedMessage(
         subject=" ".join(subject.split()), text=_tidy_text(text), html=html.strip()
     )
@@ -526,4 +530,4 @@ def render_source(source: str, context: Mapping[str, Any], *, html: bool = False
         # escape, so it gets its own environment (same loader, for includes and layouts).
         env = make_environment()
         env.autoescape = True
-    return env.from_string(source).render(context)
+    return render_bounded(compile_bounded(env, source), context)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from notifications import outbox
 from notifications.models import InboundMessage, ProviderEvent, Reminder, ReminderStatus
 from notifications.types import Channel
-from scheduler import services
+from scheduler import links, services
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     Department,
@@ -220,6 +220,8 @@ def handle_inbound(
     if action is ReplyAction.OPT_OUT:
         for patient in patients:
             patient.sms_opted_out = True
+            # Whoever holds this number no longer wants our texts; the links we sent it stop.
+            links.revoke_patient_links(session, patient_id=patient.id, now=now)
         _suppress_pending_sms(session, [p.id for p in patients], outbox.OPTED_OUT_REASON, now)
         if word in _ASK_A_PERSON_WORDS or len(patients) > 1:
             row.needs_attention = True
@@ -523,4 +525,5 @@ def _block_sms(session: Session, patient_id: int, error_code: str, now: datetime
     if error_code == "21610":
         # Twilio holds this number as opted out; START from the patient clears both.
         patient.sms_opted_out = True
+        links.revoke_patient_links(session, patient_id=patient_id, now=now)
     _suppress_pending_sms(session, [patient_id], patient.sms_blocked_reason, now)

@@ -69,7 +69,9 @@ class Prepared:
     channel: Channel
     sms: SmsMessage | None = None
     email: EmailMessage | None = None
-    # The text as the patient will see it, stored on the row when its send starts.
+    # The text as the patient will see it, stored on the row when its send starts, with the
+    # patient link's token masked: only the message handed to the provider holds a working
+    # link, and the database keeps just the link's digest.
     subject: str | None = None
     body: str = ""
 
@@ -144,6 +146,7 @@ def prepare(
     now: datetime,
     link: str | None = None,
     lease: timedelta = outbox.DEFAULT_LEASE,
+    link_grace: timedelta = links.LINK_GRACE,
 ) -> list[Prepared]:
     """Check claimed reminders are still wanted and render them.
 
@@ -171,7 +174,7 @@ def prepare(
     rendered: dict[int, _Rendered] = {}
     for row in rows:
         try:
-            message = _check_and_render(session, row, batch, public_base_url, now, link)
+            message = _check_and_render(session, row, batch, public_base_url, now, link, link_grace)
         except sa.exc.SQLAlchemyError:
             raise  # the database, not this row: the claims stay and come back after the lease
         except Exception:  # one broken template or row must not hold up the rest of the batch
@@ -224,6 +227,7 @@ def _check_and_render(
     public_base_url: str,
     now: datetime,
     link: str | None,
+    link_grace: timedelta = links.LINK_GRACE,
 ) -> _Rendered | None:
     """The message for one row, or None after recording on the row why nothing is sent."""
     course = batch.courses[row.course_id]
@@ -266,22 +270,31 @@ def _check_and_render(
         context=row.context or {},
     )
     link_row = None
+    token = None
     if link is None:
-        # Each message carries its own patient link (only its digest is stored).
+        # Each message carries its own patient link, minted here at send time: a retry or a
+        # resend prepares again and mints a new one, so the working token never has to be
+        # kept anywhere but in the message handed to the provider (only its digest is stored).
         last_end = max((f.ends_at for f in course.fractions), default=None)
         token, link_row = links.new_patient_link(
             patient_id=row.patient_id,
             course_id=row.course_id,
-            expires_at=links.link_expiry(last_end, now),
+            expires_at=links.link_expiry(last_end, now, link_grace),
             now=now,
         )
         message_link = links.patient_link_url(public_base_url, token)
     else:
         message_link = link
     context = rendering.message_context(snapshot, planned, link=message_link)
-    message = rendering.render(
+    # The last check before sending: an edited template can render this patient's message
+    # into something the save-time checks never saw; that one message fails, visibly.
+    message, problem = template_store.render_for_sending(
         row.kind, row.channel, patient.language, context, overrides=batch.overrides
     )
+    if message is None:
+        # The reason is shown to staff: an error quoting the link must not carry a working one.
+        _finish(row, ReminderStatus.FAILED, links.mask_patient_links(problem, token), now)
+        return None
     sms = email = None
     if row.channel == Channel.SMS:
         assert patient.phone_e164 is not None
@@ -304,8 +317,8 @@ def _check_and_render(
         Channel(row.channel),
         sms=sms,
         email=email,
-        subject=message.subject if email is not None else None,
-        body=message.text,
+        subject=links.mask_patient_links(message.subject, token) if email is not None else None,
+        body=links.mask_patient_links(message.text, token) or "",
     )
     return _Rendered(prepared, link_row)
 
@@ -538,6 +551,7 @@ def send_batch(
     public_base_url: str,
     link: str | None = None,
     lease: timedelta = outbox.DEFAULT_LEASE,
+    link_grace: timedelta = links.LINK_GRACE,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[int, str]:
     """Send a batch of claimed reminders; safe to run twice for the same ids.
@@ -554,6 +568,7 @@ def send_batch(
             public_base_url=public_base_url,
             now=now(),
             lease=lease,
+            link_grace=link_grace,
         )
     if not prepared:
         return {}

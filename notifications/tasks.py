@@ -79,6 +79,7 @@ def send_reminders(reminder_ids: list[int]) -> int:
         _channels(),
         public_base_url=settings.public_base_url,
         lease=timedelta(seconds=settings.reminder_lease_seconds),
+        link_grace=timedelta(days=settings.patient_link_days_after_last_fraction),
     )
     return len(statuses)
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from notifications import rendering
 from notifications.models import MessageTemplate
 from notifications.policy import fraction_facts
+from notifications.sandbox import safe_error_text
 from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind, PatientSnapshot
 from scheduler.protocols import PREP_INSTRUCTIONS
 from scheduler.timeutil import local_to_utc
@@ -45,6 +46,9 @@ PART_LABELS = {
 KINDS: tuple[str, ...] = tuple(k.value for k in Kind)
 LANGUAGES: tuple[str, ...] = rendering.LANGUAGES
 SMS_MAX_CHARACTERS = 160
+# A real SMS may come out longer than the sample (a long link, a name that needs UCS-2); the
+# provider splits it, but beyond this many parts it is refused rather than sent.
+SMS_MAX_SEGMENTS_SENT = 3
 MAX_SOURCE_LENGTH = 20_000
 
 
@@ -273,8 +277,9 @@ def check_source(kind: str, part: str, language: str, source: str) -> TemplateCh
             text = rendering.render_source(source, context, html=html)
         except TemplateError as exc:
             # Jinja's messages name the template problem (unknown variable, bad tag, sandbox
-            # refusal); the sample context holds no real patient data.
-            result.problems.append(f"The template does not render: {exc}")
+            # refusal, a render limit); the sample context holds no real patient data. Object
+            # addresses and server paths are taken out of them.
+            result.problems.append(f"The template does not render: {safe_error_text(exc)}")
             result.renders = []
             return result
         # rendering.render sends these as one line: template line breaks are layout.
@@ -311,6 +316,60 @@ def _sms_problems(result: TemplateCheck) -> None:
             "The SMS names a diagnosis or treatment (" + ", ".join(found) + "); SMS are read on "
             "lock screens and shared phones."
         )
+
+
+# --- the last check before a real message goes out ---------------------------------------------
+
+
+def sending_problems(channel: Channel | str, message: rendering.RenderedMessage) -> list[str]:
+    """Why a rendered real message must not be sent (empty when it may be).
+
+    The save-time checks render an edit on a sample course only, and a template can branch on
+    the patient's data (a name, a date) into text no sample reached, so every real SMS is
+    checked again: no diagnosis or treatment words, and a length the provider sends in at most
+    SMS_MAX_SEGMENTS_SENT parts (GSM-7, or UCS-2's shorter segments when it needs other
+    characters).
+    """
+    problems = []
+    if Channel(str(channel)) is Channel.SMS:
+        text = message.text
+        if not text.strip():
+            return ["the SMS is empty"]
+        segments = rendering.sms_segments(text)
+        if segments > SMS_MAX_SEGMENTS_SENT:
+            alphabet = "GSM-7" if rendering.gsm7_ok(text) else "UCS-2"
+            problems.append(
+                f"the SMS is {len(text)} characters ({alphabet}), {segments} segments; "
+                f"at most {SMS_MAX_SEGMENTS_SENT} are sent"
+            )
+        words = sorted({w.lower() for w in rendering.diagnosis_words(text)})
+        if words:
+            problems.append(f"the SMS names a diagnosis or treatment ({', '.join(words)})")
+    else:
+        if not (message.subject or "").strip():
+            problems.append("the email has no subject")
+        if not message.text.strip():
+            problems.append("the email is empty")
+    return problems
+
+
+def render_for_sending(
+    kind: Kind | str,
+    channel: Channel | str,
+    language: str,
+    context: Mapping[str, Any],
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> tuple[rendering.RenderedMessage | None, str | None]:
+    """The message to send, or None and the reason (fit to show staff) it must not go out."""
+    try:
+        message = rendering.render(kind, channel, language, context, overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - any failure of an edited template is this message's
+        return None, f"not sent: the message template does not render ({safe_error_text(exc)})"
+    problems = sending_problems(channel, message)
+    if problems:
+        return None, "not sent: " + "; ".join(problems)
+    return message, None
 
 
 # --- saving -----------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ attacker-controlled text (a timing difference tells nothing about a digest's pre
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import re
 import secrets
 import string
 from datetime import datetime, timedelta
@@ -16,16 +18,32 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from scheduler.models import CalendarFeed, Course, Fraction, Linac, PatientLink, User
+from scheduler.models import (
+    CalendarFeed,
+    Course,
+    CourseStatus,
+    Fraction,
+    FractionStatus,
+    Linac,
+    PatientLink,
+    User,
+)
 
 # 62 symbols ** 16 ≈ 2 ** 95: far beyond guessing at any request rate, yet short enough that
 # the whole URL fits the ~40 characters an SMS body budgets for it.
 PATIENT_TOKEN_ALPHABET = string.ascii_letters + string.digits
 PATIENT_TOKEN_LENGTH = 16
 # A link stays usable for this long after the course's last session (questions, a moved
-# session shortly after the end) and for at least this long after it was sent.
+# session shortly after the end) and for at least this long after it was sent. A week covers
+# the follow-up questions of the days after treatment without leaving a page with the
+# patient's schedule open for months; PATIENT_LINK_DAYS_AFTER_LAST_FRACTION changes it.
 LINK_GRACE = timedelta(days=7)
 PURPOSES = frozenset({"schedule"})
+
+# What stands for a token in every stored or shown copy of a message: the text stays
+# readable for staff ("See https://clinic/p/•••• Reply C...") but holds no working link.
+MASKED_TOKEN = "••••"
+_PATIENT_LINK_IN_TEXT = re.compile(rf"/p/[A-Za-z0-9]{{{PATIENT_TOKEN_LENGTH}}}(?![A-Za-z0-9])")
 
 # Staff feeds sit in calendar apps for months and are never typed: make them long (192 bits).
 FEED_TOKEN_BYTES = 24  # -> 32 URL-safe characters
@@ -47,6 +65,20 @@ def patient_link_url(public_base_url: str, token: str) -> str:
     return f"{public_base_url.rstrip('/')}/p/{token}"
 
 
+def mask_patient_links(text: str | None, token: str | None = None) -> str | None:
+    """``text`` with every patient-link token replaced by MASKED_TOKEN.
+
+    The token itself (when known) is masked wherever it appears, also outside a URL; any
+    other ``/p/<token>`` is masked by its shape. Masking a masked text changes nothing, so
+    the copy a provider returns compares equal to the stored copy once masked.
+    """
+    if text is None:
+        return None
+    if token:
+        text = text.replace(token, MASKED_TOKEN)
+    return _PATIENT_LINK_IN_TEXT.sub("/p/" + MASKED_TOKEN, text)
+
+
 def looks_like_patient_token(token: object) -> bool:
     """Right length and alphabet; anything else is rejected before touching the database."""
     return (
@@ -56,21 +88,25 @@ def looks_like_patient_token(token: object) -> bool:
     )
 
 
-def link_expiry(last_session_end: datetime | None, now: datetime) -> datetime:
-    """Seven days after the course's last session, and at least seven days from now."""
-    floor = now + LINK_GRACE
+def link_expiry(
+    last_session_end: datetime | None, now: datetime, grace: timedelta = LINK_GRACE
+) -> datetime:
+    """``grace`` after the course's last session, and at least ``grace`` from now."""
+    floor = now + grace
     if last_session_end is None:
         return floor
-    return max(floor, last_session_end + LINK_GRACE)
+    return max(floor, last_session_end + grace)
 
 
-def _default_expiry(session: Session, course_id: int | None, now: datetime) -> datetime:
+def _default_expiry(
+    session: Session, course_id: int | None, now: datetime, grace: timedelta = LINK_GRACE
+) -> datetime:
     if course_id is None:
-        return now + LINK_GRACE
+        return now + grace
     last_end = session.scalar(
         sa.select(sa.func.max(Fraction.ends_at)).where(Fraction.course_id == course_id)
     )
-    return link_expiry(last_end, now)
+    return link_expiry(last_end, now, grace)
 
 
 def new_patient_link(
@@ -101,6 +137,7 @@ def issue_patient_link(
     purpose: str = "schedule",
     now: datetime,
     ttl: timedelta | None = None,
+    grace: timedelta = LINK_GRACE,
 ) -> str:
     """A new link token for this patient (and course); the plaintext is returned only here.
 
@@ -117,7 +154,7 @@ def issue_patient_link(
         # A link for someone else's course would be an IDOR built into the token itself.
         if owner != patient_id:
             raise ValueError(f"course {course_id} does not belong to patient {patient_id}")
-    expires_at = now + ttl if ttl is not None else _default_expiry(session, course_id, now)
+    expires_at = now + ttl if ttl is not None else _default_expiry(session, course_id, now, grace)
     token, values = new_patient_link(
         patient_id=patient_id, course_id=course_id, expires_at=expires_at, now=now
     )
@@ -126,24 +163,71 @@ def issue_patient_link(
     return token
 
 
-def resolve_patient_link(
-    session: Session, token: str, *, purpose: str, now: datetime
-) -> PatientLink | None:
-    """The live link for ``token`` and ``purpose``; None for unknown, expired or revoked.
+class LinkState(enum.StrEnum):
+    LIVE = "live"
+    # A real link that no longer opens anything: revoked, expired, its course cancelled or
+    # over for longer than the grace. Its holder once had the patient's message.
+    ENDED = "ended"
+    # No such link (mistyped, guessed, another purpose): nothing is known about its holder.
+    UNKNOWN = "unknown"
 
-    Every failure looks the same to the caller, so a page built on this cannot tell a
-    guesser which of them happened.
+
+def _course_ended(session: Session, course_id: int, now: datetime, grace: timedelta) -> bool:
+    """The course was cancelled, or its last session ended more than ``grace`` ago.
+
+    Read at every use, not only when the link is made: a course cancelled or cut short
+    after the message went out ends its links then. (The expiry stored with the link stays
+    an upper bound; a session moved later than that comes with a message and a new link.)
     """
+    status = session.scalar(sa.select(Course.status).where(Course.id == course_id))
+    if status is None or status == CourseStatus.CANCELLED:
+        return True
+    ends = session.execute(
+        sa.select(Fraction.status, Fraction.ends_at).where(Fraction.course_id == course_id)
+    ).all()
+    held = [end for status, end in ends if status != FractionStatus.CANCELLED]
+    last_end = max(held or [end for _status, end in ends], default=None)
+    if last_end is None:
+        return False  # nothing booked yet: the stored expiry decides
+    return now >= last_end + grace
+
+
+def patient_link_state(
+    session: Session,
+    token: str,
+    *,
+    purpose: str,
+    now: datetime,
+    grace: timedelta = LINK_GRACE,
+) -> tuple[LinkState, PatientLink | None]:
+    """Whether ``token`` opens anything, with its row when it is (or was) a real link."""
     if not looks_like_patient_token(token):
-        return None
+        return LinkState.UNKNOWN, None
     link = session.scalar(
         sa.select(PatientLink).where(PatientLink.token_digest == token_digest(token))
     )
-    if link is None or link.revoked_at is not None or link.expires_at <= now:
-        return None
-    if link.purpose != purpose:
-        return None
-    return link
+    if link is None or link.purpose != purpose:
+        return LinkState.UNKNOWN, None
+    if (
+        link.revoked_at is not None
+        or link.expires_at <= now
+        or (link.course_id is not None and _course_ended(session, link.course_id, now, grace))
+    ):
+        return LinkState.ENDED, link
+    return LinkState.LIVE, link
+
+
+def resolve_patient_link(
+    session: Session,
+    token: str,
+    *,
+    purpose: str,
+    now: datetime,
+    grace: timedelta = LINK_GRACE,
+) -> PatientLink | None:
+    """The live link for ``token`` and ``purpose``; None for unknown, expired or revoked."""
+    state, link = patient_link_state(session, token, purpose=purpose, now=now, grace=grace)
+    return link if state is LinkState.LIVE else None
 
 
 def revoke_patient_links(
@@ -155,7 +239,7 @@ def revoke_patient_links(
 ) -> int:
     """Revoke every live link of a patient or a course (e.g. the phone changed hands).
 
-    Returns how many were revoked; the caller commits.
+    Returns how many were revoked; flushes, the caller commits.
     """
     if patient_id is None and course_id is None:
         raise ValueError("give patient_id or course_id")

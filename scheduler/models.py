@@ -105,6 +105,25 @@ MISSED_REASON_LABELS = {
 }
 
 
+class BookingEventKind(enum.StrEnum):
+    """What a booking change was: the scheduler writes these, the reminder outbox reads them."""
+
+    COURSE_BOOKED = "course_booked"
+    COURSE_CANCELLED = "course_cancelled"
+    COURSE_READY = "course_ready"
+    COURSE_NOT_READY = "course_not_ready"
+    COURSE_NEEDS_REVIEW = "course_needs_review"
+    COURSE_REVIEWED = "course_reviewed"
+    PRESCRIPTION_CHANGED = "prescription_changed"
+    FRACTION_MOVED = "fraction_moved"
+    FRACTION_REBOOKED = "fraction_rebooked"
+    FRACTION_CANCELLED = "fraction_cancelled"
+    FRACTION_MISSED = "fraction_missed"
+    FRACTION_MISSED_UNDONE = "fraction_missed_undone"
+    FRACTION_COMPLETED = "fraction_completed"
+    FRACTION_CONFIRMED = "fraction_confirmed"
+
+
 class Role(enum.StrEnum):
     ADMIN = "admin"
     SCHEDULER = "scheduler"
@@ -379,7 +398,8 @@ class BookingEvent(Base):
     __table_args__ = (sa.Index("ix_booking_events_unprocessed", "processed_at", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.String(40))  # course_booked, fraction_moved, ...
+    # A BookingEventKind; stored as its text so a new kind needs no migration.
+    kind: Mapped[str] = mapped_column(sa.String(40))
     course_id: Mapped[int] = mapped_column(sa.ForeignKey("courses.id"), index=True)
     fraction_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fractions.id"))
     payload: Mapped[dict] = mapped_column(default=dict)

@@ -9,7 +9,7 @@ fields, which lets the API pass through exactly what a PATCH body set.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -78,6 +78,10 @@ REMINDER_CADENCE_FIELDS = {
     "same_day_reminder",
     "same_day_reminder_minutes",
 }
+# A department's message window: SMS and email go out only between these local times, so
+# nobody is texted at night (the policy moves a reminder due outside it into it).
+MESSAGE_WINDOW_FIELDS = ("message_window_start", "message_window_end")
+DEFAULT_MESSAGE_WINDOW = {"message_window_start": "08:00", "message_window_end": "21:00"}
 DEFAULT_REMINDER_CADENCE: dict[str, Any] = {
     "day_before_reminder": True,
     "day_before_reminder_minutes": 24 * 60,
@@ -417,6 +421,7 @@ DEPARTMENT_FIELDS = {
     "holiday_country",
     "holiday_subdivision",
     "opening_hours",
+    *MESSAGE_WINDOW_FIELDS,
     *REMINDER_CADENCE_FIELDS,
 }
 DEFAULT_OPENING_HOURS = {str(d): ["07:00", "19:00"] for d in range(5)}
@@ -450,9 +455,23 @@ def _validate_department(
                 errors.add("holiday_subdivision", f"is not a subdivision of {country}")
     elif subdivision is not None:
         errors.add("holiday_subdivision", "needs a holiday_country")
+    _message_window(errors, v)
     _reminder_cadence(errors, v, optional=False)
     errors.raise_if_any("department")
     return v
+
+
+def _message_window(errors: _Errors, v: dict[str, Any]) -> None:
+    """Both ends as 24-hour HH:MM, the start before the end (a window over midnight would
+    let messages out at night)."""
+    for name in MESSAGE_WINDOW_FIELDS:
+        value = v.get(name)
+        if not isinstance(value, str) or not HHMM_RE.match(value):
+            errors.add(name, "must be a time HH:MM (24-hour)")
+    if not any(errors.has(name) for name in MESSAGE_WINDOW_FIELDS) and (
+        v["message_window_start"] >= v["message_window_end"]
+    ):
+        errors.add("message_window_end", "must be after the start")
 
 
 def create_department(session: Session, values: Mapping[str, Any]) -> Department:
@@ -462,7 +481,11 @@ def create_department(session: Session, values: Mapping[str, Any]) -> Department
         None,
         values,
         fields=DEPARTMENT_FIELDS,
-        defaults={"opening_hours": DEFAULT_OPENING_HOURS, **DEFAULT_REMINDER_CADENCE},
+        defaults={
+            "opening_hours": DEFAULT_OPENING_HOURS,
+            **DEFAULT_MESSAGE_WINDOW,
+            **DEFAULT_REMINDER_CADENCE,
+        },
         validate=_validate_department,
         what="department",
     )
@@ -480,7 +503,15 @@ def update_department(
     cleaned = _validate_department(
         session, {**_current(department, DEPARTMENT_FIELDS), **changes}, department
     )
-    _apply_cadence(session, department, cleaned, now, department_id=department.id)
+    _apply_cadence(
+        session,
+        department,
+        cleaned,
+        now,
+        # The window decides when each reminder goes out, so a new one re-plans them too.
+        fields=(*REMINDER_CADENCE_FIELDS, *MESSAGE_WINDOW_FIELDS),
+        department_id=department.id,
+    )
     _save(session, department, cleaned, "department")
     return department
 
@@ -490,12 +521,15 @@ def _apply_cadence(
     row: Department | Protocol,
     cleaned: Mapping[str, Any],
     now: datetime | None,
+    *,
+    fields: Iterable[str] = tuple(REMINDER_CADENCE_FIELDS),
     **which: int,
 ) -> None:
     """A changed reminder cadence re-plans the reminders still ahead, in the same transaction."""
-    if all(getattr(row, name) == cleaned[name] for name in REMINDER_CADENCE_FIELDS):
+    fields = tuple(fields)
+    if all(getattr(row, name) == cleaned[name] for name in fields):
         return
-    for name in REMINDER_CADENCE_FIELDS:
+    for name in fields:
         setattr(row, name, cleaned[name])
     outbox.replan_for_cadence(session, now=now or datetime.now(UTC), **which)
 
@@ -918,8 +952,11 @@ def update_patient(
         session, {**_patient_values(patient), **changes}, patient, now=moment
     )
     reachable_before = _reachable_channels(session, patient)
+    links_end = links_end_with_change(patient, cleaned)
     for name, value in cleaned.items():
         setattr(patient, name, value)
+    if links_end:
+        links.revoke_patient_links(session, patient_id=patient.id, now=moment)
     if _reachable_channels(session, patient) - reachable_before:
         # Consent recorded again: the sessions still ahead get their reminders on it, in the
         # same transaction as the consent.
@@ -928,6 +965,22 @@ def update_patient(
         )
     _save(session, patient, cleaned, "patient")
     return patient
+
+
+def links_end_with_change(patient: Patient, cleaned: Mapping[str, Any]) -> bool:
+    """Whether a change ends the patient's links: the phone number or email address they were
+    sent to changed or was removed (it may now be someone else's), or SMS consent was
+    withdrawn. A first number or address added changes nothing about the links sent."""
+
+    def replaced(field: str) -> bool:
+        before = getattr(patient, field)
+        return before is not None and cleaned.get(field, before) != before
+
+    return (
+        replaced("phone_e164")
+        or replaced("email")
+        or (patient.sms_consent and cleaned.get("sms_consent") is False)
+    )
 
 
 # What the message timeline says about reminders planned when staff record consent again.

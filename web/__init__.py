@@ -23,11 +23,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         api,
         auth,
         cli,
+        csrf,
         db,
         errors,
         input_guard,
         messages,
         patient,
+        ratelimit,
         security,
         ui,
         views,
@@ -47,7 +49,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions[SETTINGS_KEY] = settings
-    app.config["RATE_LIMIT_REDIS_URL"] = settings.rate_limit_redis_url
     if settings.trusted_proxies:
         # Behind a TLS-terminating proxy the connection's address is the proxy's: without this,
         # every patient would share one rate limit and every user one sign-in throttle.
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app, bootstrap.session_factory(settings))
     errors.init_app(app)
     input_guard.init_app(app)  # before any route: it sets the converter ids are read with
+    # Before CSRF: a flood is refused as such before its forms are looked at.
+    ratelimit.init_app(app, settings)
+    csrf.init_app(app)
     auth.init_app(app)
     ui.init_app(app)
     security.init_app(app)

@@ -1,15 +1,12 @@
 """Staff sign-in with a session cookie, CSRF tokens, and the small index page.
 
-Pages are rendered server-side without JavaScript. Every state-changing form (and every API
-call made with the session cookie rather than a bearer token) must carry the session's CSRF
-token, because a browser sends the cookie with requests other sites make it send.
+Pages are rendered server-side without JavaScript. Every state-changing form carries the
+session's CSRF token; web/csrf.py checks it before any view runs.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,14 +28,11 @@ from markupsafe import Markup
 
 from config import Settings
 from scheduler import accounts, sign_in_throttle
-from scheduler.errors import Forbidden, InvalidInput
+from scheduler.errors import InvalidInput
 from scheduler.models import User
 from web import SETTINGS_KEY, audit, security
 from web.db import get_session
 
-CSRF_SESSION_KEY = "csrf_token"
-CSRF_FORM_FIELD = "csrf_token"
-CSRF_HEADER = "X-CSRF-Token"
 # What the session cookie records of its sign-in, so the server can refuse a copy of it:
 # the user's session epoch then, when it was signed in and when it was last used (Unix seconds).
 EPOCH_SESSION_KEY = "session_epoch"
@@ -118,23 +112,6 @@ def session_user() -> User | None:
     return current_user.user if current_user.is_authenticated else None
 
 
-def csrf_token() -> str:
-    if CSRF_SESSION_KEY not in session:
-        session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
-    return session[CSRF_SESSION_KEY]
-
-
-def csrf_valid(value: str | None) -> bool:
-    expected = session.get(CSRF_SESSION_KEY)
-    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
-    return bool(value and expected and hmac.compare_digest(value.encode(), expected.encode()))
-
-
-def require_csrf(value: str | None) -> None:
-    if not csrf_valid(value):
-        raise Forbidden(f"Missing or wrong CSRF token (send the {CSRF_HEADER} header).")
-
-
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: an open redirect after sign-in would be a phishing aid.
 
@@ -175,8 +152,6 @@ def login():
     if request.method == "GET":
         return form()
     email = request.form.get("email", "")
-    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return form("The form expired; please try again.", 400, email)
     db = get_session()
     address = request.remote_addr
     # The slot is taken before the password is checked, so parallel guesses cannot pass the
@@ -224,8 +199,6 @@ def logout():
     if request.method == "GET":
         # Signing out is a state change, so it is a POST with a CSRF token, not a link.
         return render_template("signout.html")
-    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return render_template("signout.html", error="The form expired; try again."), 400
     user = session_user()
     if user is not None:
         # Ended on the server, not only forgotten by this browser: a copy of the cookie
@@ -251,8 +224,6 @@ def change_password():
 
     if request.method == "GET":
         return form()
-    if not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-        return form({"_form": ["The form expired; please try again."]}, 400)
     db = get_session()
     new_password = request.form.get("new_password") or ""
     if new_password != (request.form.get("confirm_password") or ""):
@@ -292,5 +263,4 @@ def init_app(app: Flask) -> None:
     manager.user_loader(_load_user)
     manager.login_view = "auth.login"
     manager.init_app(app)
-    app.jinja_env.globals["csrf_token"] = csrf_token
     app.register_blueprint(bp)

@@ -38,8 +38,8 @@ from scheduler.models import (
     Patient,
     Protocol,
 )
+from web import ratelimit
 from web.db import get_session
-from web.patient.ratelimit import WINDOW_SECONDS, over_limit
 
 bp = Blueprint("feeds", __name__, url_prefix="/feeds")
 
@@ -153,16 +153,8 @@ def linac_feed(token: str) -> Response:
     return ics_response(linac_feed_ics(session, linac, host=host, now=now))
 
 
-@bp.before_request
-def _limit() -> Response | None:
+def init_app(app: Flask) -> None:
     # Feed URLs are long secrets; the limit only keeps one client from flooding the lookup.
     # Calendar apps refresh every few minutes at most, far below it.
-    if over_limit("feeds", config_key="FEED_RATE_LIMIT", default=FEED_RATE_LIMIT):
-        response = Response("Too many requests.\n", status=429, mimetype="text/plain")
-        response.headers["Retry-After"] = str(int(WINDOW_SECONDS))
-        return response
-    return None
-
-
-def init_app(app: Flask) -> None:
+    ratelimit.limit_blueprint(app, bp, FEED_RATE_LIMIT)
     app.register_blueprint(bp)

@@ -23,9 +23,10 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask import request as flask_request
 from sqlalchemy.orm import Session, selectinload
 
-from notifications import outbox, rendering, template_store
+from notifications import outbox, rendering, sandbox, template_store
 from notifications.models import InboundMessage, Reminder, ReminderStatus
 from notifications.types import Channel, Kind, PlannedReminder
+from scheduler import links
 from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
 from web import audit
@@ -38,6 +39,8 @@ PAGE_SIZE = 200
 # What the problem queue lists: messages a person has to decide about.
 PROBLEM_STATUSES = (ReminderStatus.FAILED, ReminderStatus.UNKNOWN)
 MAX_REASON_LENGTH = 300
+# The time all message previews of one page may take together (see _shown).
+PREVIEW_SECONDS = 2.0
 
 
 def _initials(patient: Patient) -> str:
@@ -84,6 +87,8 @@ def _preview(
         message = rendering.render(
             row.kind, row.channel, snapshot.patient.language, context, overrides=overrides
         )
+    except sandbox.RenderLimitExceeded as exc:  # an edited template that runs away
+        return None, f"(no preview: {exc})"
     except Exception:  # noqa: BLE001 - a message about appointments that no longer exist
         return None, "(no preview: the appointments it refers to have changed)"
     return message.subject, message.text
@@ -94,15 +99,22 @@ def _shown(session: Session, rows: Iterable[Reminder]) -> list[dict[str, Any]]:
     settings = current_app.extensions["sbrt.settings"]
     zones = _zones(session)
     overrides: dict[str, str] | None = None
+    # Previews of one page share a time limit: a runaway edited template costs the page at
+    # most this long, however many of its messages are listed.
+    preview_time = sandbox.SharedTimeLimit(PREVIEW_SECONDS)
     shown = []
     for row in rows:
         patient = row.patient
         tz = zones.get(patient.department_id, "UTC")
-        subject, body, preview = row.rendered_subject, row.rendered_body, False
+        # Masked again on the way out: a copy stored before tokens were masked at send time
+        # must not put a working link on a shared screen either.
+        subject = links.mask_patient_links(row.rendered_subject)
+        body, preview = links.mask_patient_links(row.rendered_body), False
         if body is None and row.status in (ReminderStatus.PENDING, ReminderStatus.CLAIMED):
             if overrides is None:
                 overrides = template_store.load_overrides(session)
-            subject, body = _preview(session, row, settings.public_base_url, overrides)
+            with preview_time:
+                subject, body = _preview(session, row, settings.public_base_url, overrides)
             preview = True
 
         def local(moment: datetime | None, tz: str = tz) -> str | None:

@@ -1,4 +1,4 @@
-"""Shared pieces of the staff pages: role checks, CSRF on forms, the navigation.
+"""Shared pieces of the staff pages: role checks and the navigation.
 
 Pages are server-rendered with little JavaScript: every form posts back, every state change
 carries the session's CSRF token, and every route says which role it needs (viewer reads,
@@ -15,7 +15,7 @@ from flask import Flask, abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from scheduler.models import Role
-from web.auth import CSRF_FORM_FIELD, csrf_valid, session_user
+from web.auth import session_user
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,8 +41,7 @@ def has_role(role: str) -> bool:
 def role_required(role: str) -> Callable[[F], F]:
     """Sign-in required (redirect to the login page), then at least ``role`` (else 403).
 
-    A POST must also carry the session's CSRF token (else 400): a browser sends the session
-    cookie with requests other sites make it send.
+    The CSRF token of a POST is checked before this, for every route (web/csrf.py).
     """
 
     def decorate(view: F) -> F:
@@ -52,8 +51,6 @@ def role_required(role: str) -> Callable[[F], F]:
                 return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
             if not has_role(role):
                 abort(403)
-            if request.method == "POST" and not csrf_valid(request.form.get(CSRF_FORM_FIELD)):
-                abort(400, "The form expired; go back, reload the page and try again.")
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

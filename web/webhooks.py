@@ -7,11 +7,10 @@ prefix the proxy strips) plus the request path and query, never from ``request.u
 Without a configured auth token every webhook is refused: an unsigned request is never
 trusted.
 
-CSRF: web/auth.py checks CSRF tokens inside each view that relies on the session cookie
-(the sign-in forms, and API calls made with the cookie instead of a bearer token); there is
-no app-wide hook to opt out of. These views are exempt by construction and on purpose: they
-never read the session cookie or the signed-in user, so a forged cross-site request gains
-nothing, and the signature (which a browser cannot produce) takes the token's place.
+CSRF: these views are exempt from the app-wide check (web/csrf.py) on purpose: Twilio has no
+session and no token to send, the views never read the session cookie or the signed-in user,
+so a forged cross-site request gains nothing, and the signature (which a browser cannot
+produce) takes the token's place.
 
 Replies to inbound SMS are TwiML. STOP/START words get an empty response because Twilio (or
 the carrier, for toll-free numbers) already answers those with its standard opt-out/opt-in
@@ -37,7 +36,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from config import Settings
 from notifications import replies
-from web import SETTINGS_KEY
+from web import SETTINGS_KEY, csrf
 from web.db import get_session
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -167,4 +166,5 @@ def inbound_sms() -> Response:
 
 
 def init_app(app: Flask) -> None:
+    csrf.exempt(app, bp)
     app.register_blueprint(bp)

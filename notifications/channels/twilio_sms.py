@@ -1,4 +1,7 @@
-"""SMS through Twilio's official SDK: the only module that imports twilio.
+"""SMS through Twilio's official SDK: the only sending module that imports twilio.
+
+Besides this module only web/webhooks.py (signature check, TwiML answers) may import it; ruff's
+banned-api rule (pyproject.toml) enforces that.
 
 The verdict of every send follows one rule: retry only what is known unsent. A request that may
 have reached Twilio (read timeout, connection lost while waiting for the answer, a gateway
@@ -23,6 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from urllib3.util.retry import Retry
 
 from notifications.channels.base import Outcome, SendResult, SmsMessage
+from scheduler import links
 
 if TYPE_CHECKING:
     from config import Settings
@@ -194,7 +198,8 @@ class TwilioSmsChannel:
                 created = created.replace(tzinfo=UTC)
             if created is not None and created < earliest:
                 break  # newest first: everything further is older
-            if item.body == body:
+            # What we keep of a message has its patient link masked; Twilio has the real one.
+            if item.body == body or links.mask_patient_links(item.body) == body:
                 return item.sid
         return None
 

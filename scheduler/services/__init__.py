@@ -50,6 +50,7 @@ from scheduler.services.proposing import propose_schedules
 from scheduler.services.repair import (
     RebookingProposal,
     change_prescription,
+    mark_reviewed,
     propose_rebooking,
     rebook_fractions,
     undo_missed,
@@ -84,6 +85,7 @@ __all__ = [
     "delete_downtime",
     "fraction_alternatives",
     "list_fractions",
+    "mark_reviewed",
     "move_fraction",
     "nearby_courses",
     "propose_rebooking",

@@ -18,6 +18,7 @@ from scheduler.errors import (
     StateConflict,
 )
 from scheduler.models import (
+    BookingEventKind,
     Course,
     CourseStatus,
     Fraction,
@@ -210,7 +211,7 @@ def book_course(
     _flush_or_conflict(session, {f.linac_id for f in planned}, course.patient_id, window)
     _event(
         session,
-        "course_booked",
+        BookingEventKind.COURSE_BOOKED,
         course,
         actor_id=actor_id,
         now=now,

@@ -29,6 +29,7 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     Course,
     Department,
     Downtime,
@@ -244,7 +245,7 @@ def _scheduled(course: Course) -> dict[int, Fraction]:
 
 def _event(
     session: Session,
-    kind: str,
+    kind: BookingEventKind,
     course: Course,
     *,
     fraction: Fraction | None = None,

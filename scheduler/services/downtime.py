@@ -20,6 +20,7 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     CourseStatus,
     Department,
     Downtime,
@@ -174,7 +175,7 @@ def _replan_for(
         course.review_reason = f"linac {linac.name} downtime: fractions could not be re-planned"
         _event(
             session,
-            "course_needs_review",
+            BookingEventKind.COURSE_NEEDS_REVIEW,
             course,
             actor_id=actor_id,
             now=now,
@@ -286,7 +287,7 @@ def returnable_fractions(
     events = session.scalars(
         sa.select(BookingEvent)
         .where(
-            BookingEvent.kind == "fraction_moved",
+            BookingEvent.kind == BookingEventKind.FRACTION_MOVED,
             BookingEvent.fraction_id.is_not(None),
             BookingEvent.created_at >= downtime.created_at,
         )

@@ -17,6 +17,7 @@ from scheduler.errors import (
     InvalidInput,
 )
 from scheduler.models import (
+    BookingEventKind,
     Course,
     Department,
     Fraction,
@@ -256,7 +257,7 @@ def _apply_move(
         flush()
     _event(
         session,
-        "fraction_moved",
+        BookingEventKind.FRACTION_MOVED,
         course,
         fraction=fraction,
         actor_id=actor_id,

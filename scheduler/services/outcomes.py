@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
+from scheduler import links
 from scheduler import rules as rulebook
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
@@ -19,6 +20,7 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     MISSED_REASON_LABELS,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
@@ -70,7 +72,7 @@ def cancel_fraction(
     _set_status(fraction, FractionStatus.CANCELLED, reason, now)
     _event(
         session,
-        "fraction_cancelled",
+        BookingEventKind.FRACTION_CANCELLED,
         course,
         fraction=fraction,
         actor_id=actor_id,
@@ -112,13 +114,16 @@ def cancel_course(
     course.updated_at = now
     _event(
         session,
-        "course_cancelled",
+        BookingEventKind.COURSE_CANCELLED,
         course,
         actor_id=actor_id,
         now=now,
         reason=reason,
         fractions=[{**_fraction_payload(f), "id": f.id, "version": f.version} for f in cancelled],
     )
+    # The course's links stop with it, in the same transaction: a forwarded or old message
+    # must not keep showing a schedule that no longer exists.
+    links.revoke_patient_links(session, course_id=course.id, now=now)
     session.commit()
     return course
 
@@ -141,7 +146,14 @@ def record_completed(
         and len(_scheduled(course)) == course.fraction_count
     ):
         course.status = CourseStatus.COMPLETED
-    _event(session, "fraction_completed", course, fraction=fraction, actor_id=actor_id, now=now)
+    _event(
+        session,
+        BookingEventKind.FRACTION_COMPLETED,
+        course,
+        fraction=fraction,
+        actor_id=actor_id,
+        now=now,
+    )
     session.commit()
     return fraction
 
@@ -204,7 +216,7 @@ def record_missed(
     fraction.missed_reason = reason
     _event(
         session,
-        "fraction_missed",
+        BookingEventKind.FRACTION_MISSED,
         course,
         fraction=fraction,
         actor_id=actor_id,
@@ -246,7 +258,7 @@ def record_missed(
         )
         _event(
             session,
-            "course_needs_review",
+            BookingEventKind.COURSE_NEEDS_REVIEW,
             course,
             actor_id=actor_id,
             now=now,
@@ -273,7 +285,7 @@ def record_missed(
     _flush_or_conflict(session, {target.linac_id}, course.patient_id, target.interval)
     _event(
         session,
-        "fraction_rebooked",
+        BookingEventKind.FRACTION_REBOOKED,
         course,
         fraction=rebooked,
         actor_id=actor_id,
@@ -344,7 +356,9 @@ def record_readiness(
         _set_status(first, new_status, None, now)
         _event(
             session,
-            "course_ready" if course.ready_to_treat else "course_not_ready",
+            BookingEventKind.COURSE_READY
+            if course.ready_to_treat
+            else BookingEventKind.COURSE_NOT_READY,
             course,
             fraction=first,
             actor_id=actor_id,
@@ -381,7 +395,7 @@ def confirm_next_fraction(
     fraction.updated_at = now
     _event(
         session,
-        "fraction_confirmed",
+        BookingEventKind.FRACTION_CONFIRMED,
         fraction.course,
         fraction=fraction,
         now=now,

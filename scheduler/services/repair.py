@@ -20,9 +20,11 @@ from scheduler.errors import (
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     BookingEvent,
+    BookingEventKind,
     Course,
     CourseStatus,
     Department,
+    Downtime,
     Fraction,
     FractionStatus,
 )
@@ -30,6 +32,7 @@ from scheduler.plain_text import plain_text_problem
 from scheduler.services.booking import _new_fraction
 from scheduler.services.common import (
     MAX_REASON_TEXT,
+    OVERRIDABLE_RULES,
     REBOOK_LEAD_TIME,
     SCHEDULED_STATUSES,
     Placement,
@@ -113,7 +116,14 @@ def _flag_for_clinician(
     course.status = CourseStatus.NEEDS_REVIEW
     course.review_reason = reason
     course.updated_at = now
-    _event(session, "course_needs_review", course, actor_id=actor_id, now=now, reason=reason)
+    _event(
+        session,
+        BookingEventKind.COURSE_NEEDS_REVIEW,
+        course,
+        actor_id=actor_id,
+        now=now,
+        reason=reason,
+    )
 
 
 def _note_missing_fractions(
@@ -259,7 +269,7 @@ def rebook_fractions(
     for row in added:
         _event(
             session,
-            "fraction_rebooked",
+            BookingEventKind.FRACTION_REBOOKED,
             course,
             fraction=row,
             actor_id=actor_id,
@@ -331,7 +341,7 @@ def change_prescription(
     course.updated_at = now
     _event(
         session,
-        "prescription_changed",
+        BookingEventKind.PRESCRIPTION_CHANGED,
         course,
         actor_id=actor_id,
         now=now,
@@ -364,7 +374,10 @@ def undo_missed(
     timezone = _department_of(session, course).timezone
     recorded = session.scalars(
         sa.select(BookingEvent)
-        .where(BookingEvent.fraction_id == fraction.id, BookingEvent.kind == "fraction_missed")
+        .where(
+            BookingEvent.fraction_id == fraction.id,
+            BookingEvent.kind == BookingEventKind.FRACTION_MISSED,
+        )
         .order_by(BookingEvent.id.desc())
         .limit(1)
     ).first()
@@ -397,7 +410,7 @@ def undo_missed(
         _set_status(replacement, FractionStatus.CANCELLED, "the missed fraction was restored", now)
         _event(
             session,
-            "fraction_cancelled",
+            BookingEventKind.FRACTION_CANCELLED,
             course,
             fraction=replacement,
             actor_id=actor_id,
@@ -421,7 +434,7 @@ def undo_missed(
     _settle_status(course, now)
     _event(
         session,
-        "fraction_missed_undone",
+        BookingEventKind.FRACTION_MISSED_UNDONE,
         course,
         fraction=fraction,
         actor_id=actor_id,
@@ -433,3 +446,98 @@ def undo_missed(
     )
     session.commit()
     return fraction
+
+
+def mark_reviewed(
+    session: Session,
+    course_id: int,
+    *,
+    override_reason: str | None = None,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> Course:
+    """A scheduler has handled a course the re-plan could not place: back to booked (or
+    incomplete, when it is still short of fractions), provided its schedule keeps the
+    protocol's rules as a booking would. Overridable rules need ``override_reason``; a
+    fraction still overlapping a downtime must be moved first. Flushes only."""
+    now = _now(now)
+    course = _get_course(session, course_id)
+    if course.status != CourseStatus.NEEDS_REVIEW:
+        raise StateConflict(f"course {course_id} is {course.status}, not waiting for review")
+    scheduled = _scheduled(course)
+    active = [f for f in scheduled.values() if f.status in ACTIVE_FRACTION_STATUSES]
+    if not active:
+        raise StateConflict(
+            "the course has no active fractions: rebook or cancel it from the course page"
+        )
+    down = _downtime_overlaps(session, active)
+    if down:
+        raise StateConflict(
+            f"fraction {', '.join(map(str, down))} still overlaps a downtime: "
+            "move it from the course page first"
+        )
+    department = _department_of(session, course)
+    rules = rules_from_protocol(course.protocol)
+    schedule = Schedule(tuple(_planned(f) for _, f in sorted(scheduled.items())))
+    ctx = _context_for(
+        session, department, course, [f.starts_at for f in scheduled.values()], pad_days=1
+    )
+    # Sessions already under way or delivered are settled; a rule a fraction was booked
+    # against with a recorded reason stays accepted; a course still short of fractions stays
+    # incomplete (its count is the rebooking's business, not the review's).
+    settled = [
+        n
+        for n, f in scheduled.items()
+        if f.starts_at <= now or f.status not in ACTIVE_FRACTION_STATUSES
+    ]
+    accepted = {f.number for f in scheduled.values() if f.override_reason}
+    violations = [
+        v
+        for v in rulebook.validate(schedule, rules, ctx, not_before=now, fixed=settled)
+        if not (v.code == "fraction_count" and course.incomplete)
+        and not (v.fraction in accepted and v.code in OVERRIDABLE_RULES)
+    ]
+    window = Interval(min(f.starts_at for f in active), max(f.ends_at for f in active))
+    _check_violations(
+        session,
+        violations,
+        override_reason,
+        {f.linac_id for f in active},
+        course.patient_id,
+        window,
+    )
+    course.status = CourseStatus.INCOMPLETE if course.incomplete else CourseStatus.BOOKED
+    reason = course.review_reason
+    course.review_reason = None
+    course.updated_at = now
+    _event(
+        session,
+        BookingEventKind.COURSE_REVIEWED,
+        course,
+        actor_id=actor_id,
+        now=now,
+        review_reason=reason,
+        status=str(course.status),
+        override_reason=override_reason.strip() if violations and override_reason else None,
+        violations=[v.code for v in violations],
+    )
+    session.flush()
+    return course
+
+
+def _downtime_overlaps(session: Session, fractions: Sequence[Fraction]) -> list[int]:
+    """Numbers of these fractions whose linac has a downtime overlapping them."""
+    return sorted(
+        f.number
+        for f in fractions
+        if session.scalar(
+            sa.select(Downtime.id)
+            .where(
+                Downtime.linac_id == f.linac_id,
+                Downtime.starts_at < f.ends_at,
+                Downtime.ends_at > f.starts_at,
+            )
+            .limit(1)
+        )
+        is not None
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import threading
@@ -25,7 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = REPO_ROOT.parent / "shared" / "twilio" / "twilio_api_v2010.json"
+# Beside the repository's checkout; TWILIO_OPENAPI_SPEC points elsewhere (a second worktree).
+SPEC_PATH = Path(
+    os.environ.get("TWILIO_OPENAPI_SPEC")
+    or REPO_ROOT.parent / "shared" / "twilio" / "twilio_api_v2010.json"
+)
 
 API = "/2010-04-01"
 CREATE_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"

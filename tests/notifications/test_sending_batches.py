@@ -11,6 +11,7 @@ from notifications import outbox, sending
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import MessageTemplate, Reminder, ReminderStatus
+from scheduler import links as patient_links
 from scheduler import services
 from scheduler.models import PatientLink
 from scheduler.services import Placement
@@ -92,11 +93,14 @@ def test_a_batch_shares_its_queries_and_adds_one_write_per_message(
     rows = session.scalars(sa.select(Reminder).where(Reminder.id.in_(ids))).all()
     assert {row.status for row in rows} == {ReminderStatus.SENT}
     assert len(fake_twilio.create_requests) == 9
-    # One request per patient, each carrying the body stored for that patient's reminder.
+    # One request per patient, each carrying the body stored for that patient's reminder
+    # (stored with its patient link masked).
     by_phone = {r.form["To"][0]: r.form["Body"][0] for r in fake_twilio.create_requests}
     assert len(by_phone) == 9
     for row in rows:
-        assert by_phone[row.patient.phone_e164] == row.rendered_body
+        assert patient_links.mask_patient_links(by_phone[row.patient.phone_e164]) == (
+            row.rendered_body
+        )
         assert fake_twilio.messages[row.provider_id]["to"] == row.patient.phone_e164
 
 
@@ -210,7 +214,9 @@ def test_one_message_that_cannot_be_rendered_does_not_stop_the_others(
     assert statuses == {by_language["en"]: ReminderStatus.SENT}
     failed = session.get(Reminder, by_language["es"])
     assert failed.status == ReminderStatus.FAILED
-    assert "could not be prepared" in failed.status_reason
+    assert failed.status_reason == (
+        "not sent: the message template does not render (No filter named 'nonsense'.)"
+    )
     assert len(fake_twilio.create_requests) == 1
 
 

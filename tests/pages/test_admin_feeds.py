@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler import links
 from scheduler.models import AuditEntry, CalendarFeed
 from tests.api.conftest import Seed
+from tests.pages.conftest import csrf_from
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401
@@ -176,10 +177,15 @@ def test_feed_pages_are_admin_only_and_csrf_checked(
     token = links.issue_feed_token(db, linac_id, "Existing", created_by_id=seed.admin_id)
     feed_id = _feeds(db)[0].id
 
-    # Signed out: to the sign-in page, like every staff page.
-    signed_out = _create(client, "", linac_id, "Sneaky")
+    # Signed out: refused without a CSRF token (checked first, for every changing request)...
+    assert _create(client, "", linac_id, "Sneaky").status_code == 400
+    assert client.post(f"/admin/feeds/{feed_id}/revoke").status_code == 400
+    # ...and with one, sent to the sign-in page like every staff page.
+    anonymous = csrf_from(client.get("/login").get_data(as_text=True))
+    signed_out = _create(client, anonymous, linac_id, "Sneaky")
     assert signed_out.status_code == 302 and "/login" in signed_out.headers["Location"]
-    assert client.post(f"/admin/feeds/{feed_id}/revoke").status_code == 302
+    revoke = client.post(f"/admin/feeds/{feed_id}/revoke", data={"csrf_token": anonymous})
+    assert revoke.status_code == 302
 
     csrf = sign_in(client, db, "scheduler")
     assert _create(client, csrf, linac_id, "Sneaky").status_code == 403

@@ -8,9 +8,23 @@ from werkzeug.routing import IntegerConverter
 
 def init_app(app: Flask) -> None:
     # Importing the view modules registers their operations with `routes`.
-    from web.api import admin, booking, openapi, reference  # noqa: F401
+    from web import csrf
+    from web.api import (  # noqa: F401
+        admin,
+        booking,
+        messages,
+        openapi,
+        patient_links,
+        reference,
+    )
     from web.api.registry import ID_CONVERTER, routes
 
     app.url_map.converters[ID_CONVERTER] = IntegerConverter
-    app.register_blueprint(routes.blueprint())
+    api = routes.blueprint()
+    # Exempt from the app-wide CSRF check: a bearer token is not sent by browsers on their
+    # own, so a forged cross-site request cannot carry one; a call made with the session
+    # cookie instead must send the CSRF header, checked in web/api/security.py so that it is
+    # refused as problem+json (403) like every other API error.
+    csrf.exempt(app, api)
+    app.register_blueprint(api)
     app.register_blueprint(openapi.blueprint(routes))

@@ -24,7 +24,7 @@ from web.api.convert import (
 )
 from web.api.registry import routes
 from web.api.security import current_user_id
-from web.db import get_session
+from web.db import get_session, transaction
 
 ADMIN, SCHEDULER, VIEWER = Role.ADMIN.value, Role.SCHEDULER.value, Role.VIEWER.value
 # Calendars show a day or a week; a bounded range keeps one request from reading everything.
@@ -249,6 +249,34 @@ def change_prescription(course_id: int, body: s.PrescriptionIn):
         reason=body.reason,
         actor_id=current_user_id(),
     )
+    return course_out(course)
+
+
+@routes.operation(
+    "POST", "/courses/{course_id}/reviewed",
+    summary="Sign off a course flagged for review", tag="Courses", role=SCHEDULER,
+    body=s.ReviewIn, response=s.CourseOut, errors=(409,),
+)  # fmt: skip
+def mark_reviewed(course_id: int, body: s.ReviewIn):
+    """A course a re-plan or a repair flagged (status ``needs_review``) goes back to booked, or
+    to incomplete while it is still short of fractions. Its schedule must keep the protocol's
+    rules as a booking would: a broken rule is a 422 listing the violations (overridable ones
+    are accepted with an ``override_reason``); a fraction still overlapping a downtime, or a
+    course not waiting for review, is a 409."""
+    with transaction() as session:
+        course = services.mark_reviewed(
+            session, course_id, override_reason=body.override_reason, actor_id=current_user_id()
+        )
+        audit.record(
+            "update",
+            "course",
+            course.id,
+            actor_id=current_user_id(),
+            commit=False,
+            status=str(course.status),
+            reviewed=True,
+            overridden=body.override_reason is not None,
+        )
     return course_out(course)
 
 

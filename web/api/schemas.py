@@ -137,6 +137,16 @@ class Paging(Query):
 # --- departments and closures ---------------------------------------------------------------
 
 
+MessageWindowStart = Annotated[
+    HHMM,
+    Field(description="Local time from which patient messages may go out (24-hour HH:MM)"),
+]
+MessageWindowEnd = Annotated[
+    HHMM,
+    Field(description="Local time until which patient messages may go out; after the start"),
+]
+
+
 class DepartmentIn(Input):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: Annotated[
@@ -151,6 +161,8 @@ class DepartmentIn(Input):
     holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
     opening_hours: OpeningHours | None = None
+    message_window_start: MessageWindowStart = "08:00"
+    message_window_end: MessageWindowEnd = "21:00"
     day_before_reminder: bool = True
     day_before_reminder_minutes: DayBeforeMinutes = 24 * 60
     same_day_reminder: bool = True
@@ -164,6 +176,8 @@ class DepartmentPatch(Input):
     holiday_country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
     holiday_subdivision: Annotated[str, Field(max_length=10)] | None = None
     opening_hours: OpeningHours | None = None
+    message_window_start: MessageWindowStart | None = None
+    message_window_end: MessageWindowEnd | None = None
     day_before_reminder: bool | None = None
     day_before_reminder_minutes: DayBeforeMinutes | None = None
     same_day_reminder: bool | None = None
@@ -178,6 +192,8 @@ class DepartmentOut(Output):
     holiday_country: str | None
     holiday_subdivision: str | None
     opening_hours: dict[str, list[str]]
+    message_window_start: str
+    message_window_end: str
     day_before_reminder: bool
     day_before_reminder_minutes: int
     same_day_reminder: bool
@@ -752,6 +768,12 @@ class RebookingProposalOut(Output):
 class RebookingIn(Input):
     fractions: Annotated[list[PlacementIn], Field(min_length=1, max_length=records.MAX_FRACTIONS)]
     override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+
+class ReviewIn(Input):
+    override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="Why the schedule may keep the overridable rules it breaks"
+    )
 
 
 class PrescriptionIn(Input):

@@ -7,7 +7,8 @@ from flask import g, request
 from scheduler import accounts
 from scheduler.errors import Forbidden, ServiceError
 from scheduler.models import User
-from web.auth import CSRF_HEADER, require_csrf, session_user
+from web.auth import session_user
+from web.csrf import require_csrf_header
 from web.db import get_session
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,7 +35,7 @@ def authenticate_request(role: str) -> User:
         if user is None:
             raise AuthenticationRequired("Sign in or send a bearer token.")
         if request.method not in SAFE_METHODS:
-            require_csrf(request.headers.get(CSRF_HEADER))
+            require_csrf_header()
     if not accounts.has_role(user, role):
         raise Forbidden(f"This needs the {role} role; you are {user.role}.")
     g.api_user = user

@@ -1,7 +1,7 @@
 """Patient self-service pages reached through a secret link (/p/<token>), and the staff
 calendar feeds that share their token handling.
 
-Patients have no account and no session: the link's token is their only credential, so every
+Patients have no account and never sign in: the link's token is their only credential, so every
 route resolves it first and answers any failure with one generic page.
 """
 

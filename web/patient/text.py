@@ -63,6 +63,25 @@ INVALID_LINK = (
     ("en", "This link is no longer valid. Please call your clinic."),
     ("es", "Este enlace ya no es válido. Por favor, llame a su centro."),
 )
+# Shown for a real link that has ended (revoked, expired, its course cancelled), in the
+# language of the patient it was sent to.
+ENDED_LINK: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "This link is no longer in use",
+        "explain": "For your privacy, links to your appointments stop working after a while "
+        "or when your details change.",
+        "call": "Please call your clinic for your appointment times or a new link:",
+        "call_no_number": "Please call your clinic for your appointment times or a new link.",
+    },
+    "es": {
+        "title": "Este enlace ya no está en uso",
+        "explain": "Por su privacidad, los enlaces a sus citas dejan de funcionar después de "
+        "un tiempo o cuando cambian sus datos.",
+        "call": "Llame a su centro para conocer las horas de sus citas o pedir un enlace nuevo:",
+        "call_no_number": "Llame a su centro para conocer las horas de sus citas o pedir un "
+        "enlace nuevo.",
+    },
+}
 TOO_MANY_REQUESTS = (
     ("en", "Too many requests. Please wait a minute and try again."),
     ("es", "Demasiadas solicitudes. Espere un minuto y vuelva a intentarlo."),

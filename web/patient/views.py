@@ -5,10 +5,11 @@ expired, revoked, mistyped, wrong purpose) gets the same generic 404 page, built
 anything about its owner is read, so a guesser learns nothing. Nothing here logs tokens or
 patient data.
 
-The confirm form cannot use the staff CSRF token (patients have no session). Instead it
-carries an HMAC, under the app's secret key, of the link, the fraction, its version and its
-status: it only works for the exact appointment the patient saw, and it is spent once the
-fraction is confirmed (its status changes), so a second post has no effect.
+The confirm form carries the CSRF token like every form (web/csrf.py; the patient's cookie
+session holds only that token, never who they are). It also carries an HMAC, under the app's
+secret key, of the link, the fraction, its version and its status: it only works for the exact
+appointment the patient saw, and it is spent once the fraction is confirmed (its status
+changes), so a second post has no effect.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import (
@@ -42,13 +43,13 @@ from scheduler.models import (
     Department,
     Fraction,
     FractionStatus,
+    Patient,
     PatientLink,
 )
 from scheduler.timeutil import to_local
-from web import feeds
+from web import feeds, ratelimit
 from web.db import get_session
-from web.patient.ratelimit import WINDOW_SECONDS, over_limit
-from web.patient.text import INVALID_LINK, PAGE_TEXT, TOO_MANY_REQUESTS, page_language
+from web.patient.text import ENDED_LINK, INVALID_LINK, PAGE_TEXT, page_language
 
 bp = Blueprint("patient_link", __name__, url_prefix="/p")
 
@@ -70,17 +71,25 @@ def invalid_link() -> Response:
     return make_response(body, 404)
 
 
-def too_many_requests() -> Response:
-    response = make_response(render_template("patient/message.html", lines=TOO_MANY_REQUESTS), 429)
-    response.headers["Retry-After"] = str(int(WINDOW_SECONDS))
-    return response
+def ended_link(session: Session, link: PatientLink) -> Response:
+    """A real link that no longer opens the schedule: who to call, in the patient's language.
 
-
-@bp.before_request
-def _limit() -> Response | None:
-    if over_limit("patient_link", config_key="PATIENT_LINK_RATE_LIMIT", default=PATIENT_RATE_LIMIT):
-        return too_many_requests()
-    return None
+    Its holder once received the patient's message, which named the clinic; the page adds
+    the clinic's phone number and nothing about the patient or their appointments.
+    """
+    patient = session.get(Patient, link.patient_id)
+    department = session.get(Department, patient.department_id) if patient else None
+    lang = page_language(patient.language if patient else None)
+    text = ENDED_LINK[lang]
+    body = render_template(
+        "patient/ended.html",
+        lang=lang,
+        t=text,
+        clinic_name=department.name if department else None,
+        clinic_phone=department.phone if department else None,
+    )
+    # Gone, not missing: the link existed and will not work again.
+    return make_response(body, 410)
 
 
 @bp.after_request
@@ -111,11 +120,23 @@ def _course_for(session: Session, link: PatientLink | None) -> Course | None:
     return course
 
 
-def _resolve(session: Session, token: str, now: datetime) -> tuple[PatientLink, Course] | None:
-    link = links.resolve_patient_link(session, token, purpose=PURPOSE, now=now)
-    course = _course_for(session, link)
+def _link_grace() -> timedelta:
+    from web import SETTINGS_KEY
+
+    days = current_app.extensions[SETTINGS_KEY].patient_link_days_after_last_fraction
+    return timedelta(days=days)
+
+
+def _resolve(session: Session, token: str, now: datetime) -> tuple[PatientLink, Course] | Response:
+    """The live link and its course, or the page to answer with instead."""
+    state, link = links.patient_link_state(
+        session, token, purpose=PURPOSE, now=now, grace=_link_grace()
+    )
+    if state is links.LinkState.ENDED and link is not None:
+        return ended_link(session, link)
+    course = _course_for(session, link if state is links.LinkState.LIVE else None)
     if link is None or course is None:
-        return None
+        return invalid_link()
     return link, course
 
 
@@ -229,8 +250,8 @@ def schedule_page(token: str) -> Response | str:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     link, course = found
     return render_template(
         "patient/schedule.html", **_schedule_context(session, link, course, token, now)
@@ -242,8 +263,8 @@ def confirm(token: str) -> Response:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     link, course = found
     submitted = request.form.get(FORM_TOKEN_FIELD, "")
     fraction = _next_fraction(session, link.patient_id, now, lock=True)
@@ -271,8 +292,8 @@ def schedule_ics_download(token: str) -> Response:
     session = get_session()
     now = _now()
     found = _resolve(session, token, now)
-    if found is None:
-        return invalid_link()
+    if isinstance(found, Response):
+        return found
     _link, course = found
     patient = course.patient
     department = session.get(Department, patient.department_id)
@@ -299,4 +320,5 @@ def anything_else(rest: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    ratelimit.limit_blueprint(app, bp, PATIENT_RATE_LIMIT)
     app.register_blueprint(bp)

@@ -14,7 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from werkzeug.datastructures import MultiDict
 
 from config import Settings
@@ -23,7 +33,6 @@ from scheduler import accounts, links, records
 from scheduler.errors import InvalidInput, ServiceError
 from scheduler.models import (
     ApiToken,
-    AuditEntry,
     CalendarFeed,
     Closure,
     Department,
@@ -33,9 +42,9 @@ from scheduler.models import (
     User,
 )
 from scheduler.timeutil import format_local, zone
-from web import SETTINGS_KEY, audit, params
+from web import SETTINGS_KEY, audit, audit_log, params
 from web.auth import keep_own_session, session_user
-from web.db import get_session
+from web.db import get_session, transaction
 from web.ui import done, role_required
 
 bp = Blueprint("admin", __name__)
@@ -460,18 +469,6 @@ def department(department_id: int):
     errors: Errors = {}
     hours = _hours_from_values(values, errors)
     cadence = _cadence_changes(values, errors)
-    # The message window is not part of records.update_department; it is checked here with
-    # the same HH:MM rule, before anything is saved, so a bad window saves nothing.
-    start, end = values["message_window_start"], values["message_window_end"]
-    for name in ("message_window_start", "message_window_end"):
-        if not records.HHMM_RE.match(values[name]):
-            _add(errors, name, "must be a time HH:MM (24-hour)")
-    if (
-        "message_window_start" not in errors
-        and "message_window_end" not in errors
-        and (start >= end)
-    ):
-        _add(errors, "message_window_end", "must be after the start")
     if errors:
         return _department_page(row, values, errors, 422)
     changes = {
@@ -479,6 +476,8 @@ def department(department_id: int):
         "phone": values["phone"] or None,
         "holiday_country": values["holiday_country"] or None,
         "holiday_subdivision": values["holiday_subdivision"] or None,
+        "message_window_start": values["message_window_start"],
+        "message_window_end": values["message_window_end"],
         "opening_hours": hours,
         **cadence,
     }
@@ -489,7 +488,6 @@ def department(department_id: int):
         return _department_page(
             _get_or_404(Department, department_id), values, _field_errors(exc), 422
         )
-    row.message_window_start, row.message_window_end = start, end
     audit.record("update", "department", row.id, actor_id=_actor_id(), commit=False)
     session.commit()
     return done("Department settings saved.", "admin.department", department_id=row.id)
@@ -996,20 +994,31 @@ def template_reset(kind: str, part: str, language: str):
 # --- audit log ------------------------------------------------------------------------------
 
 
-@bp.get("/admin/audit")
+def _audit_filters() -> tuple[audit_log.AuditFilters, dict[str, str], dict[str, Any]]:
+    """The page's filters from the query string, their errors, and what the form offers."""
+    users, types, actions = audit_log.choices(get_session())
+    filters, errors = audit_log.parse_filters(
+        request.args, record_types=set(types), actions=set(actions)
+    )
+    offered = {"users": users, "record_types": types, "actions": actions}
+    return filters, errors, offered
+
+
+@bp.get("/admin/audit", endpoint="audit_log")
 @role_required(Role.ADMIN)
-def audit_log():
+def audit_log_page():
     session = get_session()
     # Far beyond the last page is an empty page; beyond this, the offset itself would overflow.
     number = params.query_int("page", 1, low=1, high=1_000_000)
-    rows = session.execute(
-        sa.select(AuditEntry, User.name)
-        .outerjoin(User, User.id == AuditEntry.actor_id)
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-        .limit(AUDIT_PAGE_SIZE + 1)
-        .offset((number - 1) * AUDIT_PAGE_SIZE)
-    ).all()
+    filters, errors, offered = _audit_filters()
     tz = _zone()
+    rows = []
+    if not errors:
+        rows = session.execute(
+            audit_log.statement(filters, tz)
+            .limit(AUDIT_PAGE_SIZE + 1)
+            .offset((number - 1) * AUDIT_PAGE_SIZE)
+        ).all()
     entries = [
         {
             "at": format_local(entry.at, tz),
@@ -1023,16 +1032,46 @@ def audit_log():
                 k: v for k, v in (entry.detail or {}).items() if k not in ("path", "method")
             },
         }
-        for entry, name in rows[:AUDIT_PAGE_SIZE]
+        for entry, name, _email in rows[:AUDIT_PAGE_SIZE]
     ]
-    return render_template(
+    return _page(
         "admin/audit.html",
+        status=400 if errors else 200,
         title="Audit log",
         entries=entries,
         page=number,
         has_more=len(rows) > AUDIT_PAGE_SIZE,
         timezone=tz,
+        values={k: (request.args.get(k) or "").strip() for k in AUDIT_FILTER_FIELDS},
+        errors=errors,
+        filter_args=filters.query_args(),
+        **offered,
     )
+
+
+AUDIT_FILTER_FIELDS = ("user", "record_type", "record_id", "action", "from", "to")
+
+
+@bp.get("/admin/audit.csv")
+@role_required(Role.ADMIN)
+def audit_log_csv():
+    filters, errors, _offered = _audit_filters()
+    if errors:
+        abort(400, " ".join(errors.values()))
+    tz = _zone()
+    # The export is itself worth finding in the log: who took a copy, of what.
+    with transaction():
+        audit.record(
+            "export", "audit_log", None, actor_id=_actor_id(), commit=False, **filters.as_detail()
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    response = Response(
+        stream_with_context(audit_log.csv_lines(get_session(), filters, tz)),
+        mimetype="text/csv",
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.app_template_filter("weekday_names")

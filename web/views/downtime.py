@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session, selectinload
 
-from notifications.models import Reminder
+from notifications import outbox
 from notifications.types import Kind
 from scheduler import services
-from scheduler.errors import InvalidInput, NotFound, ServiceError
+from scheduler.errors import NotFound, RulesBroken, ServiceError
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     Course,
@@ -43,7 +43,7 @@ from scheduler.timeutil import (
 )
 from web import audit, params
 from web.auth import session_user
-from web.db import get_session
+from web.db import get_session, transaction
 from web.ui import done, role_required
 
 bp = Blueprint("downtime", __name__)
@@ -51,7 +51,6 @@ bp = Blueprint("downtime", __name__)
 KINDS = ("planned", "unplanned")
 MAX_REASON = 300  # Downtime.reason's column length
 UPCOMING_LIMIT = 200
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _actor_id() -> int | None:
@@ -112,33 +111,6 @@ def incomplete_courses(session: Session) -> list[Course]:
     )
 
 
-def mark_reviewed(session: Session, course_id: int, *, now: datetime) -> Course:
-    """A scheduler has handled a course the re-plan could not place: back to booked, provided
-    it has active fractions and none of them still overlaps a downtime."""
-    course = session.get(Course, course_id)
-    if course is None:
-        raise NotFound(f"course {course_id} does not exist")
-    if course.status != CourseStatus.NEEDS_REVIEW:
-        raise InvalidInput(f"course {course_id} is {course.status}, not waiting for review")
-    active = [f for f in course.fractions if f.status in ACTIVE_FRACTION_STATUSES]
-    if not active:
-        raise InvalidInput(
-            "the course has no active fractions: rebook or cancel it from the course page"
-        )
-    clashes = overlapping_downtime(session, course_id=course_id, since=EPOCH)
-    if clashes:
-        numbers = ", ".join(str(f.number) for f, _ in clashes)
-        raise InvalidInput(
-            f"fraction {numbers} still overlaps a downtime: move it from the course page first"
-        )
-    # A course still short of fractions stays visibly incomplete until it is rebooked.
-    course.status = CourseStatus.INCOMPLETE if course.incomplete else CourseStatus.BOOKED
-    course.review_reason = None
-    course.updated_at = now
-    session.commit()
-    return course
-
-
 @bp.get("/downtime")
 @role_required(Role.SCHEDULER)
 def index():
@@ -188,18 +160,40 @@ def index():
 @bp.post("/downtime/courses/<int:course_id>/reviewed")
 @role_required(Role.SCHEDULER)
 def reviewed(course_id: int):
-    session = get_session()
+    override_reason = request.form.get("override_reason", "").strip() or None
     try:
-        course = mark_reviewed(session, course_id, now=datetime.now(UTC))
+        with transaction():
+            course = services.mark_reviewed(
+                get_session(),
+                course_id,
+                override_reason=override_reason,
+                actor_id=_actor_id(),
+                now=datetime.now(UTC),
+            )
+            audit.record(
+                "update",
+                "course",
+                course.id,
+                actor_id=_actor_id(),
+                commit=False,
+                status=str(course.status),
+                reviewed=True,
+                overridden=override_reason is not None,
+            )
     except NotFound:
         abort(404)
-    except InvalidInput as exc:
-        session.rollback()
+    except RulesBroken as exc:
+        broken = "; ".join(v.message for v in exc.violations)
+        if all(v.overridable for v in exc.violations):
+            return done_error(
+                f"Course {course_id} breaks protocol rules: {broken}. "
+                "Give a reason to accept them, or move the fractions from the course page."
+            )
+        return done_error(f"Course {course_id} cannot be booked as it stands: {broken}.")
+    except ServiceError as exc:
         return done_error(str(exc.args[0]) if exc.args else "cannot mark reviewed")
-    audit.record(
-        "update", "course", course.id, actor_id=_actor_id(), status="booked", reviewed=True
-    )
-    return done(f"Course {course.id} marked reviewed; it is booked again.", "downtime.index")
+    state = "booked again" if course.status == CourseStatus.BOOKED else "still incomplete"
+    return done(f"Course {course.id} marked reviewed; it is {state}.", "downtime.index")
 
 
 def done_error(message: str) -> Any:
@@ -407,7 +401,7 @@ def new():
         return _form_page(form, linacs, errors, ambiguous, 400, "Check the highlighted fields.")
     apply = request.form.get("action") == "apply"
     tz = checked.linac.department.timezone
-    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    queued = outbox.collect(session)
     try:
         report = services.add_downtime(
             session,
@@ -443,18 +437,7 @@ def new():
             counts=report,
             **rows,
         )
-    moved_ids = [m.fraction_id for m in report.moved]
-    notices = 0
-    if moved_ids:
-        notices = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Reminder)
-            .where(
-                Reminder.id > before_max,
-                Reminder.kind == Kind.CHANGE.value,
-                Reminder.fraction_id.in_(moved_ids),
-            )
-        )
+    notices = _change_notices(queued, [m.fraction_id for m in report.moved])
     audit.record(
         "create",
         "downtime",
@@ -526,18 +509,10 @@ def _change_message(report: services.DowntimeReport, notices: int) -> str:
     return message
 
 
-def _notices_since(session: Session, before_max: int, fraction_ids: list[int]) -> int:
-    if not fraction_ids:
-        return 0
-    return session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Reminder)
-        .where(
-            Reminder.id > before_max,
-            Reminder.kind == Kind.CHANGE.value,
-            Reminder.fraction_id.in_(fraction_ids),
-        )
-    )
+def _change_notices(queued: outbox.QueuedMessages, fraction_ids: list[int]) -> int:
+    """How many change notices the action queued for these fractions."""
+    moved = set(fraction_ids)
+    return sum(1 for r in queued.written if r.kind == Kind.CHANGE and r.fraction_id in moved)
 
 
 @bp.route("/downtime/<int:downtime_id>/edit", methods=["GET", "POST"])
@@ -560,7 +535,7 @@ def edit(downtime_id: int):
     apply = request.form.get("action") == "apply"
     tz = checked.linac.department.timezone
     linac = checked.linac
-    before_max = session.scalar(sa.select(sa.func.max(Reminder.id))) or 0
+    queued = outbox.collect(session)
     try:
         report = services.update_downtime(
             session,
@@ -602,7 +577,7 @@ def edit(downtime_id: int):
             action_url=url_for("downtime.edit", downtime_id=downtime_id),
             **rows,
         )
-    notices = _notices_since(session, before_max, [m.fraction_id for m in report.moved])
+    notices = _change_notices(queued, [m.fraction_id for m in report.moved])
     audit.record(
         "update",
         "downtime",
@@ -658,4 +633,4 @@ def delete(downtime_id: int):
     )
 
 
-__all__ = ["bp", "incomplete_courses", "mark_reviewed", "overlapping_downtime"]
+__all__ = ["bp", "incomplete_courses", "overlapping_downtime"]

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 
-from notifications.models import Reminder, ReminderStatus
-from notifications.outbox import OPEN_STATUSES, patient_snapshot
+from notifications import outbox
+from notifications.outbox import patient_snapshot
 from scheduler import records, services
 from scheduler.alternatives import Alternative
 from scheduler.context import rules_from_protocol
@@ -190,37 +190,10 @@ def _taken_times(conflicts: Iterable[ConflictingBooking], names: Mapping[int, st
 # --- the outbox: which patient messages an action queued ----------------------------------
 
 
-@dataclass(frozen=True)
-class _OutboxMark:
-    """The course's outbox before an action: what is there and what could still be sent."""
-
-    course_id: int
-    last_id: int
-    open_ids: frozenset[int] = field(default_factory=frozenset)
-
-
-def _outbox_mark(db: Session, course_id: int) -> _OutboxMark:
-    last_id = db.scalar(sa.select(sa.func.max(Reminder.id)).where(Reminder.course_id == course_id))
-    open_ids = db.scalars(
-        sa.select(Reminder.id).where(
-            Reminder.course_id == course_id, Reminder.status.in_(OPEN_STATUSES)
-        )
-    )
-    mark = _OutboxMark(course_id, last_id or 0, frozenset(open_ids))
-    # A read only: end the transaction so the use case starts its own (on SQLite that is
-    # where it takes the write lock).
-    db.rollback()
-    return mark
-
-
-def _queued_summary(db: Session, mark: _OutboxMark) -> str:
+def _queued_summary(db: Session, course_id: int, queued: outbox.QueuedMessages) -> str:
     """``Queued messages: 1 confirmation (SMS), 10 reminders (SMS).`` for what the action wrote
     to the course's outbox, plus how many earlier messages it withdrew."""
-    new = db.execute(
-        sa.select(Reminder.kind, Reminder.channel).where(
-            Reminder.course_id == mark.course_id, Reminder.id > mark.last_id
-        )
-    ).all()
+    new = [(r.kind, r.channel) for r in queued.written if r.course_id == course_id]
     counts = Counter((MESSAGE_KIND_NAMES.get(k, (k, k + "s")), c) for k, c in new)
     # A fixed order (kinds as listed above, SMS before email) so the sentence reads the same
     # way every time.
@@ -240,23 +213,12 @@ def _queued_summary(db: Session, mark: _OutboxMark) -> str:
         text = f"Queued messages: {', '.join(parts)}."
     else:
         text = "No patient messages queued."
-        patient = db.scalar(sa.select(Patient).join(Course).where(Course.id == mark.course_id))
+        patient = db.scalar(sa.select(Patient).join(Course).where(Course.id == course_id))
         # The outbox's own test of which channels may carry messages to this patient.
         reach = patient_snapshot(patient, patient.department) if patient is not None else None
         if reach is not None and not (reach.sms_allowed or reach.email_allowed):
             text += " The patient has no consented SMS or email."
-    withdrawn = 0
-    if mark.open_ids:
-        withdrawn = (
-            db.scalar(
-                sa.select(sa.func.count()).where(
-                    # Superseded only: one the dispatcher sent meanwhile was not withdrawn.
-                    Reminder.id.in_(mark.open_ids),
-                    Reminder.status == ReminderStatus.SUPERSEDED,
-                )
-            )
-            or 0
-        )
+    withdrawn = len([r for r in queued.withdrawn if r.course_id == course_id])
     if withdrawn:
         text += f" Withdrawn: {withdrawn} earlier message{'s' if withdrawn != 1 else ''}."
     return text
@@ -705,7 +667,7 @@ def readiness(course_id: int):
                     else "must be a local date and time"
                 ),
             )
-    mark = _outbox_mark(db, found.id)
+    queued = outbox.collect(db)
     updated = found
     try:
         for step in READINESS_LABELS:
@@ -730,7 +692,11 @@ def readiness(course_id: int):
     message = " ".join(parts)
     if updated.ready_to_treat and recorded:
         message += " Plan approval and physics QA are done: the course is ready to treat."
-    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
+    return done(
+        f"{message} {_queued_summary(db, course_id, queued)}",
+        "patients.course",
+        course_id=course_id,
+    )
 
 
 @bp.route("/courses/<int:course_id>/cancel", methods=["GET", "POST"])
@@ -747,7 +713,7 @@ def cancel_course(course_id: int):
             reason=reason,
             reason_error="give a reason" if request.method == "POST" else None,
         ), (422 if request.method == "POST" else 200)
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         cancelled = services.cancel_course(db, course_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
@@ -757,7 +723,7 @@ def cancel_course(course_id: int):
     count = sum(1 for f in cancelled.fractions if f.status == "cancelled")
     return done(
         f"Course cancelled ({count} fraction{'s' if count != 1 else ''} cancelled). "
-        f"{_queued_summary(db, mark)}",
+        f"{_queued_summary(db, course_id, queued)}",
         "patients.course",
         course_id=course_id,
     )
@@ -922,7 +888,7 @@ def book(course_id: int):
         if request.form.get("acknowledge_nearby") == "yes"
         else []
     )
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         booked = services.book_course(
             db,
@@ -978,7 +944,11 @@ def book(course_id: int):
     )
     if not booked.ready_to_treat:
         message += " Fraction 1 stays tentative until plan approval and physics QA are recorded."
-    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
+    return done(
+        f"{message} {_queued_summary(db, course_id, queued)}",
+        "patients.course",
+        course_id=course_id,
+    )
 
 
 # --- moving a fraction -------------------------------------------------------------------
@@ -1115,7 +1085,7 @@ def move_post(fraction_id: int):
             status=422,
         )
     assert linac_id is not None
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         moved = services.move_fraction(
             db,
@@ -1168,7 +1138,11 @@ def move_post(fraction_id: int):
     )
     if form.override_reason and moved.override_reason:
         message += " The rule override and its reason are recorded."
-    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
+    return done(
+        f"{message} {_queued_summary(db, course_id, queued)}",
+        "patients.course",
+        course_id=course_id,
+    )
 
 
 # --- cancelling a fraction, recording a missed one -----------------------------------------
@@ -1194,7 +1168,7 @@ def cancel_fraction(fraction_id: int):
             reason_error="give a reason" if request.method == "POST" else None,
         ), (422 if request.method == "POST" else 200)
     when = _span(fraction.starts_at, fraction.ends_at, tz)
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         services.cancel_fraction(db, fraction_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
@@ -1202,7 +1176,7 @@ def cancel_fraction(fraction_id: int):
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("cancel", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
     return done(
-        f"Cancelled fraction {number} ({when}). {_queued_summary(db, mark)}",
+        f"Cancelled fraction {number} ({when}). {_queued_summary(db, course_id, queued)}",
         "patients.course",
         course_id=course_id,
     )
@@ -1263,7 +1237,7 @@ def missed(fraction_id: int):
         return _render_missed(fraction, form, status=422)
     tz = fraction.course.patient.department.timezone
     names = _linac_names(fraction.course)
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         result = services.record_missed(
             db,
@@ -1295,7 +1269,8 @@ def missed(fraction_id: int):
         outcome = "It could not be rebooked within the protocol's rules: the course needs review."
     label = MISSED_REASON_LABELS[MissedReason(form.reason)]
     return done(
-        f"Fraction {number} recorded as missed ({label}). {outcome} {_queued_summary(db, mark)}",
+        f"Fraction {number} recorded as missed ({label}). {outcome} "
+        f"{_queued_summary(db, course_id, queued)}",
         "patients.course",
         course_id=course_id,
     )
@@ -1308,7 +1283,7 @@ def undo_missed(fraction_id: int):
     db = get_session()
     fraction = _fraction_or_404(db, fraction_id)
     course_id, number = fraction.course_id, fraction.number
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         restored = services.undo_missed(db, fraction_id, actor_id=_staff().id)
     except (StateConflict, Conflict) as exc:
@@ -1317,7 +1292,7 @@ def undo_missed(fraction_id: int):
     audit.record("undo_missed", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
     return done(
         f"Fraction {number} is no longer recorded as missed; it is {restored.status} again. "
-        f"{_queued_summary(db, mark)}",
+        f"{_queued_summary(db, course_id, queued)}",
         "patients.course",
         course_id=course_id,
     )
@@ -1369,7 +1344,7 @@ def rebook_post(course_id: int):
     placements = _placements(request.form)
     if placements is None:
         abort(400, "The schedule in the form is incomplete; propose again.")
-    mark = _outbox_mark(db, course_id)
+    queued = outbox.collect(db)
     try:
         course = services.rebook_fractions(db, course_id, placements, actor_id=_staff().id)
     except Conflict as exc:
@@ -1401,7 +1376,11 @@ def rebook_post(course_id: int):
     message = f"Rebooked {', '.join(parts)}."
     if not course.incomplete:
         message += " The course is complete again."
-    return done(f"{message} {_queued_summary(db, mark)}", "patients.course", course_id=course_id)
+    return done(
+        f"{message} {_queued_summary(db, course_id, queued)}",
+        "patients.course",
+        course_id=course_id,
+    )
 
 
 @bp.post("/courses/<int:course_id>/prescription")
