@@ -252,21 +252,15 @@ def handle_inbound(
             session.add(row)
             if not _flush_new(session):
                 return _replayed(session, _inbound_by_provider_id(session, provider_id))
-            # confirm_next_fraction commits (our row with it) or rolls back (our row too).
+            # One unit of work: the confirmation and this message are stored together.
             fraction = services.confirm_next_fraction(session, patient.id, now=now)
             if fraction is not None:
+                session.commit()
                 return _result(session, row, confirmed=True, replayed=False)
             # Nothing confirmable (none booked, or the first one still tentative): a person
-            # calls the patient. The rollback discarded the first row; record a fresh one.
-            row = InboundMessage(
-                provider_id=provider_id,
-                from_number=from_number[:20],
-                patient_id=patient.id,
-                body=body,
-                action=action,
-                needs_attention=True,
-                received_at=now,
-            )
+            # calls the patient.
+            row.needs_attention = True
+            row.handled_at = None
     if not row.needs_attention:
         row.handled_at = now  # answered automatically; nothing left for the inbox
     session.add(row)

@@ -409,14 +409,58 @@ def save_override(
     return row
 
 
-def reset_override(session: Session, kind: str, part: str, language: str) -> bool:
+def reset_override(session: Session, kind: str, part: str, language: str) -> int | None:
     """Delete the stored edit (the shipped file applies again); flushes, the caller commits.
 
-    Returns whether there was one.
+    Returns the id the edit had, or None when there was none.
     """
     row = get_override(session, kind, part, language)
     if row is None:
-        return False
+        return None
+    row_id = row.id
     session.delete(row)
     session.flush()
-    return True
+    return row_id
+
+
+@dataclass(frozen=True)
+class SavedEdit:
+    language: str
+    template_id: int | None  # None: the edit equalled the shipped file and was removed
+
+
+@dataclass(frozen=True)
+class EditResult:
+    checks: dict[str, TemplateCheck]
+    saved: list[SavedEdit]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks.values())
+
+
+def save_edits(
+    session: Session,
+    kind: str,
+    part: str,
+    sources: Mapping[str, str],
+    *,
+    user_id: int | None,
+    now: datetime | None = None,
+) -> EditResult:
+    """Check every language's source and, only when all pass, store the ones that changed.
+
+    One save covers all languages at once, so a clinic never sends one language's new text
+    next to another's refused one. Flushes; the caller commits.
+    """
+    normalised = {lang: normalise_source(sources.get(lang) or "") for lang in LANGUAGES}
+    checks = {lang: check_source(kind, part, lang, normalised[lang]) for lang in LANGUAGES}
+    if not all(check.ok for check in checks.values()):
+        return EditResult(checks, [])
+    saved = []
+    for lang, source in normalised.items():
+        if source == current_source(session, kind, part, lang):
+            continue
+        row = save_override(session, kind, part, lang, source, user_id=user_id, now=now)
+        saved.append(SavedEdit(lang, row.id if row is not None else None))
+    return EditResult(checks, saved)

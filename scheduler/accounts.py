@@ -166,7 +166,7 @@ def create_user(
         password_hash=None if password is None else _hasher().hash(password),
     )
     session.add(user)
-    _commit(session, "email")
+    _flush_unique(session, "email")
     return user
 
 
@@ -221,7 +221,7 @@ def update_user(
     if ends_sessions:
         # Counted up in SQL, so two changes at once both move it on.
         user.session_epoch = User.session_epoch + 1
-    session.commit()
+    session.flush()
     return user
 
 
@@ -255,7 +255,7 @@ def end_sessions(session: Session, user_id: int) -> User:
     """End every signed-in session of the user (sign-out), wherever its cookie is."""
     user = get_user(session, user_id)
     user.session_epoch = User.session_epoch + 1
-    session.commit()
+    session.flush()
     return user
 
 
@@ -296,7 +296,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     if _hasher().check_needs_rehash(stored):
         # Parameters were raised since this hash was made; upgrade it while we know the password.
         user.password_hash = _hasher().hash(password)
-        session.commit()
+        session.flush()
     return user
 
 
@@ -325,7 +325,7 @@ def issue_api_token(session: Session, user_id: int, name: str) -> IssuedToken:
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(user_id=user.id, name=name.strip(), token_digest=_digest(plaintext))
     session.add(token)
-    session.commit()
+    session.flush()
     return IssuedToken(token, plaintext)
 
 
@@ -348,7 +348,7 @@ def authenticate_token(session: Session, token: str, *, now: datetime | None = N
     moment = now or datetime.now(UTC)
     if row.last_used_at is None or moment - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = moment
-        session.commit()
+        session.flush()
     return row.user
 
 
@@ -359,7 +359,7 @@ def revoke_api_token(session: Session, token_id: int, *, now: datetime | None = 
         raise NotFound(f"No API token with id {token_id}.")
     if token.revoked_at is None:
         token.revoked_at = now or datetime.now(UTC)
-        session.commit()
+        session.flush()
     return token
 
 
@@ -371,10 +371,9 @@ def list_api_tokens(session: Session, *, user_id: int | None = None) -> list[Api
     return list(session.scalars(query))
 
 
-def _commit(session: Session, field: str) -> None:
+def _flush_unique(session: Session, field: str) -> None:
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:
         # A concurrent request created the same unique value between our check and insert.
-        session.rollback()
         raise InvalidInput("Already exists.", [FieldError(field, "already exists")]) from exc

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from config import Settings
-from scheduler import accounts, records, services
+from scheduler import accounts, records, services, unit_of_work
 from scheduler.models import Department
 from scheduler.protocols import DEFAULT_PROTOCOLS, PREP_INSTRUCTIONS
 from scheduler.timeutil import local_date
@@ -59,8 +59,9 @@ def seed_demo(
     creds = _credentials(settings)
     existing = session.scalar(sa.select(Department).where(Department.name == DEMO_DEPARTMENT))
     if existing is None:
-        _create(session, creds, now)
-    session.rollback()
+        with unit_of_work.transaction(session):
+            _create(session, creds, now)
+    session.rollback()  # end the read above: on SQLite it holds the write lock
     return {
         "web": settings.public_base_url,
         "API docs": f"{settings.public_base_url}/api/docs",

@@ -1,9 +1,9 @@
 """Use cases for reference records: departments, closures, linacs, protocols, patients, courses.
 
 Each use case takes a SQLAlchemy Session, validates the whole resulting record (so an update
-cannot leave it inconsistent), commits once and returns the row. Bad input raises InvalidInput
-with one FieldError per field; a missing id raises NotFound. Updates take a mapping of changed
-fields, which lets the API pass through exactly what a PATCH body set.
+cannot leave it inconsistent), flushes and returns the row; the caller commits. Bad input raises
+InvalidInput with one FieldError per field; a missing id raises NotFound. Updates take a mapping
+of changed fields, which lets the API pass through exactly what a PATCH body set.
 """
 
 from __future__ import annotations
@@ -381,10 +381,9 @@ def _save(session: Session, row: Base, values: Mapping[str, Any], what: str) -> 
         setattr(row, name, value)
     session.add(row)
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:
         # The pre-checks cover the unique keys; this is a concurrent writer winning the race.
-        session.rollback()
         raise InvalidInput(
             f"The {what} conflicts with an existing record; reload and try again."
         ) from exc
@@ -563,7 +562,7 @@ def add_closure(session: Session, department_id: int, *, day: date, reason: str)
 
 def remove_closure(session: Session, closure_id: int) -> None:
     session.delete(_get(session, Closure, closure_id))
-    session.commit()
+    session.flush()
 
 
 def list_closures(

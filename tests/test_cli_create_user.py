@@ -8,11 +8,12 @@ from argon2 import PasswordHasher
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
+import scheduler.accounts
 from scheduler.models import User
 
 # The API tests' app on each backend and a database session.
 from tests.api.conftest import app, db  # noqa: F401
+from tests.committing import accounts
 
 EMAIL = "operator.okonkwo@example.org"
 
@@ -21,7 +22,7 @@ EMAIL = "operator.okonkwo@example.org"
 def _fast_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Argon2 at production cost takes most of a second per hash; this is about the rules.
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
+    monkeypatch.setattr(scheduler.accounts, "_hasher", lambda: cheap)
 
 
 def _create_user(app: Flask, password: str):  # noqa: F811 - fixture imported above

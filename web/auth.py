@@ -31,7 +31,7 @@ from scheduler import accounts, sign_in_throttle
 from scheduler.errors import InvalidInput
 from scheduler.models import User
 from web import SETTINGS_KEY, audit, security
-from web.db import get_session
+from web.db import get_session, transaction
 
 # What the session cookie records of its sign-in, so the server can refuse a copy of it:
 # the user's session epoch then, when it was signed in and when it was last used (Unix seconds).
@@ -165,14 +165,16 @@ def login():
     if user is None:
         if verdict.delay_started is None:
             return form("Email or password is wrong.", 401, email)
-        # No account is named: the log must not tell which emails are staff accounts.
-        audit.record(
-            "delay",
-            "sign_in",
-            None,
-            actor_id=None,
-            minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
-        )
+        # No account is named: the log must not tell which emails are staff accounts. Its
+        # own unit of work, since the refusal below answers 401 (which rolls a page back).
+        with transaction():
+            audit.record(
+                "delay",
+                "sign_in",
+                None,
+                actor_id=None,
+                minutes=math.ceil(verdict.delay_started / timedelta(minutes=1)),
+            )
         # Said now rather than at the next try, so nobody types a right password in vain.
         message = f"Email or password is wrong. {_too_many_attempts_message(verdict.delay_started)}"
         return form(message, 401, email)
@@ -203,7 +205,7 @@ def logout():
     if user is not None:
         # Ended on the server, not only forgotten by this browser: a copy of the cookie
         # (and every other session of the user) stops working too.
-        audit.record("sign_out", "user", user.id, actor_id=user.id, commit=False)
+        audit.record("sign_out", "user", user.id, actor_id=user.id)
         accounts.end_sessions(get_session(), user.id)
     logout_user()
     session.clear()

@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from scheduler import accounts
 from scheduler.errors import ServiceError
 from scheduler.models import User
+from scheduler.unit_of_work import transaction
 
 
 def _session():
@@ -38,9 +39,11 @@ def _fail(exc: ServiceError) -> None:
 def create_user_command(email: str, name: str, role: str, password: str) -> None:
     """Create a staff user who can sign in."""
     try:
-        user = accounts.create_user(
-            _session(), email=email, name=name, role=role, password=password
-        )
+        session = _session()
+        with transaction(session):
+            user = accounts.create_user(
+                session, email=email, name=name, role=role, password=password
+            )
     except ServiceError as exc:
         _fail(exc)
     click.echo(f"Created user {user.id} <{user.email}> with role {user.role}.")
@@ -56,7 +59,8 @@ def create_token_command(email: str, name: str) -> None:
     if user is None:
         raise click.ClickException(f"No user with email {email}.")
     try:
-        token = accounts.create_api_token(session, user.id, name)
+        with transaction(session):
+            token = accounts.create_api_token(session, user.id, name)
     except ServiceError as exc:
         _fail(exc)
     click.echo(token)

@@ -15,7 +15,7 @@ about one patient does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,10 +23,12 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask import request as flask_request
 from sqlalchemy.orm import Session, selectinload
 
-from notifications import outbox, rendering, sandbox, template_store
+from notifications import outbox, rendering, sandbox, staff_actions, template_store
 from notifications.models import InboundMessage, Reminder, ReminderStatus
+from notifications.staff_actions import PROBLEM_STATUSES
 from notifications.types import Channel, Kind, PlannedReminder
 from scheduler import links
+from scheduler.errors import InvalidInput, NotFound, StateConflict
 from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
 from web import audit
@@ -36,9 +38,6 @@ from web.ui import done, role_required
 
 bp = Blueprint("messages", __name__)
 PAGE_SIZE = 200
-# What the problem queue lists: messages a person has to decide about.
-PROBLEM_STATUSES = (ReminderStatus.FAILED, ReminderStatus.UNKNOWN)
-MAX_REASON_LENGTH = 300
 # The time all message previews of one page may take together (see _shown).
 PREVIEW_SECONDS = 2.0
 
@@ -229,55 +228,21 @@ def problems():
     )
 
 
-def _change_status(reminder_id: int, allowed: tuple[str, ...], **values: Any) -> bool:
-    """Compare-and-set: change the row only if it still has one of the ``allowed`` statuses.
-
-    The worker may have settled it meanwhile (reconcile finds an unknown SMS at the provider);
-    then the person's decision was made on stale information and is not applied.
-    """
-    session = get_session()
-    if session.get(Reminder, reminder_id) is None:
-        abort(404)
-    changed = session.execute(
-        sa.update(Reminder)
-        .where(Reminder.id == reminder_id, Reminder.status.in_(allowed))
-        .values(**values, lease_until=None, updated_at=datetime.now(UTC))
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    return changed == 1
-
-
 @bp.post("/messages/<int:reminder_id>/retry")
 @role_required(Role.ADMIN)
 def retry(reminder_id: int):
     session = get_session()
-    row = session.get(Reminder, reminder_id)
-    if row is None:
-        abort(404)
-    if row.status == ReminderStatus.UNKNOWN and flask_request.form.get("confirm") != "yes":
-        # The provider may already have it: a resend could reach the patient twice.
-        flash(
-            "This message may already have reached the patient. Tick the confirmation box to "
-            "send it again anyway.",
-            "error",
+    try:
+        was = staff_actions.retry_message(
+            session, reminder_id, confirmed=flask_request.form.get("confirm") == "yes"
         )
+    except NotFound:
+        abort(404)
+    except StateConflict as exc:
+        session.rollback()  # refused: nothing of it is kept, though the page redirects
+        flash(exc.detail, "error")
         return redirect(url_for("messages.problems"))
-    now = datetime.now(UTC)
-    if not _change_status(
-        reminder_id,
-        tuple(PROBLEM_STATUSES),
-        status=ReminderStatus.PENDING,
-        status_reason="retry requested by staff",
-        next_attempt_at=now,
-        send_started_at=None,
-    ):
-        session.rollback()
-        flash("That message changed meanwhile; nothing was done. Check its status.", "error")
-        return redirect(url_for("messages.problems"))
-    audit.record(
-        "retry", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=row.status
-    )
-    session.commit()
+    audit.record("retry", "reminder", reminder_id, actor_id=_actor_id(), was=was)
     return done(f"Message {reminder_id} queued to be sent again.", "messages.problems")
 
 
@@ -285,28 +250,18 @@ def retry(reminder_id: int):
 @role_required(Role.ADMIN)
 def suppress(reminder_id: int):
     session = get_session()
-    row = session.get(Reminder, reminder_id)
-    if row is None:
+    try:
+        was = staff_actions.suppress_message(
+            session, reminder_id, reason=flask_request.form.get("reason", "")
+        )
+    except NotFound:
         abort(404)
-    reason = " ".join(flask_request.form.get("reason", "").split())
-    if not reason or len(reason) > MAX_REASON_LENGTH:
-        flash(f"Give a reason (1 to {MAX_REASON_LENGTH} characters) to suppress.", "error")
-        return redirect(url_for("messages.problems"))
-    was = row.status
-    if not _change_status(
-        reminder_id,
-        (*PROBLEM_STATUSES, ReminderStatus.PENDING),
-        status=ReminderStatus.SUPPRESSED,
-        status_reason=f"suppressed by staff: {reason}",
-        next_attempt_at=None,
-        send_started_at=None,
-    ):
-        session.rollback()
-        flash("That message changed meanwhile; nothing was done. Check its status.", "error")
+    except (InvalidInput, StateConflict) as exc:
+        session.rollback()  # refused: nothing of it is kept, though the page redirects
+        flash(exc.detail, "error")
         return redirect(url_for("messages.problems"))
     # The reason is free text that may name the patient: it stays on the row, not the log.
-    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), commit=False, was=was)
-    session.commit()
+    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), was=was)
     return done(f"Message {reminder_id} suppressed; it will not be sent.", "messages.problems")
 
 
@@ -351,16 +306,11 @@ def inbox():
 @bp.post("/messages/inbox/<int:message_id>/handled")
 @role_required(Role.SCHEDULER)
 def mark_handled(message_id: int):
-    session = get_session()
-    row = session.get(InboundMessage, message_id)
-    if row is None:
+    try:
+        row = staff_actions.mark_reply_handled(get_session(), message_id, actor_id=_actor_id())
+    except NotFound:
         abort(404)
-    if row.handled_at is None:
-        row.handled_at = datetime.now(UTC)
-        row.handled_by_id = _actor_id()
-    row.needs_attention = False
-    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id(), commit=False)
-    session.commit()
+    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id())
     return done("Reply marked as handled.", "messages.inbox")
 
 

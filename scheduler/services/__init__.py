@@ -1,10 +1,13 @@
 """Booking use cases: propose, book, move, cancel, record missed/completed, repair, downtime.
 
-Each function owns its unit of work: it reads what it needs, checks the rules with the
-pure engine, writes the change together with its BookingEvent row, and commits once. A
-lost race surfaces as :class:`Conflict` (HTTP 409) naming the taken time, never as an
-overlap: PostgreSQL's exclusion constraints reject it, and on SQLite the write lock taken
-at BEGIN makes the overlap check and the insert one step.
+Each function is one step of its caller's unit of work (:mod:`scheduler.unit_of_work`): it
+reads what it needs, checks the rules with the pure engine, writes the change together with
+its BookingEvent row and flushes; the caller commits. Callers run the booking and moving
+use cases through ``unit_of_work.run`` so that a transaction PostgreSQL aborted to break a
+deadlock is run again from the start. A lost race surfaces as :class:`Conflict` (HTTP
+409) naming the taken time, never as an overlap: PostgreSQL's exclusion constraints reject
+it, and on SQLite the write lock taken at BEGIN makes the overlap check and the insert one
+step.
 
 One module per job (proposing, booking, moving, outcomes, repair, downtime) over the shared
 loaders, events and guards in ``common``; callers use this package's names.
@@ -17,10 +20,8 @@ from scheduler.services.common import (
     FIRST_LOOK_DAYS,
     MAX_REASON_TEXT,
     OVERRIDABLE_RULES,
-    RACE_RETRIES,
     READINESS_STEPS,
     REBOOK_LEAD_TIME,
-    RETRYABLE_SQLSTATES,
     SCHEDULED_STATUSES,
     DowntimeReport,
     MissedResult,
@@ -55,6 +56,7 @@ from scheduler.services.repair import (
     rebook_fractions,
     undo_missed,
 )
+from scheduler.unit_of_work import RACE_RETRIES, RETRYABLE_SQLSTATES
 
 __all__ = [
     "CONFLICT_RULES",

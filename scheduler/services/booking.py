@@ -37,7 +37,6 @@ from scheduler.services.common import (
     _get_course,
     _iso,
     _now,
-    _retry_lost_races,
     _scheduled,
 )
 from scheduler.timeutil import local_date
@@ -133,7 +132,6 @@ def _new_fraction(
     )
 
 
-@_retry_lost_races
 def book_course(
     session: Session,
     course_id: int,
@@ -153,13 +151,11 @@ def book_course(
     now = _now(now)
     course = _get_course(session, course_id)
     if course.status != CourseStatus.DRAFT or _scheduled(course):
-        session.rollback()
         raise StateConflict(f"course {course_id} is {course.status}; only a draft can be booked")
     protocol = course.protocol
     rules = rules_from_protocol(protocol)
     numbers = sorted(p.number for p in placements)
     if numbers != list(range(1, rules.fractions + 1)):
-        session.rollback()
         raise InvalidInput(
             f"give exactly one placement for each fraction 1..{rules.fractions}",
             [FieldError("fractions", f"expected numbers 1..{rules.fractions}, got {numbers}")],
@@ -168,7 +164,6 @@ def book_course(
     linac_ids = {linac.id for linac in department.linacs}
     unknown = sorted({p.linac_id for p in placements} - linac_ids)
     if unknown:
-        session.rollback()
         raise InvalidInput(
             "unknown linac",
             [FieldError("fractions.linac_id", f"no linac {i} in this department") for i in unknown],
@@ -198,7 +193,6 @@ def book_course(
     nearby = _nearby_courses(session, course, window)
     acknowledged = set(acknowledged_course_ids)
     if any(n.course_id not in acknowledged for n in nearby):
-        session.rollback()
         raise NearbyCourseWarning(
             "the patient has another active course overlapping this schedule or within "
             f"{NEARBY_COURSE_DAYS} days of it; acknowledge it to book",
@@ -220,6 +214,6 @@ def book_course(
         violations=[v.code for v in violations],
         nearby_courses_acknowledged=[n.course_id for n in nearby],
     )
-    session.commit()
+    session.flush()
     session.refresh(course)
     return course

@@ -3,8 +3,7 @@ rule checks and the guards that turn a lost race into a Conflict."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
+from scheduler import unit_of_work
 from scheduler.context import search_context
 from scheduler.errors import (
     Conflict,
@@ -227,7 +227,6 @@ def _active_fraction(session: Session, fraction_id: int, *, action: str | None =
     """The fraction, if it still holds its slot (tentative, booked or confirmed)."""
     fraction = _get_fraction(session, fraction_id)
     if fraction.status not in ACTIVE_FRACTION_STATUSES:
-        session.rollback()
         suffix = f" and cannot {action}" if action else ""
         raise StateConflict(f"fraction {fraction_id} is {fraction.status}{suffix}")
     return fraction
@@ -309,7 +308,6 @@ def _check_plain_text(session: Session, field: str, value: str | None) -> None:
     pages and written into calendar files and the audit log."""
     problem = None if value is None else plain_text_problem(value)
     if problem is not None:
-        session.rollback()
         raise InvalidInput(
             f"the {field.replace('_', ' ')} is not plain text", [FieldError(field, problem)]
         )
@@ -326,7 +324,6 @@ def _check_violations(
     """Raise for what may not be booked: conflicts (409), rules without an override (422)."""
     _check_plain_text(session, "override_reason", override_reason)
     if any(v.code in CONFLICT_RULES for v in violations):
-        session.rollback()
         raise Conflict(
             "; ".join(v.message for v in violations if v.code in CONFLICT_RULES),
             _conflicts(session, linac_ids, patient_id, window),
@@ -334,7 +331,6 @@ def _check_violations(
     hard = [v for v in violations if v.code not in OVERRIDABLE_RULES]
     soft = [v for v in violations if v.code in OVERRIDABLE_RULES]
     if hard or (soft and not (override_reason and override_reason.strip())):
-        session.rollback()
         detail = (
             "the schedule cannot be booked"
             if hard
@@ -378,37 +374,7 @@ def _conflicts(
         ConflictingBooking("downtime", d.linac_id, _iso(d.starts_at), _iso(d.ends_at))
         for d in downs
     ]
-    session.rollback()
     return found
-
-
-class _LostRace(Exception):
-    """PostgreSQL broke a deadlock between two bookings by aborting ours: run it again."""
-
-
-# PostgreSQL's deadlock and serialisation failures: the transaction did nothing and may be
-# retried. Two bookings for one patient on two linacs can wait on each other's exclusion
-# checks; the database aborts one and the retry then sees the winner's rows.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-RACE_RETRIES = 3
-
-
-def _retry_lost_races(use_case: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(use_case)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        for _ in range(RACE_RETRIES - 1):
-            try:
-                return use_case(*args, **kwargs)
-            except _LostRace:
-                continue
-        try:
-            return use_case(*args, **kwargs)
-        except _LostRace as exc:
-            raise Conflict("bookings changed while this one was made; try again") from exc
-
-    return run
 
 
 def _flush_or_conflict(
@@ -418,11 +384,15 @@ def _flush_or_conflict(
     try:
         session.flush()
     except OperationalError as exc:
-        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
-            session.rollback()
-            raise _LostRace() from exc
+        if unit_of_work.is_lost_race(exc):
+            # The database aborted the whole transaction: whoever owns it runs the action
+            # again (unit_of_work.run).
+            raise unit_of_work.LostRace() from exc
         raise
     except IntegrityError as exc:
+        # The failed statement has aborted the transaction (PostgreSQL refuses any further
+        # statement in it), so the action is lost whatever happens next: end it here to read
+        # what won the race, and let the Conflict end the caller's unit of work.
         session.rollback()
         raise Conflict(
             "the requested time was booked by someone else a moment ago; choose another",

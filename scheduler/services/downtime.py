@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import ParamSpec
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +40,6 @@ from scheduler.services.common import (
     _flush_or_conflict,
     _now,
     _planned,
-    _retry_lost_races,
 )
 from scheduler.services.moving import _apply_move
 from scheduler.types import (
@@ -46,8 +47,39 @@ from scheduler.types import (
     PlannedFraction,
 )
 
+P = ParamSpec("P")
 
-@_retry_lost_races
+
+def _finish_downtime(session: Session, report: DowntimeReport, *, preview: bool) -> DowntimeReport:
+    """Flush the change; a constraint violation means bookings changed while re-planning."""
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict("bookings changed while re-planning; try again") from exc
+    return report
+
+
+def _previewable(use_case: Callable[P, DowntimeReport]) -> Callable[P, DowntimeReport]:
+    """With ``preview=True`` the change is made inside a savepoint and rolled back to it: the
+    report says what would happen and the caller's transaction is left as it was."""
+
+    @functools.wraps(use_case)
+    def run(*args: P.args, **kwargs: P.kwargs) -> DowntimeReport:
+        if not kwargs.get("preview"):
+            return use_case(*args, **kwargs)
+        session = args[0]
+        assert isinstance(session, Session)
+        savepoint = session.begin_nested()
+        try:
+            return use_case(*args, **kwargs)
+        finally:
+            if savepoint.is_active:
+                savepoint.rollback()
+
+    return run
+
+
+@_previewable
 def add_downtime(
     session: Session,
     linac_id: int,
@@ -194,20 +226,7 @@ def _replan_for(
     )
 
 
-def _finish_downtime(session: Session, report: DowntimeReport, *, preview: bool) -> DowntimeReport:
-    """Roll a preview back (its report says what would happen), or commit."""
-    if preview:
-        session.rollback()
-        return report
-    try:
-        session.commit()
-    except IntegrityError as exc:
-        session.rollback()
-        raise Conflict("bookings changed while re-planning; try again") from exc
-    return report
-
-
-@_retry_lost_races
+@_previewable
 def update_downtime(
     session: Session,
     downtime_id: int,
@@ -242,6 +261,7 @@ def update_downtime(
     return _finish_downtime(session, replace(report, returnable=returnable), preview=preview)
 
 
+@_previewable
 def delete_downtime(
     session: Session,
     downtime_id: int,
@@ -264,7 +284,6 @@ def delete_downtime(
 def _get_downtime(session: Session, downtime_id: int) -> Downtime:
     downtime = session.get(Downtime, downtime_id)
     if downtime is None:
-        session.rollback()
         raise NotFound(f"downtime {downtime_id} does not exist")
     return downtime
 

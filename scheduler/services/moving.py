@@ -35,7 +35,6 @@ from scheduler.services.common import (
     _get_course,
     _now,
     _planned,
-    _retry_lost_races,
     _scheduled,
 )
 from scheduler.timeutil import local_date
@@ -53,7 +52,6 @@ def _introduced(before: list[Violation], after: list[Violation]) -> list[Violati
     return [v for v in after if (v.code, v.fraction) not in known]
 
 
-@_retry_lost_races
 def move_fraction(
     session: Session,
     fraction_id: int,
@@ -70,7 +68,6 @@ def move_fraction(
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
     if linac_id not in {linac.id for linac in department.linacs}:
-        session.rollback()
         raise InvalidInput("unknown linac", [FieldError("linac_id", f"no linac {linac_id}")])
     rules = rules_from_protocol(course.protocol)
     scheduled = _scheduled(course)
@@ -108,7 +105,7 @@ def move_fraction(
         violations=[v.code for v in violations],
         flush=lambda: _flush_or_conflict(session, {linac_id}, course.patient_id, window),
     )
-    session.commit()
+    session.flush()
     return fraction
 
 
@@ -209,7 +206,6 @@ def fraction_alternatives(
         count=count,
         linac_order=_group_order(department, fraction.linac_id),
     )
-    session.rollback()
     return found
 
 

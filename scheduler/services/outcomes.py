@@ -45,7 +45,6 @@ from scheduler.services.common import (
     _get_course,
     _now,
     _planned,
-    _retry_lost_races,
     _scheduled,
     _set_status,
 )
@@ -89,7 +88,7 @@ def cancel_fraction(
         now=now,
         why=f"fraction {fraction.number} was cancelled",
     )
-    session.commit()
+    session.flush()
     return fraction
 
 
@@ -105,7 +104,6 @@ def cancel_course(
     _check_plain_text(session, "reason", reason)
     course = _get_course(session, course_id)
     if course.status in (CourseStatus.CANCELLED, CourseStatus.COMPLETED):
-        session.rollback()
         raise StateConflict(f"course {course_id} is already {course.status}")
     cancelled = [f for f in course.fractions if f.status in ACTIVE_FRACTION_STATUSES]
     for fraction in cancelled:
@@ -124,7 +122,7 @@ def cancel_course(
     # The course's links stop with it, in the same transaction: a forwarded or old message
     # must not keep showing a schedule that no longer exists.
     links.revoke_patient_links(session, course_id=course.id, now=now)
-    session.commit()
+    session.flush()
     return course
 
 
@@ -134,7 +132,6 @@ def record_completed(
     now = _now(now)
     fraction = _active_fraction(session, fraction_id)
     if fraction.starts_at > now:
-        session.rollback()
         raise StateConflict("a fraction cannot be completed before it starts")
     _set_status(fraction, FractionStatus.COMPLETED, None, now)
     course = fraction.course
@@ -154,7 +151,7 @@ def record_completed(
         actor_id=actor_id,
         now=now,
     )
-    session.commit()
+    session.flush()
     return fraction
 
 
@@ -184,7 +181,6 @@ def _missed_reason_words(reason: str, reason_text: str | None) -> str:
     return f"{label}: {text}" if text else label
 
 
-@_retry_lost_races
 def record_missed(
     session: Session,
     fraction_id: int,
@@ -206,7 +202,6 @@ def record_missed(
     words = _missed_reason_words(reason, reason_text)
     fraction = _active_fraction(session, fraction_id)
     if fraction.starts_at > now:
-        session.rollback()
         raise StateConflict("a fraction cannot be missed before its start time")
     course = _get_course(session, fraction.course_id)
     department = _department_of(session, course)
@@ -264,7 +259,7 @@ def record_missed(
             now=now,
             reason=course.review_reason,
         )
-        session.commit()
+        session.flush()
         return MissedResult(fraction, None, True)
     placed = {f.number: f for f in schedule.fractions}
     for n in sorted(moved_later):
@@ -294,7 +289,7 @@ def record_missed(
         replaces=fraction.id,
         version=rebooked.version,
     )
-    session.commit()
+    session.flush()
     return MissedResult(fraction, rebooked, False)
 
 
@@ -365,7 +360,7 @@ def record_readiness(
             now=now,
             version=first.version,
         )
-    session.commit()
+    session.flush()
     return course
 
 
@@ -389,7 +384,6 @@ def confirm_next_fraction(
         .limit(1)
     ).first()
     if fraction is None or fraction.status != FractionStatus.BOOKED:
-        session.rollback()
         return None
     fraction.status = FractionStatus.CONFIRMED
     fraction.updated_at = now
@@ -401,7 +395,7 @@ def confirm_next_fraction(
         now=now,
         version=fraction.version,
     )
-    session.commit()
+    session.flush()
     return fraction
 
 

@@ -46,7 +46,6 @@ def propose_schedules(
     course = _get_course(session, course_id, fractions=False)
     department = _department_of(session, course)
     rules = rules_from_protocol(course.protocol)
-    # Read before the rollback below expires it: reading it after would cost a round trip.
     timezone = department.timezone
     today = local_date(now, timezone)
     first = max(d for d in (earliest, today, course.ready_to_treat_on) if d is not None)
@@ -97,7 +96,6 @@ def propose_schedules(
                 start,
                 downtimes=_downtime_spans(session, department, *search.search_dates(request)),
             )
-    session.rollback()  # read-only: release the SQLite write lock promptly
     return ProposalResult(schedules, explanation, timezone)
 
 

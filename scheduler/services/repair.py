@@ -46,7 +46,6 @@ from scheduler.services.common import (
     _get_fraction,
     _now,
     _planned,
-    _retry_lost_races,
     _scheduled,
     _set_status,
 )
@@ -183,20 +182,16 @@ def propose_rebooking(
     timezone = department.timezone
     missing = course.missing_numbers
     if not missing:
-        session.rollback()
         raise StateConflict(f"course {course_id} is not missing any fraction")
     schedules = _rebooking_schedules(session, course, department, now=now, count=count)
     reason = None
     if not schedules:
         reason = _cannot_complete_reason(course, missing)
         _flag_for_clinician(session, course, reason, actor_id=None, now=now)
-        session.commit()
-    else:
-        session.rollback()  # read-only: release the SQLite write lock promptly
+        session.flush()
     return RebookingProposal(course_id, missing, schedules, timezone, not schedules, reason)
 
 
-@_retry_lost_races
 def rebook_fractions(
     session: Session,
     course_id: int,
@@ -215,22 +210,18 @@ def rebook_fractions(
     course = _get_course(session, course_id)
     missing = course.missing_numbers
     if not missing:
-        session.rollback()
         raise StateConflict(f"course {course_id} is not missing any fraction")
     numbers = sorted(p.number for p in placements)
     if numbers != missing:
-        session.rollback()
         raise InvalidInput(
             f"give exactly one placement for each missing fraction {missing}",
             [FieldError("fractions", f"expected numbers {missing}, got {numbers}")],
         )
     if course.fraction_count < course.protocol.fractions:
-        session.rollback()
         raise StateConflict(_cannot_complete_reason(course, missing))
     department = _department_of(session, course)
     unknown = sorted({p.linac_id for p in placements} - {linac.id for linac in department.linacs})
     if unknown:
-        session.rollback()
         raise InvalidInput(
             "unknown linac",
             [FieldError("fractions.linac_id", f"no linac {i} in this department") for i in unknown],
@@ -281,7 +272,7 @@ def rebook_fractions(
             override_reason=override_reason if violations else None,
             violations=[v.code for v in violations],
         )
-    session.commit()
+    session.flush()
     return course
 
 
@@ -308,7 +299,6 @@ def change_prescription(
         CourseStatus.INCOMPLETE,
         CourseStatus.NEEDS_REVIEW,
     ):
-        session.rollback()
         raise StateConflict(
             f"course {course_id} is {course.status}; only a booked course's prescription can change"
         )
@@ -333,7 +323,6 @@ def change_prescription(
             )
         )
     if errors:
-        session.rollback()
         raise InvalidInput("the prescription was not changed", errors)
     before = course.fraction_count
     course.prescribed_fractions = fractions
@@ -353,7 +342,7 @@ def change_prescription(
     if course.status == CourseStatus.NEEDS_REVIEW:
         course.status = CourseStatus.INCOMPLETE
     _settle_status(course, now)
-    session.commit()
+    session.flush()
     return course
 
 
@@ -368,7 +357,6 @@ def undo_missed(
     now = _now(now)
     fraction = _get_fraction(session, fraction_id)
     if fraction.status != FractionStatus.MISSED:
-        session.rollback()
         raise StateConflict(f"fraction {fraction_id} is {fraction.status}, not missed")
     course = _get_course(session, fraction.course_id)
     timezone = _department_of(session, course).timezone
@@ -384,7 +372,6 @@ def undo_missed(
     recorded_at = recorded.created_at if recorded is not None else fraction.updated_at
     recorded_on = local_date(recorded_at, timezone)
     if recorded_on != local_date(now, timezone):
-        session.rollback()
         raise StateConflict(
             f"fraction {fraction.number} was recorded as missed on {recorded_on.isoformat()}; "
             "it can be undone only on that day. Rebook the course or change its prescription "
@@ -401,7 +388,6 @@ def undo_missed(
         None,
     )
     if replacement is not None and replacement.status == FractionStatus.COMPLETED:
-        session.rollback()
         raise StateConflict(
             f"fraction {fraction.number} was already delivered in its rebooked session; "
             "the missed one cannot be restored"
@@ -444,7 +430,7 @@ def undo_missed(
         status=restored,
         cancelled_replacement=replacement.id if replacement is not None else None,
     )
-    session.commit()
+    session.flush()
     return fraction
 
 

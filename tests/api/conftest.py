@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
-from scheduler import accounts, records
+from tests.committing import accounts, records
 from web import create_app
 
 ADMIN_PASSWORD = "admin-password-long-enough"

@@ -7,9 +7,9 @@ import re
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
 from scheduler.models import ApiToken
 from tests.api.conftest import ADMIN_PASSWORD, Seed
+from tests.committing import accounts
 
 PROBLEM = "application/problem+json"
 

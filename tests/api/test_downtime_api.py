@@ -13,9 +13,9 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records, services
 from scheduler.models import Downtime, Fraction
 from tests.api.conftest import Seed
+from tests.committing import records, services
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

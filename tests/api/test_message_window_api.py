@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from notifications.models import Reminder, ReminderStatus
 from notifications.policy import in_message_window
-from scheduler import records, services
 from scheduler.errors import InvalidInput
 from scheduler.services import Placement
 from tests.api.conftest import Seed
+from tests.committing import records, services
 
 PROBLEM = "application/problem+json"
 

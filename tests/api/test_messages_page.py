@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from flask.testing import FlaskClient
 
-from scheduler import records, services
 from scheduler.services import Placement
 from tests.api.conftest import ADMIN_PASSWORD, Seed
 from tests.api.test_auth import _csrf
+from tests.committing import records, services
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

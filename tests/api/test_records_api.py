@@ -8,10 +8,11 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records
+import scheduler.records
 from scheduler.context import rules_from_protocol
 from scheduler.errors import InvalidInput
 from tests.api.conftest import Seed
+from tests.committing import records
 
 PROBLEM = "application/problem+json"
 
@@ -227,7 +228,7 @@ def test_unexpected_error_is_a_bare_500(client: FlaskClient, seed: Seed, app, mo
     def explode(*_args, **_kwargs):
         raise RuntimeError("patient Ana Lopez +14155552671")
 
-    monkeypatch.setattr(records, "list_departments", explode)
+    monkeypatch.setattr(scheduler.records, "list_departments", explode)
     response = client.get("/api/v1/departments", headers=seed.auth())
     assert response.status_code == 500 and response.mimetype == PROBLEM
     assert "Ana" not in response.get_data(as_text=True)

@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from notifications.models import Reminder, ReminderStatus
-from scheduler import records, services
 from scheduler.errors import InvalidInput
 from scheduler.models import Fraction
 from scheduler.services import Placement
 from tests.api.conftest import Seed
+from tests.committing import records, services
 
 PROBLEM = "application/problem+json"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday; the seeded department is New York's

@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy.orm import Session
 
 from config import Settings
-from scheduler import records
 from tests.api.conftest import Seed, seed_reference_data
+from tests.committing import records
 from web import create_app
 
 CHECKS = [

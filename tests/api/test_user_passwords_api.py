@@ -8,9 +8,10 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
+import scheduler.accounts
 from scheduler.models import User
 from tests.api.conftest import Seed
+from tests.committing import accounts
 
 EMAIL = "integration.okonkwo@example.org"
 STRONG = "plum-orbit-kettle-harbor"
@@ -27,7 +28,7 @@ def _fast_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Argon2 at production cost takes most of a second per hash; these tests are about which
     # passwords are allowed, not about hashing.
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
+    monkeypatch.setattr(scheduler.accounts, "_hasher", lambda: cheap)
 
 
 def _assert_password_problem(response, problem: str) -> None:

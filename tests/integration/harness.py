@@ -27,10 +27,10 @@ import sqlalchemy as sa
 
 from bootstrap import make_session_factory
 from notifications.models import FINAL_STATUSES, Reminder, ReminderStatus
-from scheduler import services
 from scheduler.models import Patient
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 from tests.fakes.twilio_server import FakeTwilio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,9 @@ from bootstrap import make_session_factory
 from notifications import sending
 from notifications.models import Reminder, ReminderStatus
 from notifications.tasks import SEND_BATCH
-from scheduler import links, services
+from scheduler import links
 from scheduler.models import Fraction
+from tests.committing import services
 from tests.fakes.twilio_server import FakeTwilio, RecordedRequest
 from tests.integration.dispatch_loop import READY as LOOP_READY
 from tests.integration.harness import (

@@ -17,9 +17,10 @@ from notifications import outbox, sending
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import Reminder, ReminderStatus
-from scheduler import links, services
+from scheduler import links
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 ZONE = ZoneInfo("America/New_York")
 PUBLIC = "https://clinic.example.org"

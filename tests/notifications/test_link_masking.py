@@ -15,10 +15,11 @@ from notifications import outbox, sending
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import MessageTemplate, Reminder, ReminderStatus
-from scheduler import links, services
+from scheduler import links
 from scheduler.models import PatientLink
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 AT = NOW + timedelta(hours=3)  # 10:00 in New York: inside the message window

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 
 from notifications import outbox
 from notifications.models import Reminder, ReminderStatus
-from scheduler import services
 from scheduler.errors import Conflict
 from scheduler.models import Patient
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 ZONE = ZoneInfo("America/New_York")  # the test department's and its patients' zone

@@ -12,10 +12,10 @@ import time_machine
 from notifications import outbox, replies
 from notifications.models import Reminder, ReminderStatus
 from notifications.replies import ReplyAction
-from scheduler import records, services
 from scheduler.models import Fraction
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import records, services
 
 # The signed Twilio webhook client of the webhook tests, and its helpers.
 from tests.notifications.test_webhooks import (  # noqa: F401

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from notifications import replies
 from notifications.models import InboundMessage, ProviderEvent, Reminder, ReminderStatus
 from notifications.replies import ReplyAction, classify_reply
-from scheduler import services
 from scheduler.models import Fraction, FractionStatus, Patient
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 PHONE = "+12125550123"

@@ -12,10 +12,10 @@ from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import MessageTemplate, Reminder, ReminderStatus
 from scheduler import links as patient_links
-from scheduler import services
 from scheduler.models import PatientLink
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 AT = NOW + timedelta(hours=3)  # 10:00 in New York: inside the message window

@@ -12,9 +12,9 @@ from notifications import outbox, sending, template_store
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import Reminder, ReminderStatus
-from scheduler import services
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 AT = NOW + timedelta(hours=3)  # 10:00 in New York: inside the message window

@@ -16,10 +16,10 @@ from twilio.request_validator import RequestValidator
 
 from config import Settings, load_settings
 from notifications.models import InboundMessage, ProviderEvent, Reminder, ReminderStatus
-from scheduler import services
 from scheduler.models import BookingEvent, Fraction, FractionStatus, Patient
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 from web import create_app, webhooks
 
 NOW = f.MONDAY

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from notifications import rendering, template_store
 from notifications.models import MessageTemplate
-from scheduler import records
 from scheduler.models import ApiToken, AuditEntry, Closure, Department, Linac, Protocol, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
+from tests.committing import records
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records
 from scheduler.models import AuditEntry, User
 from tests.api.conftest import Seed
+from tests.committing import records
 from tests.pages.conftest import SignIn
 
 # Local days in New York (the seeded department's zone): 23:30 on 2 March there is already

@@ -14,9 +14,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records, services
 from scheduler.models import AuditEntry, Downtime
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.conftest import SignIn
 
 NY = ZoneInfo("America/New_York")

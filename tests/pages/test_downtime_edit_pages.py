@@ -13,9 +13,9 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records, services
 from scheduler.models import Downtime, Fraction
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.conftest import SignIn
 
 NY = ZoneInfo("America/New_York")

@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from notifications.models import Reminder
-from scheduler import records, services
 from scheduler.models import Course, CourseStatus, Downtime, Fraction
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.conftest import SignIn
 
 NY = ZoneInfo("America/New_York")

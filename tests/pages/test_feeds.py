@@ -13,9 +13,10 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import accounts, links, services
+from scheduler import links
 from scheduler.models import CalendarFeed, Course, Fraction, Linac, User
 from tests import factories
+from tests.committing import accounts, services
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -12,10 +12,11 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+import scheduler.accounts
 from notifications.models import InboundMessage, Reminder, ReminderStatus
-from scheduler import accounts, records
 from scheduler.models import AuditEntry, User
 from tests.api.conftest import ADMIN_PASSWORD, Seed
+from tests.committing import accounts, records
 from tests.pages.conftest import csrf_from
 
 DUE = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)  # 10:00 EDT in the seeded New York department
@@ -66,7 +67,7 @@ def _fast_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Argon2 at production cost takes most of a second per hash; these tests sign in several
     # users and test nothing about hashing, so they use the cheapest parameters.
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
+    monkeypatch.setattr(scheduler.accounts, "_hasher", lambda: cheap)
 
 
 def sign_in(client: FlaskClient, db: Session, role: str) -> str:

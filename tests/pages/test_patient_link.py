@@ -17,10 +17,11 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import links, services
+from scheduler import links
 from scheduler.models import BookingEvent, Course, Fraction, PatientLink
 from scheduler.protocols import PREP_INSTRUCTIONS
 from tests import factories
+from tests.committing import services
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # Monday, before the US DST change on the 8th

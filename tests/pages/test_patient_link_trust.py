@@ -23,11 +23,12 @@ from notifications import outbox, replies, sending
 from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import Reminder
-from scheduler import links, records, services
+from scheduler import links
 from scheduler.models import AuditEntry, Fraction, FractionStatus
 from scheduler.services import Placement
 from tests import factories as f
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.test_messages_pages import sign_in
 from web import create_app
 

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from notifications.models import Reminder
-from scheduler import services
 from scheduler.models import AuditEntry, Course, Downtime, Fraction, Patient
 from tests.api.conftest import Seed
+from tests.committing import services
 from tests.pages.conftest import SignIn
 
 NEW_YORK = ZoneInfo("America/New_York")  # the seeded department's zone

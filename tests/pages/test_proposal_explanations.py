@@ -8,10 +8,10 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import services
 from scheduler.models import Department, Protocol
 from tests import factories
 from tests.api.conftest import Seed
+from tests.committing import services
 from tests.pages.conftest import SignIn
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # Monday, 07:00 in New York

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox, replies
 from notifications.models import Reminder
-from scheduler import records, services
 from scheduler.models import Department, Protocol
 from scheduler.services import Placement
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday; the seeded department is New York's

@@ -12,9 +12,9 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import records, services
 from scheduler.models import AuditEntry, Course, Downtime, Fraction
 from tests.api.conftest import Seed
+from tests.committing import records, services
 from tests.pages.conftest import SignIn
 from tests.pages.test_patients_pages import _forms
 

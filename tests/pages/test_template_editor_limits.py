@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifications import outbox, sending, template_store
 from notifications.channels.local import LocalOutboxChannel
 from notifications.models import MessageTemplate, Reminder, ReminderStatus
-from scheduler import records, services
 from scheduler.services import Placement
 from tests.api.conftest import Seed
+from tests.committing import records, services
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import (  # noqa: F401

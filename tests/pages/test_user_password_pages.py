@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import accounts
 from scheduler.models import AuditEntry, User
 from tests.api.conftest import Seed
+from tests.committing import accounts
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401

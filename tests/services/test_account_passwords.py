@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from scheduler import accounts
+import scheduler.accounts
 from scheduler.errors import InvalidInput
 from scheduler.models import User
+from tests.committing import accounts
 
 EMAIL = "quintrell.okonkwo@example.org"
 NAME = "Quintrell Okonkwo"
@@ -23,7 +24,7 @@ def _fast_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Argon2 at production cost takes most of a second per hash; these tests are about which
     # passwords are allowed, not about hashing.
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
+    monkeypatch.setattr(scheduler.accounts, "_hasher", lambda: cheap)
 
 
 @pytest.mark.parametrize("password", WEAK)

@@ -6,11 +6,11 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 
-from scheduler import services
 from scheduler.models import Fraction
 from scheduler.services import Placement
 from scheduler.timeutil import local_to_utc, to_local
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY  # Monday 2 March 2026, 07:00 in New York
 TZ = "America/New_York"

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler import services
 from scheduler.errors import Conflict, RulesBroken, StateConflict
 from scheduler.models import BookingEvent, Course, CourseStatus, Downtime, Fraction, FractionStatus
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler import services
 from scheduler.errors import Conflict
 from scheduler.models import Fraction, Linac
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 CLIENTS = 16
 NOW = f.MONDAY

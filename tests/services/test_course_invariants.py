@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import services
 from scheduler.context import rules_from_protocol, search_context
 from scheduler.errors import ServiceError
 from scheduler.models import (
@@ -41,6 +40,7 @@ from scheduler.services import Placement
 from scheduler.timeutil import local_date
 from scheduler.types import PlannedFraction, Schedule
 from tests import factories as f
+from tests.committing import services
 from tests.conftest import _empty_tables
 
 START = f.MONDAY  # Monday 2 March 2026, 07:00 in New York

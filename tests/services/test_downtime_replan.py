@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from scheduler import services
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.models import Course, CourseStatus, Downtime, Fraction
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NY = ZoneInfo("America/New_York")
 NOW = f.MONDAY  # Mon 2 Mar 2026; the courses below run two weeks later

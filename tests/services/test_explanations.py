@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from scheduler import records, services
 from scheduler.models import Fraction, FractionStatus
 from tests import factories as f
+from tests.committing import records, services
 
 NOW = f.MONDAY  # Monday 2 March 2026, 07:00 in New York
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler import services
+from scheduler import services as use_cases
 from scheduler.errors import RulesBroken, StateConflict
 from scheduler.models import (
     BookingEvent,
@@ -21,6 +21,7 @@ from scheduler.models import (
 )
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 
@@ -80,7 +81,7 @@ def test_a_course_keeping_the_rules_is_booked_again_with_an_event(session):
 
 def test_the_use_case_only_flushes_so_the_caller_decides(session):
     course_id, _ = _flagged_course(session)
-    services.mark_reviewed(session, course_id, now=NOW)
+    use_cases.mark_reviewed(session, course_id, now=NOW)
     session.rollback()
     session.expire_all()
     assert session.get(Course, course_id).status == CourseStatus.NEEDS_REVIEW

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from notifications import outbox
 from notifications.models import Reminder, ReminderStatus
 from notifications.types import Kind
-from scheduler import services
 from scheduler.models import Fraction
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 

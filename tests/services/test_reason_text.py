@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler import accounts, services
 from scheduler.errors import InvalidInput
 from scheduler.models import ApiToken, Course, CourseStatus, Downtime, Fraction, FractionStatus
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import accounts, services
 
 NOW = f.MONDAY
 HIDDEN = ["machine\nfault", "machine\rfault", "QA\u202e", "QA\u200b", "QA\x1b[2J"]

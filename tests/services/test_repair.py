@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 
 from notifications.models import Reminder
-from scheduler import services
 from scheduler.errors import Conflict, InvalidInput, RulesBroken, StateConflict
 from scheduler.models import (
     BookingEvent,
@@ -22,6 +21,7 @@ from scheduler.models import (
 from scheduler.services import Placement
 from scheduler.timeutil import local_date
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY
 TZ = "America/New_York"

@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 import sqlalchemy as sa
 
-from scheduler import services
 from scheduler.errors import Conflict, NearbyCourseWarning
 from scheduler.models import BookingEvent, Course, CourseStatus, Fraction
 from scheduler.services import Placement
 from tests import factories as f
+from tests.committing import services
 
 NOW = f.MONDAY  # Monday 2 March 2026
 # 10:00 New York time once daylight saving time has started (8 March 2026).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scheduler import accounts
 from scheduler.models import Role
 from web.api import schemas as s
-from web.api.registry import routes
+from web.api.registry import Audit, routes
 from web.api.security import current_user_id
 from web.db import get_session
 
@@ -30,6 +30,7 @@ def list_users():
 @routes.operation(
     "POST", "/users", summary="Create a staff user", tag="Users", role=ADMIN, body=s.UserIn,
     response=s.UserOut, status=201,
+    audit=Audit("create", "user"),
 )  # fmt: skip
 def create_user(body: s.UserIn):
     """Without a password the user cannot sign in to pages, only use API tokens."""
@@ -49,6 +50,7 @@ def get_user(user_id: int):
 @routes.operation(
     "PATCH", "/users/{user_id}", summary="Update a staff user", tag="Users", role=ADMIN,
     body=s.UserPatch, response=s.UserOut,
+    audit=Audit("update", "user"),
 )  # fmt: skip
 def update_user(user_id: int, body: s.UserPatch):
     """Admins cannot change their own role or deactivate themselves (no lock-outs). A new
@@ -71,6 +73,7 @@ def list_tokens(user_id: int):
 @routes.operation(
     "POST", "/users/{user_id}/tokens", summary="Create an API token", tag="Users", role=ADMIN,
     body=s.TokenIn, response=s.NewTokenOut, status=201, errors=(409,),
+    audit=Audit("create", "api_token"),
 )  # fmt: skip
 def create_token(user_id: int, body: s.TokenIn):
     """The token is in this response only; store it now."""
@@ -83,6 +86,7 @@ def create_token(user_id: int, body: s.TokenIn):
 @routes.operation(
     "POST", "/tokens/{token_id}/revoke", summary="Revoke an API token", tag="Users", role=ADMIN,
     response=s.TokenOut,
+    audit=Audit("revoke", "api_token", id_from="token_id"),
 )  # fmt: skip
 def revoke_token(token_id: int):
     return accounts.revoke_api_token(get_session(), token_id)

@@ -10,7 +10,6 @@ from scheduler import records, services
 from scheduler.errors import FieldError, InvalidInput
 from scheduler.models import Role
 from scheduler.services import Placement
-from web import audit
 from web.api import schemas as s
 from web.api.convert import (
     course_out,
@@ -22,9 +21,9 @@ from web.api.convert import (
     planned_out,
     schedule_out,
 )
-from web.api.registry import routes
+from web.api.registry import Audit, add_audit_detail, routes
 from web.api.security import current_user_id
-from web.db import get_session, transaction
+from web.db import get_session
 
 ADMIN, SCHEDULER, VIEWER = Role.ADMIN.value, Role.SCHEDULER.value, Role.VIEWER.value
 # Calendars show a day or a week; a bounded range keeps one request from reading everything.
@@ -53,6 +52,7 @@ def _placements(
 @routes.operation(
     "GET", "/courses", summary="List courses", tag="Courses", role=VIEWER, query=s.CourseQuery,
     response=s.CourseOut, many=True,
+    audit=Audit("view", "course"),
 )  # fmt: skip
 def list_courses(query: s.CourseQuery):
     found = records.list_courses(
@@ -68,6 +68,7 @@ def list_courses(query: s.CourseQuery):
 @routes.operation(
     "POST", "/courses", summary="Create a course for a patient", tag="Courses", role=SCHEDULER,
     body=s.CourseIn, response=s.CourseOut, status=201,
+    audit=Audit("create", "course"),
 )  # fmt: skip
 def create_course(body: s.CourseIn):
     return course_out(records.create_course(get_session(), body.model_dump()))
@@ -76,6 +77,7 @@ def create_course(body: s.CourseIn):
 @routes.operation(
     "GET", "/courses/{course_id}", summary="Get a course with its fractions", tag="Courses",
     role=VIEWER, response=s.CourseOut,
+    audit=Audit("view", "course"),
 )  # fmt: skip
 def get_course(course_id: int):
     return course_out(records.get_course(get_session(), course_id))
@@ -84,6 +86,7 @@ def get_course(course_id: int):
 @routes.operation(
     "PATCH", "/courses/{course_id}", summary="Update priority, ready-to-treat date or notes",
     tag="Courses", role=SCHEDULER, body=s.CoursePatch, response=s.CourseOut,
+    audit=Audit("update", "course"),
 )  # fmt: skip
 def update_course(course_id: int, body: s.CoursePatch):
     return course_out(
@@ -94,6 +97,7 @@ def update_course(course_id: int, body: s.CoursePatch):
 @routes.operation(
     "POST", "/courses/{course_id}/proposals", summary="Propose complete schedules",
     tag="Courses", role=SCHEDULER, body=s.ProposalIn, response=s.ProposalOut,
+    audit=Audit("propose", "course"),
 )  # fmt: skip
 def propose_schedules(course_id: int, body: s.ProposalIn):
     """Valid schedules for every fraction, best score first; or why none fits and when one
@@ -132,6 +136,7 @@ def propose_schedules(course_id: int, body: s.ProposalIn):
     "POST", "/courses/{course_id}/booking", summary="Book every fraction of a course",
     tag="Courses", role=SCHEDULER, body=s.BookingIn, response=s.CourseOut, status=201,
     errors=(409,),
+    audit=Audit("book", "course"),
 )  # fmt: skip
 def book_course(course_id: int, body: s.BookingIn):
     """All or nothing. A taken time is a 409 naming it; a broken rule is a 422 listing the
@@ -151,13 +156,7 @@ def book_course(course_id: int, body: s.BookingIn):
     )
     if body.acknowledged_course_ids:
         # A clinical decision worth finding in the audit log as well as in the booking event.
-        audit.record(
-            "book",
-            "course",
-            course_id,
-            actor_id=current_user_id(),
-            acknowledged_nearby_courses=body.acknowledged_course_ids,
-        )
+        add_audit_detail(acknowledged_nearby_courses=body.acknowledged_course_ids)
     return course_out(course)
 
 
@@ -165,6 +164,7 @@ def book_course(course_id: int, body: s.BookingIn):
     "PUT", "/courses/{course_id}/readiness/{step}", summary="Record a readiness step",
     tag="Courses", role=SCHEDULER, body=s.ReadinessIn, response=s.CourseOut, errors=(409,),
     path_enums={"step": s.READINESS_STEPS},
+    audit=Audit("readiness", "course"),
 )  # fmt: skip
 def record_readiness(course_id: int, step: str, body: s.ReadinessIn):
     """Plan approval and physics QA together make the first fraction confirmable."""
@@ -182,6 +182,7 @@ def record_readiness(course_id: int, step: str, body: s.ReadinessIn):
 @routes.operation(
     "POST", "/courses/{course_id}/cancel", summary="Cancel a course and its future fractions",
     tag="Courses", role=SCHEDULER, body=s.CancelIn, response=s.CourseOut, errors=(409,),
+    audit=Audit("cancel", "course"),
 )  # fmt: skip
 def cancel_course(course_id: int, body: s.CancelIn):
     course = services.cancel_course(
@@ -194,6 +195,7 @@ def cancel_course(course_id: int, body: s.CancelIn):
     "POST", "/courses/{course_id}/rebooking/proposals",
     summary="Propose placements for an incomplete course's missing fractions", tag="Courses",
     role=SCHEDULER, body=s.RebookingProposalIn, response=s.RebookingProposalOut, errors=(409,),
+    audit=Audit("propose_rebooking", "course"),
 )  # fmt: skip
 def propose_rebooking(course_id: int, body: s.RebookingProposalIn):
     """Whole schedules that keep the held fractions and place the missing ones inside the
@@ -216,6 +218,7 @@ def propose_rebooking(course_id: int, body: s.RebookingProposalIn):
     "POST", "/courses/{course_id}/rebooking",
     summary="Book an incomplete course's missing fractions", tag="Courses", role=SCHEDULER,
     body=s.RebookingIn, response=s.CourseOut, status=201, errors=(409,),
+    audit=Audit("rebook", "course"),
 )  # fmt: skip
 def rebook_fractions(course_id: int, body: s.RebookingIn):
     """All the missing fractions or none. A taken time is a 409 naming it; a broken rule is a
@@ -237,6 +240,7 @@ def rebook_fractions(course_id: int, body: s.RebookingIn):
     "PUT", "/courses/{course_id}/prescription",
     summary="Change the number of fractions prescribed", tag="Courses", role=SCHEDULER,
     body=s.PrescriptionIn, response=s.CourseOut, errors=(409,),
+    audit=Audit("change_prescription", "course"),
 )  # fmt: skip
 def change_prescription(course_id: int, body: s.PrescriptionIn):
     """A clinician's decision, with its reason recorded: accept the fractions the course holds
@@ -256,6 +260,7 @@ def change_prescription(course_id: int, body: s.PrescriptionIn):
     "POST", "/courses/{course_id}/reviewed",
     summary="Sign off a course flagged for review", tag="Courses", role=SCHEDULER,
     body=s.ReviewIn, response=s.CourseOut, errors=(409,),
+    audit=Audit("update", "course"),
 )  # fmt: skip
 def mark_reviewed(course_id: int, body: s.ReviewIn):
     """A course a re-plan or a repair flagged (status ``needs_review``) goes back to booked, or
@@ -263,20 +268,13 @@ def mark_reviewed(course_id: int, body: s.ReviewIn):
     rules as a booking would: a broken rule is a 422 listing the violations (overridable ones
     are accepted with an ``override_reason``); a fraction still overlapping a downtime, or a
     course not waiting for review, is a 409."""
-    with transaction() as session:
-        course = services.mark_reviewed(
-            session, course_id, override_reason=body.override_reason, actor_id=current_user_id()
-        )
-        audit.record(
-            "update",
-            "course",
-            course.id,
-            actor_id=current_user_id(),
-            commit=False,
-            status=str(course.status),
-            reviewed=True,
-            overridden=body.override_reason is not None,
-        )
+    course = services.mark_reviewed(
+        get_session(),
+        course_id,
+        override_reason=body.override_reason,
+        actor_id=current_user_id(),
+    )
+    add_audit_detail(reviewed=True, overridden=body.override_reason is not None)
     return course_out(course)
 
 
@@ -286,6 +284,7 @@ def mark_reviewed(course_id: int, body: s.ReviewIn):
 @routes.operation(
     "GET", "/fractions", summary="List booked fractions in a time range", tag="Fractions",
     role=VIEWER, query=s.FractionQuery, response=s.FractionOut, many=True, errors=(404,),
+    audit=Audit("view", "fraction"),
 )  # fmt: skip
 def list_fractions(query: s.FractionQuery):
     """Active fractions overlapping [start, end). Naive times are in the zone of the given
@@ -318,6 +317,7 @@ def _check_range(start: datetime, end: datetime) -> None:
 @routes.operation(
     "GET", "/fractions/{fraction_id}", summary="Get a fraction", tag="Fractions", role=VIEWER,
     response=s.FractionOut,
+    audit=Audit("view", "fraction"),
 )  # fmt: skip
 def get_fraction(fraction_id: int):
     return fraction_out(records.get_fraction(get_session(), fraction_id))
@@ -327,6 +327,7 @@ def get_fraction(fraction_id: int):
     "GET", "/fractions/{fraction_id}/alternatives", summary="Valid new times for one fraction",
     tag="Fractions", role=VIEWER, query=s.AlternativesQuery, response=s.AlternativeOut,
     many=True, errors=(409,),
+    audit=Audit("view_alternatives", "fraction"),
 )  # fmt: skip
 def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
     """Placements a move accepts without an override, best first, never the current one.
@@ -346,6 +347,7 @@ def fraction_alternatives(fraction_id: int, query: s.AlternativesQuery):
 @routes.operation(
     "POST", "/fractions/{fraction_id}/move", summary="Move one fraction", tag="Fractions",
     role=SCHEDULER, body=s.MoveIn, response=s.FractionOut, errors=(409,),
+    audit=Audit("move", "fraction"),
 )  # fmt: skip
 def move_fraction(fraction_id: int, body: s.MoveIn):
     """Keeps every rule with the neighbouring fractions unless an override reason is given
@@ -367,6 +369,7 @@ def move_fraction(fraction_id: int, body: s.MoveIn):
 @routes.operation(
     "POST", "/fractions/{fraction_id}/cancel", summary="Cancel one fraction", tag="Fractions",
     role=SCHEDULER, body=s.CancelIn, response=s.FractionOut, errors=(409,),
+    audit=Audit("cancel", "fraction"),
 )  # fmt: skip
 def cancel_fraction(fraction_id: int, body: s.CancelIn):
     cancelled = services.cancel_fraction(
@@ -378,6 +381,7 @@ def cancel_fraction(fraction_id: int, body: s.CancelIn):
 @routes.operation(
     "POST", "/fractions/{fraction_id}/missed", summary="Record a missed fraction",
     tag="Fractions", role=SCHEDULER, body=s.MissedIn, response=s.MissedOut, errors=(409,),
+    audit=Audit("missed", "fraction"),
 )  # fmt: skip
 def record_missed(fraction_id: int, body: s.MissedIn):
     """Records why (``reason_text`` is required for ``other``) and rebooks it within the
@@ -397,25 +401,21 @@ def record_missed(fraction_id: int, body: s.MissedIn):
 @routes.operation(
     "POST", "/fractions/{fraction_id}/missed/undo", summary="Undo a missed fraction",
     tag="Fractions", role=SCHEDULER, response=s.FractionOut, errors=(409,),
+    audit=Audit("undo_missed", "fraction"),
 )  # fmt: skip
 def undo_missed(fraction_id: int):
     """Only on the day it was recorded (department time); later it is a 409. The fraction
     gets its status back and a session rebooked in its place is cancelled."""
     session = get_session()
     restored = services.undo_missed(session, fraction_id, actor_id=current_user_id())
-    audit.record(
-        "undo_missed",
-        "fraction",
-        fraction_id,
-        actor_id=current_user_id(),
-        course_id=restored.course_id,
-    )
+    add_audit_detail(course_id=restored.course_id)
     return fraction_out(restored)
 
 
 @routes.operation(
     "POST", "/fractions/{fraction_id}/completed", summary="Record a delivered fraction",
     tag="Fractions", role=SCHEDULER, response=s.FractionOut, errors=(409,),
+    audit=Audit("completed", "fraction"),
 )  # fmt: skip
 def record_completed(fraction_id: int):
     return fraction_out(
@@ -442,6 +442,7 @@ def list_downtimes(linac_id: int, query: s.DowntimeQuery):
 @routes.operation(
     "POST", "/linacs/{linac_id}/downtimes", summary="Record downtime and re-plan",
     tag="Linacs", role=ADMIN, body=s.DowntimeIn, response=s.DowntimeReportOut, errors=(409,),
+    audit=Audit("create", "downtime", id_from="downtime_id"),
 )  # fmt: skip
 def add_downtime(linac_id: int, body: s.DowntimeIn):
     """Re-plans every affected fraction for the whole department: first every fraction whose
@@ -465,6 +466,8 @@ def add_downtime(linac_id: int, body: s.DowntimeIn):
 
 
 def _report_out(report: services.DowntimeReport, tz: str, *, preview: bool) -> s.DowntimeReportOut:
+    # A preview changes nothing but shows whose sessions would move: audited, marked as such.
+    add_audit_detail(preview=preview)
     return s.DowntimeReportOut(
         preview=preview,
         downtime_id=report.downtime_id,
@@ -530,6 +533,7 @@ def get_downtime(downtime_id: int):
 @routes.operation(
     "PATCH", "/downtimes/{downtime_id}", summary="Change a downtime and re-plan",
     tag="Linacs", role=ADMIN, body=s.DowntimePatch, response=s.DowntimeReportOut, errors=(409,),
+    audit=Audit("update", "downtime"),
 )  # fmt: skip
 def update_downtime(downtime_id: int, body: s.DowntimePatch):
     """Fractions the new times newly cover are re-planned like a new downtime's. Shortening
@@ -559,6 +563,7 @@ def update_downtime(downtime_id: int, body: s.DowntimePatch):
 @routes.operation(
     "DELETE", "/downtimes/{downtime_id}", summary="Remove a downtime", tag="Linacs", role=ADMIN,
     query=s.DowntimeDeleteQuery, response=s.DowntimeReportOut,
+    audit=Audit("delete", "downtime"),
 )  # fmt: skip
 def delete_downtime(downtime_id: int, query: s.DowntimeDeleteQuery):
     """Nobody is moved back: ``returnable`` lists the fractions this downtime moved that could

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from notifications.models import Reminder
 from scheduler import records
 from scheduler.models import Role
-from web.api.registry import routes
+from web.api.registry import Audit, routes
 from web.db import get_session
 
 
@@ -39,6 +39,7 @@ class MessageOut(BaseModel):
 @routes.operation(
     "GET", "/courses/{course_id}/messages", summary="List a course's patient messages",
     tag="Courses", role=Role.VIEWER.value, response=MessageOut, many=True,
+    audit=Audit("view", "course"),
 )  # fmt: skip
 def list_course_messages(course_id: int):
     """Every message planned for the course, due order, with its status and reason."""

@@ -6,11 +6,9 @@ from datetime import UTC, datetime
 
 from notifications import patient_links
 from scheduler.models import Role
-from web import audit
-from web.api.registry import routes
+from web.api.registry import Audit, add_audit_detail, routes
 from web.api.schemas import Output
-from web.api.security import current_user_id
-from web.db import get_session, transaction
+from web.db import get_session
 
 SCHEDULER = Role.SCHEDULER.value
 
@@ -34,6 +32,7 @@ class LinksRevokedOut(Output):
 @routes.operation(
     "POST", "/courses/{course_id}/fresh-link", summary="Send the patient a fresh schedule link",
     tag="Courses", role=SCHEDULER, response=FreshLinkOut, errors=(409,),
+    audit=Audit("send_fresh_link", "course"),
 )  # fmt: skip
 def send_fresh_link(course_id: int):
     """Queues the course's confirmation again on every channel the patient may be messaged
@@ -41,37 +40,22 @@ def send_fresh_link(course_id: int):
     working. A course cancelled, completed or with no sessions ahead, or a patient who
     cannot be messaged, is a 409. Links are never shown: the token exists only in the
     message the patient receives."""
-    with transaction():
-        queued = patient_links.send_fresh_link(get_session(), course_id, now=datetime.now(UTC))
-        audit.record(
-            "send_fresh_link",
-            "course",
-            course_id,
-            actor_id=current_user_id(),
-            commit=False,
-            reminder_ids=[row.id for row in queued],
-        )
-        return FreshLinkOut(
-            course_id=course_id,
-            messages=[QueuedMessageOut.model_validate(row) for row in queued],
-        )
+    queued = patient_links.send_fresh_link(get_session(), course_id, now=datetime.now(UTC))
+    add_audit_detail(reminder_ids=[row.id for row in queued])
+    return FreshLinkOut(
+        course_id=course_id,
+        messages=[QueuedMessageOut.model_validate(row) for row in queued],
+    )
 
 
 @routes.operation(
     "POST", "/patients/{patient_id}/links/revoke", summary="Revoke a patient's schedule links",
     tag="Patients", role=SCHEDULER, response=LinksRevokedOut,
+    audit=Audit("revoke_links", "patient"),
 )  # fmt: skip
 def revoke_patient_links(patient_id: int):
     """Every link sent to the patient stops working at once (a lost phone, a message sent to
     the wrong number); ``revoked`` says how many were still live."""
-    with transaction():
-        revoked = patient_links.revoke_links(get_session(), patient_id, now=datetime.now(UTC))
-        audit.record(
-            "revoke_links",
-            "patient",
-            patient_id,
-            actor_id=current_user_id(),
-            commit=False,
-            revoked=revoked,
-        )
+    revoked = patient_links.revoke_links(get_session(), patient_id, now=datetime.now(UTC))
+    add_audit_detail(revoked=revoked)
     return LinksRevokedOut(patient_id=patient_id, revoked=revoked)

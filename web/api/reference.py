@@ -5,7 +5,7 @@ from __future__ import annotations
 from scheduler import records
 from scheduler.models import Role
 from web.api import schemas as s
-from web.api.registry import routes
+from web.api.registry import Audit, routes
 from web.db import get_session
 
 ADMIN, SCHEDULER, VIEWER = Role.ADMIN.value, Role.SCHEDULER.value, Role.VIEWER.value
@@ -30,6 +30,7 @@ def list_departments():
 @routes.operation(
     "POST", "/departments", summary="Create a department", tag="Departments", role=ADMIN,
     body=s.DepartmentIn, response=s.DepartmentOut, status=201,
+    audit=Audit("create", "department"),
 )  # fmt: skip
 def create_department(body: s.DepartmentIn):
     return records.create_department(get_session(), body.model_dump(exclude_none=True))
@@ -46,6 +47,7 @@ def get_department(department_id: int):
 @routes.operation(
     "PATCH", "/departments/{department_id}", summary="Update a department (e.g. opening hours)",
     tag="Departments", role=ADMIN, body=s.DepartmentPatch, response=s.DepartmentOut,
+    audit=Audit("update", "department"),
 )  # fmt: skip
 def update_department(department_id: int, body: s.DepartmentPatch):
     """A changed reminder cadence re-plans the reminders still ahead of its patients."""
@@ -63,6 +65,7 @@ def list_closures(department_id: int, query: s.ClosureQuery):
 @routes.operation(
     "POST", "/departments/{department_id}/closures", summary="Add a local closure day",
     tag="Departments", role=ADMIN, body=s.ClosureIn, response=s.ClosureOut, status=201,
+    audit=Audit("create", "closure"),
 )  # fmt: skip
 def add_closure(department_id: int, body: s.ClosureIn):
     """Booked fractions on that day are not moved automatically; list them with /fractions."""
@@ -72,6 +75,7 @@ def add_closure(department_id: int, body: s.ClosureIn):
 @routes.operation(
     "DELETE", "/closures/{closure_id}", summary="Remove a closure day", tag="Departments",
     role=ADMIN, status=204,
+    audit=Audit("delete", "closure"),
 )  # fmt: skip
 def remove_closure(closure_id: int):
     records.remove_closure(get_session(), closure_id)
@@ -91,6 +95,7 @@ def list_linacs(query: s.LinacQuery):
 @routes.operation(
     "POST", "/linacs", summary="Add a linac", tag="Linacs", role=ADMIN, body=s.LinacIn,
     response=s.LinacOut, status=201,
+    audit=Audit("create", "linac"),
 )  # fmt: skip
 def create_linac(body: s.LinacIn):
     return records.create_linac(get_session(), body.model_dump())
@@ -107,6 +112,7 @@ def get_linac(linac_id: int):
 @routes.operation(
     "PATCH", "/linacs/{linac_id}", summary="Update a linac", tag="Linacs", role=ADMIN,
     body=s.LinacPatch, response=s.LinacOut,
+    audit=Audit("update", "linac"),
 )  # fmt: skip
 def update_linac(linac_id: int, body: s.LinacPatch):
     """Deactivating a linac revokes its calendar feeds; reactivating it does not restore them."""
@@ -127,6 +133,7 @@ def list_protocols(query: s.ProtocolQuery):
 @routes.operation(
     "POST", "/protocols", summary="Create a protocol", tag="Protocols", role=ADMIN,
     body=s.ProtocolIn, response=s.ProtocolOut, status=201,
+    audit=Audit("create", "protocol"),
 )  # fmt: skip
 def create_protocol(body: s.ProtocolIn):
     return records.create_protocol(get_session(), body.model_dump())
@@ -143,6 +150,7 @@ def get_protocol(protocol_id: int):
 @routes.operation(
     "PATCH", "/protocols/{protocol_id}", summary="Update a protocol", tag="Protocols",
     role=ADMIN, body=s.ProtocolPatch, response=s.ProtocolOut,
+    audit=Audit("update", "protocol"),
 )  # fmt: skip
 def update_protocol(protocol_id: int, body: s.ProtocolPatch):
     """Changes apply to future bookings; booked courses keep their placements. A changed
@@ -156,6 +164,7 @@ def update_protocol(protocol_id: int, body: s.ProtocolPatch):
 @routes.operation(
     "GET", "/patients", summary="List patients", tag="Patients", role=VIEWER,
     query=s.PatientQuery, response=s.PatientOut, many=True,
+    audit=Audit("view", "patient"),
 )  # fmt: skip
 def list_patients(query: s.PatientQuery):
     return records.list_patients(
@@ -166,6 +175,7 @@ def list_patients(query: s.PatientQuery):
 @routes.operation(
     "POST", "/patients/search", summary="Search patients by MRN or name", tag="Patients",
     role=VIEWER, body=s.PatientSearch, response=s.PatientOut, many=True,
+    audit=Audit("search", "patient"),
 )  # fmt: skip
 def search_patients(body: s.PatientSearch):
     """A POST so that names and MRNs never appear in URLs (and so in access logs)."""
@@ -181,6 +191,7 @@ def search_patients(body: s.PatientSearch):
 @routes.operation(
     "POST", "/patients", summary="Register a patient", tag="Patients", role=SCHEDULER,
     body=s.PatientIn, response=s.PatientOut, status=201,
+    audit=Audit("create", "patient"),
 )  # fmt: skip
 def create_patient(body: s.PatientIn):
     return records.create_patient(get_session(), body.model_dump())
@@ -189,6 +200,7 @@ def create_patient(body: s.PatientIn):
 @routes.operation(
     "GET", "/patients/{patient_id}", summary="Get a patient", tag="Patients", role=VIEWER,
     response=s.PatientOut,
+    audit=Audit("view", "patient"),
 )  # fmt: skip
 def get_patient(patient_id: int):
     return records.get_patient(get_session(), patient_id)
@@ -197,6 +209,7 @@ def get_patient(patient_id: int):
 @routes.operation(
     "PATCH", "/patients/{patient_id}", summary="Update a patient", tag="Patients",
     role=SCHEDULER, body=s.PatientPatch, response=s.PatientOut,
+    audit=Audit("update", "patient"),
 )  # fmt: skip
 def update_patient(patient_id: int, body: s.PatientPatch):
     """Giving SMS consent records its time; it needs a phone number. Consent given again

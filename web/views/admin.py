@@ -348,7 +348,6 @@ def _audit_revoked_feeds(feed_ids: list[int], *, reason: str) -> None:
             "calendar_feed",
             feed_id,
             actor_id=_actor_id(),
-            commit=False,
             linac=linac_id,
             reason=reason,
         )
@@ -488,8 +487,7 @@ def department(department_id: int):
         return _department_page(
             _get_or_404(Department, department_id), values, _field_errors(exc), 422
         )
-    audit.record("update", "department", row.id, actor_id=_actor_id(), commit=False)
-    session.commit()
+    audit.record("update", "department", row.id, actor_id=_actor_id())
     return done("Department settings saved.", "admin.department", department_id=row.id)
 
 
@@ -533,7 +531,6 @@ def remove_closure(closure_id: int):
         "closure",
         closure.id,
         actor_id=_actor_id(),
-        commit=False,
         department=department_id,
     )
     records.remove_closure(session, closure.id)  # commits the audit entry with it
@@ -709,8 +706,7 @@ def protocol_form(protocol_id: int | None = None):
     except InvalidInput as exc:
         session.rollback()
         return _protocol_page(protocol, values, _field_errors(exc), 422)
-    audit.record(action, "protocol", protocol.id, actor_id=_actor_id(), commit=False)
-    session.commit()
+    audit.record(action, "protocol", protocol.id, actor_id=_actor_id())
     return done(f"Protocol {protocol.code} saved.", "admin.protocols")
 
 
@@ -934,31 +930,26 @@ def template_form(kind: str, part: str):
         lang: template_store.normalise_source(request.form.get(f"source_{lang}") or "")
         for lang in template_store.LANGUAGES
     }
-    checks = {
-        lang: template_store.check_source(kind, part, lang, sources[lang])
-        for lang in template_store.LANGUAGES
-    }
     if request.form.get("action") != "save":
+        checks = {
+            lang: template_store.check_source(kind, part, lang, sources[lang])
+            for lang in template_store.LANGUAGES
+        }
         return _template_page(kind, part, sources, checks=checks)
-    if not all(check.ok for check in checks.values()):
-        return _template_page(kind, part, sources, checks=checks, status=422)
-    changed = []
-    for lang, source in sources.items():
-        if source == template_store.current_source(session, kind, part, lang):
-            continue
-        row = template_store.save_override(session, kind, part, lang, source, user_id=_actor_id())
-        changed.append(lang)
+    result = template_store.save_edits(session, kind, part, sources, user_id=_actor_id())
+    if not result.ok:
+        return _template_page(kind, part, sources, checks=result.checks, status=422)
+    for edit in result.saved:
         audit.record(
-            "update" if row is not None else "reset",
+            "update" if edit.template_id is not None else "reset",
             "message_template",
-            row.id if row is not None else None,
+            edit.template_id,
             actor_id=_actor_id(),
-            commit=False,
             kind=kind,
             part=part,
-            language=lang,
+            language=edit.language,
         )
-    session.commit()
+    changed = [edit.language for edit in result.saved]
     message = f"Saved ({', '.join(changed)})." if changed else "No changes to save."
     return done(message, "admin.template_form", kind=kind, part=part)
 
@@ -968,21 +959,18 @@ def template_form(kind: str, part: str):
 def template_reset(kind: str, part: str, language: str):
     _known_template(kind, part, language)
     session = get_session()
-    row = template_store.get_override(session, kind, part, language)
-    if row is None:
+    template_id = template_store.reset_override(session, kind, part, language)
+    if template_id is None:
         return done("Already the shipped template.", "admin.template_form", kind=kind, part=part)
     audit.record(
         "reset",
         "message_template",
-        row.id,
+        template_id,
         actor_id=_actor_id(),
-        commit=False,
         kind=kind,
         part=part,
         language=language,
     )
-    template_store.reset_override(session, kind, part, language)
-    session.commit()
     return done(
         f"The shipped {language} template applies again.",
         "admin.template_form",
@@ -1061,9 +1049,7 @@ def audit_log_csv():
     tz = _zone()
     # The export is itself worth finding in the log: who took a copy, of what.
     with transaction():
-        audit.record(
-            "export", "audit_log", None, actor_id=_actor_id(), commit=False, **filters.as_detail()
-        )
+        audit.record("export", "audit_log", None, actor_id=_actor_id(), **filters.as_detail())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = Response(
         stream_with_context(audit_log.csv_lines(get_session(), filters, tz)),

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from notifications import outbox
 from notifications.types import Kind
-from scheduler import services
+from scheduler import services, unit_of_work
 from scheduler.errors import NotFound, RulesBroken, ServiceError
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
@@ -34,6 +34,7 @@ from scheduler.models import (
     Role,
 )
 from scheduler.plain_text import plain_text_problem
+from scheduler.services import DowntimeReport
 from scheduler.timeutil import (
     AmbiguousLocalTime,
     NonexistentLocalTime,
@@ -175,7 +176,6 @@ def reviewed(course_id: int):
                 "course",
                 course.id,
                 actor_id=_actor_id(),
-                commit=False,
                 status=str(course.status),
                 reviewed=True,
                 overridden=override_reason is not None,
@@ -402,7 +402,8 @@ def new():
     apply = request.form.get("action") == "apply"
     tz = checked.linac.department.timezone
     queued = outbox.collect(session)
-    try:
+
+    def add() -> DowntimeReport:
         report = services.add_downtime(
             session,
             checked.linac.id,
@@ -413,6 +414,22 @@ def new():
             preview=not apply,
             actor_id=_actor_id(),
         )
+        if apply:
+            audit.record(
+                "create",
+                "downtime",
+                report.downtime_id,
+                actor_id=_actor_id(),
+                linac_id=checked.linac.id,
+                moved=len(report.moved),
+                unplaceable=len(report.unplaceable),
+            )
+        return report
+
+    try:
+        # Applied, the re-plan and its audit entry are one unit of work, run again when
+        # PostgreSQL broke a deadlock with a booking made meanwhile.
+        report = unit_of_work.run(session, add) if apply else add()
     except ServiceError as exc:
         session.rollback()
         return _form_page(form, linacs, status=409 if apply else 400, error=str(exc))
@@ -438,15 +455,6 @@ def new():
             **rows,
         )
     notices = _change_notices(queued, [m.fraction_id for m in report.moved])
-    audit.record(
-        "create",
-        "downtime",
-        report.downtime_id,
-        actor_id=_actor_id(),
-        linac_id=checked.linac.id,
-        moved=len(report.moved),
-        unplaceable=len(report.unplaceable),
-    )
     message = (
         f"{_plural(len(report.moved), 'fraction', 'fractions')} moved, "
         f"{len(report.unplaceable)} need a human; "
@@ -536,7 +544,8 @@ def edit(downtime_id: int):
     tz = checked.linac.department.timezone
     linac = checked.linac
     queued = outbox.collect(session)
-    try:
+
+    def update() -> DowntimeReport:
         report = services.update_downtime(
             session,
             downtime_id,
@@ -547,6 +556,23 @@ def edit(downtime_id: int):
             preview=not apply,
             actor_id=_actor_id(),
         )
+        if apply:
+            audit.record(
+                "update",
+                "downtime",
+                downtime_id,
+                actor_id=_actor_id(),
+                linac_id=linac.id,
+                moved=len(report.moved),
+                unplaceable=len(report.unplaceable),
+                returnable=[r.fraction_id for r in report.returnable],
+            )
+        return report
+
+    try:
+        # Applied, the re-plan and its audit entry are one unit of work, run again when
+        # PostgreSQL broke a deadlock with a booking made meanwhile.
+        report = unit_of_work.run(session, update) if apply else update()
     except NotFound:
         abort(404)
     except ServiceError as exc:
@@ -578,16 +604,6 @@ def edit(downtime_id: int):
             **rows,
         )
     notices = _change_notices(queued, [m.fraction_id for m in report.moved])
-    audit.record(
-        "update",
-        "downtime",
-        downtime_id,
-        actor_id=_actor_id(),
-        linac_id=linac.id,
-        moved=len(report.moved),
-        unplaceable=len(report.unplaceable),
-        returnable=[r.fraction_id for r in report.returnable],
-    )
     return done(_change_message(report, notices), "downtime.index")
 
 

@@ -35,7 +35,6 @@ def send_fresh_link(course_id: int):
                 "course",
                 course_id,
                 actor_id=actor_id,
-                commit=False,
                 reminder_ids=[row.id for row in queued],
             )
     except StateConflict as exc:
@@ -59,9 +58,7 @@ def revoke_links(patient_id: int):
     actor_id = _staff().id
     with transaction():
         revoked = patient_links.revoke_links(db, patient_id, now=datetime.now(UTC))
-        audit.record(
-            "revoke_links", "patient", patient_id, actor_id=actor_id, commit=False, revoked=revoked
-        )
+        audit.record("revoke_links", "patient", patient_id, actor_id=actor_id, revoked=revoked)
     if revoked:
         message = f"{revoked} link{'s' if revoked != 1 else ''} revoked: they no longer work."
     else:

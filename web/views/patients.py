@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.outbox import patient_snapshot
-from scheduler import records, services
+from scheduler import records, services, unit_of_work
 from scheduler.alternatives import Alternative
 from scheduler.context import rules_from_protocol
 from scheduler.errors import (
@@ -717,6 +717,7 @@ def cancel_course(course_id: int):
     try:
         cancelled = services.cancel_course(db, course_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The course was not cancelled: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("cancel", "course", course_id, actor_id=_staff().id)
@@ -889,7 +890,8 @@ def book(course_id: int):
         else []
     )
     queued = outbox.collect(db)
-    try:
+
+    def book_and_audit() -> Course:
         booked = services.book_course(
             db,
             course_id,
@@ -897,6 +899,19 @@ def book(course_id: int):
             acknowledged_course_ids=acknowledged,
             actor_id=_staff().id,
         )
+        audit.record(
+            "book",
+            "course",
+            course_id,
+            actor_id=_staff().id,
+            fractions=len(placements),
+            acknowledged_nearby_courses=acknowledged,
+        )
+        return booked
+
+    try:
+        # Its own unit of work, run again when PostgreSQL broke a deadlock between two bookings.
+        booked = unit_of_work.run(db, book_and_audit)
     except NearbyCourseWarning as exc:
         found = _course_or_404(db, course_id)
         asked_before = bool(request.form.getlist("nearby_course_id"))
@@ -924,16 +939,9 @@ def book(course_id: int):
             db, found, query, error=f"That schedule can no longer be booked: {broken}.", status=422
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was booked: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record(
-        "book",
-        "course",
-        course_id,
-        actor_id=_staff().id,
-        fractions=len(placements),
-        acknowledged_nearby_courses=acknowledged,
-    )
     active = sorted(
         (f for f in booked.fractions if f.status in ACTIVE_FRACTION_STATUSES),
         key=lambda f: f.starts_at,
@@ -1086,7 +1094,8 @@ def move_post(fraction_id: int):
         )
     assert linac_id is not None
     queued = outbox.collect(db)
-    try:
+
+    def move_and_audit() -> Fraction:
         moved = services.move_fraction(
             db,
             fraction_id,
@@ -1095,6 +1104,19 @@ def move_post(fraction_id: int):
             override_reason=form.override_reason or None,
             actor_id=_staff().id,
         )
+        audit.record(
+            "move",
+            "fraction",
+            fraction_id,
+            actor_id=_staff().id,
+            course_id=course_id,
+            override=moved.override_reason is not None and bool(form.override_reason),
+        )
+        return moved
+
+    try:
+        # Its own unit of work, run again when PostgreSQL broke a deadlock between two moves.
+        moved = unit_of_work.run(db, move_and_audit)
     except RulesBroken as exc:
         form.violations = exc.violations
         fraction = _fraction_or_404(db, fraction_id)
@@ -1122,16 +1144,9 @@ def move_post(fraction_id: int):
             status=409,
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The fraction was not moved: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
-    audit.record(
-        "move",
-        "fraction",
-        fraction_id,
-        actor_id=_staff().id,
-        course_id=course_id,
-        override=moved.override_reason is not None and bool(form.override_reason),
-    )
     message = (
         f"Moved fraction {number} to {_span(moved.starts_at, moved.ends_at, tz)} on "
         f"{names.get(moved.linac_id, 'linac')} (was {before})."
@@ -1172,6 +1187,7 @@ def cancel_fraction(fraction_id: int):
     try:
         services.cancel_fraction(db, fraction_id, reason=reason, actor_id=_staff().id)
     except StateConflict as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The fraction was not cancelled: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("cancel", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
@@ -1250,6 +1266,7 @@ def missed(fraction_id: int):
         form.errors.update({k: v[0] for k, v in _errors_by_field(exc).items()})
         return _render_missed(_fraction_or_404(db, fraction_id), form, status=422)
     except (StateConflict, Conflict) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was recorded: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record(
@@ -1287,6 +1304,7 @@ def undo_missed(fraction_id: int):
     try:
         restored = services.undo_missed(db, fraction_id, actor_id=_staff().id)
     except (StateConflict, Conflict) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"The missed fraction was not restored: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record("undo_missed", "fraction", fraction_id, actor_id=_staff().id, course_id=course_id)
@@ -1359,6 +1377,7 @@ def rebook_post(course_id: int):
             db, found, error=f"That time can no longer be booked: {broken}.", status=422
         )
     except (StateConflict, InvalidInput) as exc:
+        db.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(f"Nothing was rebooked: {exc.detail}.", "error")
         return redirect(url_for("patients.course", course_id=course_id))
     audit.record(
@@ -1405,6 +1424,7 @@ def prescription(course_id: int):
         except InvalidInput as exc:
             errors = {k: v[0] for k, v in _errors_by_field(exc).items()}
         except StateConflict as exc:
+            db.rollback()  # refused: nothing of it is kept, though the page redirects
             flash(f"The prescription was not changed: {exc.detail}.", "error")
             return redirect(url_for("patients.course", course_id=course_id))
     if errors:
