@@ -52,6 +52,8 @@ WORD_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # A date of birth before this is a typing slip (1857 for 1957), not a patient.
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+# Ids are PostgreSQL ``integer`` columns.
+MAX_RECORD_ID = 2**31 - 1
 # Number types a patient's reminders must never be sent to: each text would cost the clinic a
 # premium or shared charge, and none of them reaches a person's own phone.
 UNREACHABLE_PHONE_TYPES = {
@@ -344,7 +346,8 @@ def _exists(
     if isinstance(record_id, bool) or not isinstance(record_id, int):
         errors.add(field, "must be an integer id")
         return None
-    row = session.get(model, record_id)
+    # Beyond the id column's range no row can exist, and PostgreSQL refuses to compare.
+    row = session.get(model, record_id) if 0 < record_id <= MAX_RECORD_ID else None
     if row is None:
         errors.add(field, f"no {model.__tablename__[:-1]} with id {record_id}")
     return row

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         csrf,
         db,
         errors,
+        input_guard,
         messages,
         patient,
         ratelimit,
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     db.init_app(app, bootstrap.session_factory(settings))
     errors.init_app(app)
+    input_guard.init_app(app)  # before any route: it sets the converter ids are read with
     # Before CSRF: a flood is refused as such before its forms are looked at.
     ratelimit.init_app(app, settings)
     csrf.init_app(app)

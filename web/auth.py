@@ -115,8 +115,15 @@ def session_user() -> User | None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: an open redirect after sign-in would be a phishing aid."""
+    """Only same-site paths: an open redirect after sign-in would be a phishing aid.
+
+    Browsers read a backslash as a slash (``/\\evil.example`` is another site) and drop tabs and
+    line breaks inside a URL, and a CR/LF cannot go into the Location header at all, so any of
+    them, or anything else not printable, sends the user to the start page instead.
+    """
     if not target:
+        return url_for("auth.index")
+    if "\\" in target or not target.isprintable():
         return url_for("auth.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):

@@ -93,9 +93,11 @@ def validation_error_response(exc: ValidationError) -> Response:
     )
 
 
-def _http_error(exc: HTTPException) -> Response | HTTPException:
+def _http_error(exc: HTTPException) -> Any:
     if not wants_problem_json():
-        return exc
+        from web.input_guard import error_page
+
+        return error_page(exc)
     # Keep headers such as Allow on 405; the body is ours.
     headers = {
         name: value

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
+from werkzeug.routing.converters import NumberConverter
 
 from config import load_settings
 from tests.pages.conftest import SignIn, csrf_from
@@ -56,8 +57,8 @@ def _path(app: Flask, rule: Rule) -> str:
     # Any value of the right type: the check must refuse before the view looks anything up.
     values = {}
     for name in rule.arguments & set(rule._converters):  # noqa: SLF001
-        converter = type(rule._converters[name]).__name__  # noqa: SLF001
-        values[name] = 1 if converter in {"IntegerConverter", "FloatConverter"} else "x"
+        converter = rule._converters[name]  # noqa: SLF001
+        values[name] = 1 if isinstance(converter, NumberConverter) else "x"
     return app.url_map.bind("localhost").build(rule.endpoint, values)
 
 

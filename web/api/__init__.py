@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 
 def load_operations() -> None:
@@ -20,10 +21,11 @@ def load_operations() -> None:
 def init_app(app: Flask) -> None:
     from web import csrf
     from web.api import openapi
-    from web.api.registry import routes
+    from web.api.registry import ID_CONVERTER, routes
 
     load_operations()
 
+    app.url_map.converters[ID_CONVERTER] = IntegerConverter
     api = routes.blueprint()
     # Exempt from the app-wide CSRF check: a bearer token is not sent by browsers on their
     # own, so a forged cross-site request cannot carry one; a call made with the session

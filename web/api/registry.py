@@ -34,6 +34,10 @@ API_PREFIX = "/api/v1"
 # Ids are 32-bit integers in the database; a larger one can only be "not found", and letting it
 # reach the driver would be an overflow error instead.
 MAX_ID = 2**31 - 1
+# Path ids take any size here: ``_handler`` refuses ids beyond MAX_ID with a 404 once the caller
+# is authenticated, so an unauthenticated caller learns nothing from the id (the pages' ``int``
+# converter refuses them while routing).
+ID_CONVERTER = "api_id"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 # Fields that make an answer patient data: a read returning any of them is audited.
 PHI_FIELDS = frozenset({"patient_id", "mrn", "date_of_birth"})
@@ -123,7 +127,7 @@ class Operation:
     def flask_rule(self) -> str:
         def convert(match: re.Match[str]) -> str:
             name = match.group(1)
-            return f"<{name}>" if name in self.path_enums else f"<int:{name}>"
+            return f"<{name}>" if name in self.path_enums else f"<{ID_CONVERTER}:{name}>"
 
         return _PATH_PARAM.sub(convert, self.path)
 

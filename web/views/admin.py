@@ -10,7 +10,7 @@ Every change writes an audit entry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,7 +42,7 @@ from scheduler.models import (
     User,
 )
 from scheduler.timeutil import format_local, zone
-from web import SETTINGS_KEY, audit, audit_log
+from web import SETTINGS_KEY, audit, audit_log, params
 from web.auth import keep_own_session, session_user
 from web.db import get_session, transaction
 from web.ui import done, role_required
@@ -109,7 +109,8 @@ def _parse_int(
 
 
 def _weekday_list(form: MultiDict[str, str], name: str) -> list[int]:
-    return sorted({int(d) for d in form.getlist(name) if d.isdigit() and int(d) < 7})
+    days = (params.int_or_none(d) for d in form.getlist(name))
+    return sorted({d for d in days if d is not None and d < 7})
 
 
 # Opening hours are entered as one opening and one closing time per weekday; both blank means
@@ -501,9 +502,9 @@ def add_closure(department_id: int):
     }
     errors: Errors = {}
     try:
-        day = date.fromisoformat(values["day"])
+        day = params.parse_date(values["day"])
     except ValueError:
-        _add(errors, "day", "must be a date (YYYY-MM-DD)")
+        _add(errors, "day", "must be a date (YYYY-MM-DD) " + params.DATE_RANGE_TEXT)
     if not errors:
         try:
             closure = records.add_closure(session, row.id, day=day, reason=values["reason"])
@@ -1041,8 +1042,8 @@ def _audit_filters() -> tuple[audit_log.AuditFilters, dict[str, str], dict[str, 
 @role_required(Role.ADMIN)
 def audit_log_page():
     session = get_session()
-    page = request.args.get("page", "1")
-    number = int(page) if page.isascii() and page.isdigit() and 0 < int(page) < 10**6 else 1
+    # Far beyond the last page is an empty page; beyond this, the offset itself would overflow.
+    number = params.query_int("page", 1, low=1, high=1_000_000)
     filters, errors, offered = _audit_filters()
     tz = _zone()
     rows = []

@@ -39,7 +39,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import days_between, local_window, zone
 from scheduler.types import OpeningHours
-from web import audit
+from web import audit, params
 from web.auth import session_user
 from web.db import get_session
 from web.ui import role_required
@@ -436,11 +436,8 @@ def load_week(
 def _department(session: Session) -> Department:
     """The department asked for (``?department=``), else the first one."""
     query = sa.select(Department).options(selectinload(Department.linacs)).order_by(Department.id)
-    wanted = request.args.get("department", "")
-    if wanted:
-        if not wanted.isdigit():
-            abort(400, "department must be a number")
-        query = query.where(Department.id == int(wanted))
+    if request.args.get("department"):
+        query = query.where(Department.id == params.query_int("department", 0))
     department = session.scalars(query.limit(1)).first()
     if department is None and not wanted and access.session_scope(session) == frozenset():
         abort(404, "You are not a member of any department yet; an admin adds you to one.")
@@ -450,13 +447,7 @@ def _department(session: Session) -> Department:
 
 
 def _date_arg(name: str, today: date) -> date:
-    value = request.args.get(name, "")
-    if not value:
-        return today
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        abort(400, f"{name} must be a date such as 2026-03-09")
+    return params.query_date(name, today)
 
 
 def _today(department: Department) -> date:

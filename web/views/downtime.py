@@ -42,7 +42,7 @@ from scheduler.timeutil import (
     localize,
     to_local,
 )
-from web import audit
+from web import audit, params
 from web.auth import session_user
 from web.db import get_session, transaction
 from web.ui import done, role_required
@@ -256,9 +256,12 @@ def _local_instant(
         errors[field] = "Enter a date and time."
         return None
     try:
-        naive = datetime.fromisoformat(value)
+        naive = params.parse_datetime(value)
     except ValueError:
-        errors[field] = "Enter a date and time such as 2026-03-09 07:30."
+        errors[field] = (
+            "Enter a date and time such as 2026-03-09 07:30, "
+            f"between {params.MIN_YEAR} and {params.MAX_YEAR}."
+        )
         return None
     if naive.tzinfo is not None:
         errors[field] = "Enter the local time without a zone."

@@ -60,7 +60,7 @@ from scheduler.timeutil import (
     to_local,
 )
 from scheduler.types import PlannedFraction
-from web import audit
+from web import audit, params
 from web.auth import session_user
 from web.db import get_session
 from web.ui import done, role_required
@@ -283,22 +283,23 @@ def _optional(value: str) -> str | None:
 
 
 def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    return params.int_or_none(value, low=-params.MAX_ID)
 
 
-def _date_or_none(value: str | None) -> date | None:
+def _date_or_none(value: str | None, *, horizon: bool = True) -> date | None:
+    """An ISO date, within the product's horizon unless the records layer checks a narrower
+    range with its own message (``horizon=False``: the date of birth)."""
     try:
-        return date.fromisoformat(value) if value else None
+        if not value:
+            return None
+        return params.parse_date(value) if horizon else date.fromisoformat(value.strip())
     except ValueError:
         return None
 
 
 def _time_or_none(value: str | None) -> time | None:
     try:
-        return time.fromisoformat(value) if value else None
+        return params.parse_time(value) if value else None
     except ValueError:
         return None
 
@@ -308,7 +309,7 @@ def _instant(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = params.parse_datetime(value)
     except ValueError:
         return None
     return moment.astimezone(UTC) if moment.tzinfo is not None else None
@@ -387,7 +388,7 @@ def new_patient():
                 "given_name": values["given_name"],
                 "family_name": values["family_name"],
                 # Unreadable text goes through as typed, so records names the problem.
-                "date_of_birth": _date_or_none(values["date_of_birth"])
+                "date_of_birth": _date_or_none(values["date_of_birth"], horizon=False)
                 or _optional(values["date_of_birth"]),
                 "phone": _optional(_international_phone(values["phone"], values["phone_country"])),
                 "email": _optional(values["email"]),
@@ -450,9 +451,8 @@ def record_date_of_birth(patient_id: int):
         flash("The date of birth is already recorded; nothing was changed.", "error")
         return redirect(url_for("patients.show", patient_id=patient_id))
     try:
-        records.update_patient(
-            db, patient_id, {"date_of_birth": _date_or_none(typed) or _optional(typed)}
-        )
+        born = _date_or_none(typed, horizon=False) or _optional(typed)
+        records.update_patient(db, patient_id, {"date_of_birth": born})
     except InvalidInput as exc:
         db.rollback()
         messages = _errors_by_field(exc).get("date_of_birth") or [exc.detail]
@@ -655,7 +655,7 @@ def readiness(course_id: int):
     done_at = datetime.now(UTC)
     if form.record and form.done_at:
         try:
-            done_at = localize(datetime.fromisoformat(form.done_at).replace(second=0), tz)
+            done_at = localize(params.parse_datetime(form.done_at).replace(second=0), tz)
         except ValueError as exc:
             # Nonexistent (spring-forward) and ambiguous (fall-back) times are ValueErrors
             # too; their messages say which and what to do.
