@@ -436,7 +436,8 @@ def load_week(
 def _department(session: Session) -> Department:
     """The department asked for (``?department=``), else the first one."""
     query = sa.select(Department).options(selectinload(Department.linacs)).order_by(Department.id)
-    if request.args.get("department"):
+    wanted = request.args.get("department", "")
+    if wanted:
         query = query.where(Department.id == params.query_int("department", 0))
     department = session.scalars(query.limit(1)).first()
     if department is None and not wanted and access.session_scope(session) == frozenset():
