@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Beside the repository's checkout; TWILIO_OPENAPI_SPEC points elsewhere (a checkout kept apart from it).
+# Beside the repository's checkout; TWILIO_OPENAPI_SPEC points elsewhere.
 SPEC_PATH = Path(
     os.environ.get("TWILIO_OPENAPI_SPEC")
     or REPO_ROOT.parent / "shared" / "twilio" / "twilio_api_v2010.json"
