@@ -24,7 +24,7 @@ from notifications.channels.local import LocalOutboxChannel
 from notifications.channels.twilio_sms import TwilioSmsChannel
 from notifications.models import Reminder
 from scheduler import links
-from scheduler.models import AuditEntry, Fraction, FractionStatus
+from scheduler.models import AuditEntry, Fraction, FractionStatus, User
 from scheduler.services import Placement
 from tests import factories as f
 from tests.api.conftest import Seed
@@ -82,6 +82,9 @@ def _send_due(db: Session, session_factory: sessionmaker[Session], fake, at=AT) 
 
 def _book_and_send(db: Session, session_factory: sessionmaker[Session], fake) -> Sent:
     dept = f.department(db)
+    # The seed's staff work in this department, so its patients are theirs to see.
+    for user in db.scalars(sa.select(User)):
+        user.departments.append(dept)
     f.linacs(db, dept)
     liver = f.protocol(db)
     patient = f.patient(db, dept, sms_consent=True)

@@ -726,10 +726,10 @@ def _department_choices() -> list[tuple[int, str]]:
 
 def _department_ids_from_form() -> list[int]:
     """The ticked departments; anything but a listed id cannot come from the form."""
-    raw = request.form.getlist("department_ids")
-    if not all(value.isdigit() and len(value) <= 10 for value in raw):
+    ids = [params.int_or_none(value) for value in request.form.getlist("department_ids")]
+    if any(i is None for i in ids):
         abort(400, "Choose departments from the list.")
-    return sorted({int(value) for value in raw})
+    return sorted({i for i in ids if i is not None})
 
 
 def _users_page(
