@@ -261,7 +261,7 @@ def issue_feed_token(session: Session, linac_id: int, name: str, created_by_id: 
     """A new secret feed URL token for one linac's calendar; the plaintext is returned once.
 
     Every feed has an owner, the user who made it: it is served only while they and the linac
-    are active. A use case of its own (the admin page calls it), so it commits.
+    are active. Flushes; the caller's unit of work commits.
     """
     if created_by_id is None:
         # An ownerless feed would outlive every account; resolve_feed_token never serves one.
@@ -275,7 +275,7 @@ def issue_feed_token(session: Session, linac_id: int, name: str, created_by_id: 
             created_by_id=created_by_id,
         )
     )
-    session.commit()
+    session.flush()
     return token
 
 
@@ -307,7 +307,7 @@ def resolve_feed_token(session: Session, token: str) -> CalendarFeed | None:
 
 def record_feed_use(session: Session, feed_id: int, *, now: datetime) -> bool:
     """Note that the feed was fetched at ``now``, unless that was already noted less than
-    FEED_USE_RESOLUTION ago; True when it wrote. Commits when it writes.
+    FEED_USE_RESOLUTION ago; True when it wrote. The feed request's unit of work commits it.
 
     One conditional UPDATE, so calendar apps fetching together write once between them.
     """
@@ -323,10 +323,7 @@ def record_feed_use(session: Session, feed_id: int, *, now: datetime) -> bool:
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount:
-        session.commit()
-        return True
-    return False
+    return bool(result.rowcount)
 
 
 def revoke_feeds(
@@ -358,15 +355,15 @@ def revoke_feeds(
 def revoke_feed(session: Session, feed_id: int, *, now: datetime) -> CalendarFeed | None:
     """Revoke a feed (revoking twice keeps the first time); None when there is no such feed.
 
-    Commits: calendar apps holding the URL get 404 from their next refresh on.
+    Once the caller's unit of work commits, calendar apps holding the URL get 404 from their
+    next refresh on.
     """
     feed = session.get(CalendarFeed, feed_id)
     if feed is None:
-        session.rollback()
         return None
     if feed.revoked_at is None:
         feed.revoked_at = now
-    session.commit()
+    session.flush()
     return feed
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from scheduler import accounts as _accounts
+from scheduler import links as _links
 from scheduler import records as _records
 from scheduler import services as _services
 from scheduler import unit_of_work
@@ -47,3 +48,4 @@ class _Committing:
 services: Any = _Committing(_services)
 records: Any = _Committing(_records)
 accounts: Any = _Committing(_accounts)
+links: Any = _Committing(_links)

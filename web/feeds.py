@@ -148,9 +148,12 @@ def linac_feed(token: str) -> Response:
     if linac is None:
         abort(404)
     now = _now()
-    links.record_feed_use(session, feed.id, now=now)
     host = uid_host(current_app.extensions[SETTINGS_KEY].public_base_url)
-    return ics_response(linac_feed_ics(session, linac, host=host, now=now))
+    response = ics_response(linac_feed_ics(session, linac, host=host, now=now))
+    # Written last, so that on SQLite the write lock is held only from here to the request's
+    # commit, not while the calendar is built.
+    links.record_feed_use(session, feed.id, now=now)
+    return response
 
 
 def init_app(app: Flask) -> None:

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import links
 from scheduler.models import AuditEntry, CalendarFeed
 from tests.api.conftest import Seed
+from tests.committing import links
 from tests.pages.conftest import csrf_from
 
 # The sign-in helper and the cheap password hashing of the message page tests.

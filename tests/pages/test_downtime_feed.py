@@ -10,8 +10,7 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import links
-from tests.committing import services
+from tests.committing import links, services
 from tests.pages.test_feeds import NOW, NY, book, feed_events, feed_owner
 
 DAY = date(2026, 3, 5)

@@ -15,10 +15,9 @@ import time_machine
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from scheduler import links
 from scheduler.models import AuditEntry, CalendarFeed, Linac, User
 from tests.api.conftest import Seed
-from tests.committing import accounts, records
+from tests.committing import accounts, links, records
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import _fast_password_hashes, sign_in  # noqa: F401

@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import links
 from scheduler.models import Downtime, Linac
+from tests.committing import links
 from tests.pages.test_feeds import NOW, book, feed_owner, travel  # noqa: F401 - fixture
 
 

@@ -13,10 +13,9 @@ from flask.testing import FlaskClient
 from icalendar import Calendar
 from sqlalchemy.orm import Session
 
-from scheduler import links
 from scheduler.models import CalendarFeed, Course, Fraction, Linac, User
 from tests import factories
-from tests.committing import accounts, services
+from tests.committing import accounts, links, services
 
 NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -45,7 +45,7 @@ from werkzeug.routing import IntegerConverter, Rule
 
 from notifications import template_store
 from notifications.models import InboundMessage, Reminder
-from scheduler import accounts, links
+from scheduler import accounts
 from scheduler.models import (
     CalendarFeed,
     Closure,
@@ -56,6 +56,7 @@ from scheduler.models import (
     User,
 )
 from tests.api.conftest import ADMIN_PASSWORD, Seed
+from tests.committing import links
 from tests.pages.conftest import csrf_from
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
