@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from notifications.types import (
     Channel,
@@ -365,26 +366,7 @@ def plan_for_booking(
     upcoming = sorted((f for f in course.fractions if _upcoming(f, now)), key=lambda f: f.starts_at)
     if not upcoming:
         return []
-    first = upcoming[0]
-    due = _notice_due(course, now, first.starts_at)
-    context = {
-        "event_id": event_id,
-        "awaiting_readiness": not course.ready_to_treat,
-        "fraction_ids": [f.id for f in upcoming],
-    }
-    planned = [
-        PlannedReminder(
-            kind=Kind.CONFIRMATION,
-            channel=channel,
-            due_at=due,
-            course_id=course.id,
-            fraction_id=None,
-            fraction_version=None,
-            dedupe_key=f"course:{course.id}:{Kind.CONFIRMATION}:{event_id}:{channel}",
-            context=dict(context),
-        )
-        for channel in allowed_channels(course.patient)
-    ]
+    planned = _confirmations(course, upcoming, now=now, tag=str(event_id), event_id=event_id)
     for fraction in upcoming:
         planned.extend(plan_for_fraction(course, fraction, now=now))
     return _sorted(planned)
@@ -400,9 +382,23 @@ def plan_fresh_link(course: CourseSnapshot, *, now: datetime, key: str) -> list[
     upcoming = sorted((f for f in course.fractions if _upcoming(f, now)), key=lambda f: f.starts_at)
     if not upcoming:
         return []
+    return _confirmations(course, upcoming, now=now, tag=f"link-{key}", fresh_link=key)
+
+
+def _confirmations(
+    course: CourseSnapshot,
+    upcoming: list[FractionSnapshot],
+    *,
+    now: datetime,
+    tag: str,
+    **context: Any,
+) -> list[PlannedReminder]:
+    """The confirmation of the ``upcoming`` sessions on every channel the patient allows, due
+    as soon as the message window allows; ``tag`` names the request in the dedupe key, so one
+    booking event or one fresh-link request is one message per channel."""
     due = _notice_due(course, now, upcoming[0].starts_at)
     context = {
-        "fresh_link": key,
+        **context,
         "awaiting_readiness": not course.ready_to_treat,
         "fraction_ids": [f.id for f in upcoming],
     }
@@ -414,7 +410,7 @@ def plan_fresh_link(course: CourseSnapshot, *, now: datetime, key: str) -> list[
             course_id=course.id,
             fraction_id=None,
             fraction_version=None,
-            dedupe_key=f"course:{course.id}:{Kind.CONFIRMATION}:link-{key}:{channel}",
+            dedupe_key=f"course:{course.id}:{Kind.CONFIRMATION}:{tag}:{channel}",
             context=dict(context),
         )
         for channel in allowed_channels(course.patient)
