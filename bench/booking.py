@@ -33,7 +33,7 @@ from bench.db import OUT_DIR, REPO_ROOT, overlap_counts
 from bench.seed import SeedResult, insert_patients
 from bench.stats import percentile
 from bootstrap import make_engine
-from scheduler import accounts
+from scheduler import accounts, unit_of_work
 from scheduler.models import Course, Fraction, Patient
 
 CLIENTS = 8
@@ -306,9 +306,14 @@ def run(url: str, seed: SeedResult, *, courses: int = COURSES) -> BookingResult:
     log.unlink(missing_ok=True)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with Session(engine) as session:
+        with Session(engine) as session, unit_of_work.transaction(session):
+            # A member of the seeded department: the API shows a scheduler only theirs.
             user = accounts.create_user(
-                session, email="bench@bench.example", name="Bench client", role="scheduler"
+                session,
+                email="bench@bench.example",
+                name="Bench client",
+                role="scheduler",
+                department_ids=[seed.department_id],
             )
             token = accounts.create_api_token(session, user.id, "bench")
         with engine.begin() as conn:

@@ -150,6 +150,8 @@ def seed_week(url: str, monday: date) -> int:
                 name="Viewer",
                 role="viewer",
                 password=PASSWORD,
+                # Calendars show a viewer only their departments' bookings.
+                department_ids=[department_id],
             )
             session.commit()
         with engine.begin() as conn:
