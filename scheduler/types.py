@@ -80,6 +80,37 @@ class Calendar:
     closed_reasons: Mapping[date, str] = field(default_factory=dict)
 
 
+# A block of a physicist roster: local start, local end, physicists present.
+RosterBlock = tuple[time, time, int]
+
+
+@dataclass(frozen=True)
+class PhysicistCover:
+    """When qualified medical physicists are present to supervise SBRT sessions, and how many.
+
+    A supervised session needs one physicist for its whole length, so at no instant may more
+    supervised sessions run than physicists are present, and a supervised session must lie
+    inside the rostered time. Blocks are in the department's local time.
+    """
+
+    by_weekday: Mapping[int, Sequence[RosterBlock]]
+    # A date listed here replaces its weekday's blocks (no blocks: nobody present that day).
+    exceptions: Mapping[date, Sequence[RosterBlock]] = field(default_factory=dict)
+    # Department setting: every SBRT fraction is supervised, not only the first.
+    every_fraction: bool = False
+    # Supervised sessions already booked in the horizon (other courses), sorted by start.
+    supervised: Sequence[Interval] = ()
+
+    def blocks_on(self, day: date) -> Sequence[RosterBlock]:
+        if day in self.exceptions:
+            return self.exceptions[day]
+        return self.by_weekday.get(day.weekday(), ())
+
+    def supervises(self, rules: Rules, number: int) -> bool:
+        """Whether fraction ``number`` of a course under ``rules`` needs a physicist."""
+        return "sbrt" in rules.capabilities and (number == 1 or self.every_fraction)
+
+
 @dataclass(frozen=True)
 class SearchContext:
     """Everything the engine needs to know about the world, for one request's horizon."""
@@ -90,6 +121,8 @@ class SearchContext:
     linac_busy: Mapping[int, Sequence[Interval]] = field(default_factory=dict)
     # The patient's other active bookings (any linac), sorted by start.
     patient_busy: Sequence[Interval] = ()
+    # None: the department keeps no physicist roster, so supervision does not limit booking.
+    physicists: PhysicistCover | None = None
 
 
 @dataclass(frozen=True)
