@@ -209,6 +209,16 @@ CHART_DESCRIPTIONS = {
     "the solid line nears the dashed one, waits grow. The grey band is the warm-up.",
 }
 
+COMPARISON_CHART_DESCRIPTIONS = {
+    "wait": "The outline of each run's wait distribution, in its own colour; the solid line marks "
+    "that run's median and the dashed line the point within which nine in ten courses started.",
+    "utilisation": "One panel per run: for each SBRT-capable linac, the share of its open time "
+    "that was booked, week by week. Each linac keeps its colour in every panel.",
+    "arrivals": "Top: courses that became ready to treat each week, a line per run. Bottom: the "
+    "linac time those courses need (solid) against the open time on the SBRT-capable linacs "
+    "(dashed), in each run's colour.",
+}
+
 HOW_TO_READ = (
     "This report replays a period of patient arrivals through the same booking rules the "
     "scheduler uses every day, then measures what patients and the department experienced.",
@@ -288,7 +298,7 @@ def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
             runs=runs,
             rows=rows,
             charts=_charts(list(runs), prefix="compare"),
-            descriptions=CHART_DESCRIPTIONS,
+            descriptions=COMPARISON_CHART_DESCRIPTIONS,
         )
     )
     return Markup(rendered)
