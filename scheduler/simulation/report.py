@@ -54,149 +54,167 @@ class SummaryFigure:
         return found
 
 
-SUMMARY_FIGURES = (
-    SummaryFigure(
-        "courses",
-        "Courses measured",
-        "count",
-        "Courses whose ready-to-treat date falls after the warm-up. The warm-up fills the "
-        "diary as it would be on a normal day, and is not measured.",
+# The summary table, in the order and groups a reader takes it in.
+SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
+    (
+        "What patients experienced",
+        (
+            SummaryFigure(
+                "courses",
+                "Courses measured",
+                "count",
+                "Courses whose ready-to-treat date falls after the warm-up. The warm-up fills the "
+                "diary as it would be on a normal day, and is not measured.",
+            ),
+            SummaryFigure(
+                "booked_first_pass_share",
+                "Booked in full within the protocol at the first attempt",
+                "share",
+                "Share of measured courses whose every fraction was booked, inside every rule "
+                "of the protocol, when the course was first booked, without a rule being "
+                "overridden.",
+                "higher",
+            ),
+            SummaryFigure(
+                "unbooked_courses",
+                "Courses never booked",
+                "count",
+                "Courses for which no complete schedule within the rules could be found.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.median",
+                "Median wait from ready to first fraction",
+                "days",
+                "Half of the booked courses started sooner than this, half later. The wait runs "
+                "in calendar days from the day the course was ready to treat to the "
+                "department's local date of its first fraction.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.p90",
+                "Nine in ten courses started within",
+                "days",
+                "The 90th percentile of the wait: only one booked course in ten waited longer.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.max",
+                "Longest wait from ready to first fraction",
+                "days",
+                "The single longest wait of a booked course.",
+                "lower",
+            ),
+            SummaryFigure(
+                "within_14_days_share",
+                "Started within 14 days of being ready",
+                "share",
+                "Share of measured courses whose first fraction was at most 14 calendar days after "
+                "their ready date.",
+                "higher",
+            ),
+            SummaryFigure(
+                "within_28_days_share",
+                "Started within 28 days of being ready",
+                "share",
+                "As above, within 28 calendar days.",
+                "higher",
+            ),
+            SummaryFigure(
+                "preferred_window_share",
+                "Treated in the patient's preferred time of day",
+                "share",
+                "Of the courses whose patient asked for a time window (for example mornings), the "
+                "share treated inside it.",
+                "higher",
+            ),
+            SummaryFigure(
+                "overall_days_within_protocol_share",
+                "Courses completed within the protocol's overall time",
+                "share",
+                "Share of courses whose first-to-last fraction span stayed within the protocol's "
+                "allowed overall treatment time.",
+                "higher",
+            ),
+        ),
     ),
-    SummaryFigure(
-        "booked_first_pass_share",
-        "Booked in full within the protocol at the first attempt",
-        "share",
-        "Share of measured courses whose every fraction was booked, inside every rule of the "
-        "protocol, when the course was first booked, without a rule being overridden.",
-        "higher",
+    (
+        "Linac time",
+        (
+            SummaryFigure(
+                "sbrt_utilisation",
+                "Use of SBRT linac time",
+                "share",
+                "Booked minutes divided by open minutes on the SBRT-capable linacs (opening hours "
+                "less closures and downtime). High use means little slack for urgent patients.",
+            ),
+            SummaryFigure(
+                "overtime_minutes",
+                "Treatment time outside opening hours",
+                "minutes",
+                "Minutes of fractions that ran outside the linacs' opening hours.",
+                "lower",
+            ),
+            SummaryFigure(
+                "fractions",
+                "Fractions booked",
+                "count",
+                "All fractions booked in the period, warm-up included.",
+            ),
+        ),
     ),
-    SummaryFigure(
-        "wait_days.median",
-        "Median wait from ready to first fraction",
-        "days",
-        "Half of the booked courses started sooner than this, half later. The wait runs in "
-        "calendar days from the day the course was ready to treat to the department's local "
-        "date of its first fraction.",
-        "lower",
-    ),
-    SummaryFigure(
-        "wait_days.p90",
-        "Nine in ten courses started within",
-        "days",
-        "The 90th percentile of the wait: only one booked course in ten waited longer.",
-        "lower",
-    ),
-    SummaryFigure(
-        "wait_days.max",
-        "Longest wait from ready to first fraction",
-        "days",
-        "The single longest wait of a booked course.",
-        "lower",
-    ),
-    SummaryFigure(
-        "within_14_days_share",
-        "Started within 14 days of being ready",
-        "share",
-        "Share of measured courses whose first fraction was at most 14 calendar days after "
-        "their ready date.",
-        "higher",
-    ),
-    SummaryFigure(
-        "within_28_days_share",
-        "Started within 28 days of being ready",
-        "share",
-        "As above, within 28 calendar days.",
-        "higher",
-    ),
-    SummaryFigure(
-        "preferred_window_share",
-        "Treated in the patient's preferred time of day",
-        "share",
-        "Of the courses whose patient asked for a time window (for example mornings), the "
-        "share treated inside it.",
-        "higher",
-    ),
-    SummaryFigure(
-        "overall_days_within_protocol_share",
-        "Courses completed within the protocol's overall time",
-        "share",
-        "Share of courses whose first-to-last fraction span stayed within the protocol's "
-        "allowed overall treatment time.",
-        "higher",
-    ),
-    SummaryFigure(
-        "sbrt_utilisation",
-        "Use of SBRT linac time",
-        "share",
-        "Booked minutes divided by open minutes on the SBRT-capable linacs (opening hours "
-        "less closures and downtime). High use means little slack for urgent patients.",
-    ),
-    SummaryFigure(
-        "overtime_minutes",
-        "Treatment time outside opening hours",
-        "minutes",
-        "Minutes of fractions that ran outside the linacs' opening hours.",
-        "lower",
-    ),
-    SummaryFigure(
-        "reschedules_per_course",
-        "Reschedules per course",
-        "number",
-        "Fractions moved to another time, averaged over the measured courses.",
-        "lower",
-    ),
-    SummaryFigure(
-        "downtime_moves.kept_time",
-        "Downtime: fractions kept at their time on another linac",
-        "count",
-        "Fractions on a linac that went down, moved to a matched linac at the same time.",
-    ),
-    SummaryFigure(
-        "downtime_moves.same_day",
-        "Downtime: fractions moved within the same day",
-        "count",
-        "Fractions on a linac that went down, moved to another time that day.",
-    ),
-    SummaryFigure(
-        "downtime_moves.other_day",
-        "Downtime: fractions moved to another day",
-        "count",
-        "Fractions on a linac that went down, moved to another day.",
-    ),
-    SummaryFigure(
-        "downtime_moves.needs_human",
-        "Downtime: fractions left for a person to rebook",
-        "count",
-        "Fractions on a linac that went down for which no move kept the protocol's rules.",
-        "lower",
-    ),
-    SummaryFigure(
-        "overrides",
-        "Bookings that overrode a rule",
-        "count",
-        "Bookings made against a protocol rule (with a recorded reason).",
-        "lower",
-    ),
-    SummaryFigure(
-        "fractions",
-        "Fractions booked",
-        "count",
-        "All fractions booked in the period, warm-up included.",
-    ),
-    SummaryFigure(
-        "missed_fractions",
-        "Fractions missed by patients",
-        "count",
-        "Fractions the patient did not attend; each was booked again.",
-    ),
-    SummaryFigure(
-        "unbooked_courses",
-        "Courses never booked",
-        "count",
-        "Courses for which no complete schedule within the rules could be found.",
-        "lower",
+    (
+        "Changes after booking",
+        (
+            SummaryFigure(
+                "reschedules_per_course",
+                "Reschedules per course",
+                "number",
+                "Fractions moved to another time, averaged over the measured courses.",
+                "lower",
+            ),
+            SummaryFigure(
+                "missed_fractions",
+                "Fractions missed by patients",
+                "count",
+                "Fractions the patient did not attend; each was booked again.",
+            ),
+            SummaryFigure(
+                "downtime_moves.kept_time",
+                "Downtime: fractions kept at their time on another linac",
+                "count",
+                "Fractions on a linac that went down, moved to a matched linac at the same time.",
+            ),
+            SummaryFigure(
+                "downtime_moves.same_day",
+                "Downtime: fractions moved within the same day",
+                "count",
+                "Fractions on a linac that went down, moved to another time that day.",
+            ),
+            SummaryFigure(
+                "downtime_moves.other_day",
+                "Downtime: fractions moved to another day",
+                "count",
+                "Fractions on a linac that went down, moved to another day.",
+            ),
+            SummaryFigure(
+                "downtime_moves.needs_human",
+                "Downtime: fractions left for a person to rebook",
+                "count",
+                "Fractions on a linac that went down for which no move kept the protocol's rules.",
+                "lower",
+            ),
+            SummaryFigure(
+                "overrides",
+                "Bookings that overrode a rule",
+                "count",
+                "Bookings made against a protocol rule (with a recorded reason).",
+                "lower",
+            ),
+        ),
     ),
 )
+SUMMARY_FIGURES = tuple(figure for _, figures in SUMMARY_GROUPS for figure in figures)
 
 CHART_DESCRIPTIONS = {
     "wait": "Each bar counts the booked courses (after the warm-up) that waited that many days "
@@ -241,6 +259,8 @@ def write_report(out_dir: Path) -> Path:
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(html)
+        # mkstemp makes the file private; the report is read like the run's other files.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -259,9 +279,7 @@ def render_report(run: RunData) -> str:
             policy=POLICY_DESCRIPTIONS.get(run.policy, run.policy or "not stated"),
             seed="not stated" if run.seed is None else run.seed,
             runtime=_seconds(run.summary.get("runtime_seconds")),
-            rows=[
-                (figure, format_value(figure, figure.value(run.summary))) for figure in _shown(run)
-            ],
+            groups=_summary_groups(run),
             figures=SUMMARY_FIGURES,
             charts=_charts(run, prefix="report"),
             descriptions=CHART_DESCRIPTIONS,
@@ -278,19 +296,22 @@ def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
         raise ValueError("a comparison needs at least two runs")
     baseline = runs[0][1].summary
     rows = []
-    for figure in SUMMARY_FIGURES:
-        values = [figure.value(run.summary) for _, run in runs]
-        if all(value is None for value in values):
-            continue
-        rows.append(
-            {
-                "figure": figure,
-                "values": [format_value(figure, value) for value in values],
-                "differences": [
-                    _difference(figure, figure.value(baseline), value) for value in values[1:]
-                ],
-            }
-        )
+    for heading, figures in SUMMARY_GROUPS:
+        for figure in figures:
+            values = [figure.value(run.summary) for _, run in runs]
+            if all(value is None for value in values):
+                continue
+            rows.append(
+                {
+                    "heading": heading if not rows or rows[-1]["group"] != heading else "",
+                    "group": heading,
+                    "figure": figure,
+                    "values": [format_value(figure, value) for value in values],
+                    "differences": [
+                        _difference(figure, figure.value(baseline), value) for value in values[1:]
+                    ],
+                }
+            )
     rendered = (
         _environment()
         .from_string(COMPARISON_TEMPLATE)
@@ -368,9 +389,18 @@ def _seconds(value: Any) -> str:
     return f"{_number(value, 1)} s"
 
 
-def _shown(run: RunData) -> list[SummaryFigure]:
-    """Figures the run has; an older or partial summary simply shows fewer lines."""
-    return [figure for figure in SUMMARY_FIGURES if figure.value(run.summary) is not None]
+def _summary_groups(run: RunData) -> list[tuple[str, list[tuple[SummaryFigure, str]]]]:
+    """Groups of (figure, value in words) the run has; a partial summary shows fewer lines."""
+    groups = []
+    for heading, figures in SUMMARY_GROUPS:
+        rows = [
+            (figure, format_value(figure, figure.value(run.summary)))
+            for figure in figures
+            if figure.value(run.summary) is not None
+        ]
+        if rows:
+            groups.append((heading, rows))
+    return groups
 
 
 def _long_date(day: date) -> str:
@@ -426,6 +456,7 @@ dl.run-facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid var(--line); padding: .35rem .5rem; text-align: left;
   vertical-align: top; }
+th.group { background: #f1f3f5; font-size: .95em; padding-top: .6rem; }
 td.value { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums;
   font-weight: 600; }
 figure { margin: 1.5rem 0; }
@@ -463,14 +494,17 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 </dl>
 
 <h2 id="summary">Summary</h2>
-{% if rows %}
+{% if groups %}
 <table class="summary">
 <thead><tr><th scope="col">Figure</th><th scope="col">Value</th></tr></thead>
+{% for heading, rows in groups %}
 <tbody>
+<tr><th colspan="2" scope="rowgroup" class="group">{{ heading }}</th></tr>
 {% for figure, value in rows %}
 <tr><th scope="row">{{ figure.label }}</th><td class="value">{{ value }}</td></tr>
 {% endfor %}
 </tbody>
+{% endfor %}
 </table>
 {% else %}
 <p>This run recorded no summary figures.</p>
@@ -512,6 +546,10 @@ COMPARISON_TEMPLATE = """<section class="sim-comparison" aria-label="Comparison 
 </thead>
 <tbody>
 {% for row in rows %}
+{% if row.heading %}
+<tr><th colspan="{{ runs|length * 2 }}" scope="rowgroup" class="sim-group">\
+{{ row.heading }}</th></tr>
+{% endif %}
 <tr>
 <th scope="row">{{ row.figure.label }}</th>
 {% for value in row["values"] %}<td class="sim-value">{{ value }}</td>{% endfor %}
