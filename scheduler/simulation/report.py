@@ -24,6 +24,7 @@ from scheduler.simulation import charts
 from scheduler.simulation.runs import RunData, load_run
 
 REPORT_FILE = "report.html"
+NBSP = "\u00a0"  # keeps "95 %" on one line in a narrow column
 MINUS = "\u2212"  # a true minus sign: a hyphen is easy to miss in a table of differences
 
 POLICY_DESCRIPTIONS = {
@@ -221,7 +222,7 @@ CHART_DESCRIPTIONS = {
     "from ready to first fraction. The solid line marks the median, the dashed line the point "
     "within which nine in ten courses started.",
     "utilisation": "For each SBRT-capable linac, the share of its open time that was booked, "
-    "week by week. The line at 100 % is a full diary; gaps are weeks the linac was not open.",
+    "week by week. The line at 100\u00a0% is a full diary; gaps are weeks the linac was not open.",
     "arrivals": "Top: courses that became ready to treat each week. Bottom: the linac time those "
     "courses need (solid) against the open time on the SBRT-capable linacs (dashed). When "
     "the solid line nears the dashed one, waits grow. The grey band is the warm-up.",
@@ -330,7 +331,7 @@ def format_value(figure: SummaryFigure, value: float | None) -> str:
     if value is None:
         return "not measured"
     if figure.kind == "share":
-        return f"{_number(value * 100, 1)} %"
+        return f"{_number(value * 100, 1)}{NBSP}%"
     if figure.kind == "days":
         return _unit(value, "day", "days")
     if figure.kind == "minutes":
@@ -456,6 +457,7 @@ dl.run-facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid var(--line); padding: .35rem .5rem; text-align: left;
   vertical-align: top; }
+tbody th[scope="row"] { font-weight: normal; }
 th.group { background: #f1f3f5; font-size: .95em; padding-top: .6rem; }
 td.value { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums;
   font-weight: 600; }
