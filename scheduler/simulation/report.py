@@ -80,7 +80,7 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "unbooked_courses",
                 "Courses never booked",
                 "count",
-                "Courses for which no complete schedule within the rules could be found.",
+                "Measured courses for which no complete schedule within the rules was found.",
                 "lower",
             ),
             SummaryFigure(
@@ -110,8 +110,8 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "within_14_days_share",
                 "Started within 14 days of being ready",
                 "share",
-                "Share of measured courses whose first fraction was at most 14 calendar days after "
-                "their ready date.",
+                "Share of measured courses whose first fraction was at most 14 calendar days "
+                "after their ready date (a course never booked counts as not started).",
                 "higher",
             ),
             SummaryFigure(
@@ -126,15 +126,15 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "Treated in the patient's preferred time of day",
                 "share",
                 "Of the courses whose patient asked for a time window (for example mornings), the "
-                "share treated inside it.",
+                "share with every fraction inside it.",
                 "higher",
             ),
             SummaryFigure(
                 "overall_days_within_protocol_share",
                 "Courses completed within the protocol's overall time",
                 "share",
-                "Share of courses whose first-to-last fraction span stayed within the protocol's "
-                "allowed overall treatment time.",
+                "Of the booked courses, the share with every prescribed fraction held and the "
+                "first-to-last span inside the protocol's overall treatment time.",
                 "higher",
             ),
         ),
@@ -147,20 +147,22 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "Use of SBRT linac time",
                 "share",
                 "Booked minutes divided by open minutes on the SBRT-capable linacs (opening hours "
-                "less closures and downtime). High use means little slack for urgent patients.",
+                "less closures and downtime) after the warm-up. High use leaves little slack "
+                "for urgent patients.",
             ),
             SummaryFigure(
                 "overtime_minutes",
                 "Treatment time outside opening hours",
                 "minutes",
-                "Minutes of fractions that ran outside the linacs' opening hours.",
+                "Minutes of fractions outside their linac's opening hours after the warm-up (only "
+                "a booking that overrides the rules puts them there).",
                 "lower",
             ),
             SummaryFigure(
                 "fractions",
                 "Fractions booked",
                 "count",
-                "All fractions booked in the period, warm-up included.",
+                "Fractions of the measured courses, delivered or still to come.",
             ),
         ),
     ),
@@ -171,45 +173,46 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "reschedules_per_course",
                 "Reschedules per course",
                 "number",
-                "Fractions moved to another time, averaged over the measured courses.",
+                "Fractions moved or booked again, averaged over the measured courses.",
                 "lower",
             ),
             SummaryFigure(
                 "missed_fractions",
                 "Fractions missed by patients",
                 "count",
-                "Fractions the patient did not attend; each was booked again.",
+                "Fractions of the measured courses that the patient did not attend.",
             ),
             SummaryFigure(
                 "downtime_moves.kept_time",
                 "Downtime: fractions kept at their time on another linac",
                 "count",
-                "Fractions on a linac that went down, moved to a matched linac at the same time.",
+                "Fractions displaced by linac downtime that kept their own time on another linac.",
             ),
             SummaryFigure(
                 "downtime_moves.same_day",
                 "Downtime: fractions moved within the same day",
                 "count",
-                "Fractions on a linac that went down, moved to another time that day.",
+                "Fractions displaced by linac downtime, moved to another time that day.",
             ),
             SummaryFigure(
                 "downtime_moves.other_day",
                 "Downtime: fractions moved to another day",
                 "count",
-                "Fractions on a linac that went down, moved to another day.",
+                "Fractions displaced by linac downtime, moved to another day.",
             ),
             SummaryFigure(
                 "downtime_moves.needs_human",
                 "Downtime: fractions left for a person to rebook",
                 "count",
-                "Fractions on a linac that went down for which no move kept the protocol's rules.",
+                "Fractions displaced by linac downtime for which no move within the protocol's "
+                "rules was found.",
                 "lower",
             ),
             SummaryFigure(
                 "overrides",
-                "Bookings that overrode a rule",
+                "Fractions booked against a rule",
                 "count",
-                "Bookings made against a protocol rule (with a recorded reason).",
+                "Fractions of the measured courses booked against a rule, with a recorded reason.",
                 "lower",
             ),
         ),
@@ -245,7 +248,8 @@ HOW_TO_READ = (
     "are left out of the figures.",
     "Waits are counted in calendar days, weekends and holidays included, from the day a course "
     "is ready to treat to the day of its first fraction in the department's time zone.",
-    "Percentages are shares of the measured courses. Every booked fraction is listed in "
+    "Percentages are shares of the measured courses unless their definition below says "
+    "otherwise. Every booked fraction is listed in "
     "courses.csv next to this report, so each figure can be checked independently.",
 )
 
