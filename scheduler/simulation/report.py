@@ -294,9 +294,19 @@ def render_report(run: RunData) -> str:
     )
 
 
-def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
+def comparison_html(
+    runs: Sequence[tuple[str, RunData]] | RunData, *more: RunData | tuple[str, RunData]
+) -> Markup:
     """Summary figures of labelled runs side by side with their differences to the first run,
-    and the charts overlaid, as an HTML fragment styled by web/static/simulation.css."""
+    and the charts overlaid, as an HTML fragment styled by web/static/simulation.css.
+
+    Takes a sequence of (label, run), or the runs one by one (each a run or a (label, run));
+    an unlabelled run is labelled by its scenario name.
+    """
+    one_run = isinstance(runs, RunData) or (
+        isinstance(runs, tuple) and len(runs) == 2 and isinstance(runs[1], RunData)
+    )
+    runs = _labelled_runs([runs, *more] if one_run else [*runs, *more])
     if len(runs) < 2:
         raise ValueError("a comparison needs at least two runs")
     baseline = runs[0][1].summary
@@ -328,6 +338,16 @@ def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
         )
     )
     return Markup(rendered)
+
+
+def _labelled_runs(runs: list[RunData | tuple[str, RunData]]) -> list[tuple[str, RunData]]:
+    labelled = [(run.scenario_name, run) if isinstance(run, RunData) else run for run in runs]
+    labels = [label for label, _ in labelled]
+    # Two runs of one scenario (another seed or policy) still need telling apart.
+    return [
+        (f"{label} ({index})" if labels.count(label) > 1 else label, run)
+        for index, (label, run) in enumerate(labelled, start=1)
+    ]
 
 
 def format_value(figure: SummaryFigure, value: float | None) -> str:

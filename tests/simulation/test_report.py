@@ -273,3 +273,17 @@ def test_comparison_is_an_embeddable_fragment(tmp_path: Path) -> None:
 def test_comparison_needs_two_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least two runs"):
         comparison_html(two_runs(tmp_path)[:1])
+
+
+def test_runs_may_be_given_one_by_one_and_are_then_labelled_by_scenario(tmp_path: Path) -> None:
+    (_, today), (_, saturdays) = two_runs(tmp_path)
+    same = load_run(RunFiles().write(tmp_path / "same scenario"))
+
+    header = read_page(str(comparison_html(today, saturdays))).tables["sim-compare"][0]
+    assert header[1:3] == [example_summary()["scenario_name"], "Saturdays open"]
+    header = read_page(str(comparison_html(today, same))).tables["sim-compare"][0]
+    name = example_summary()["scenario_name"]
+    assert header[1:3] == [f"{name} (1)", f"{name} (2)"]
+    assert read_page(str(comparison_html(("A", today), ("B", same)))).tables["sim-compare"][0][
+        1:3
+    ] == ["A", "B"]
