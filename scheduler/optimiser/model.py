@@ -288,13 +288,17 @@ def _cut(pieces: list[tuple[int, int]], busy: list[tuple[int, int]]) -> list[tup
 
 
 def _intersect(pieces: list[tuple[int, int]], keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out = []
-    for a, b in pieces:
-        for s, e in keep:
-            lo, hi = max(a, s), min(b, e)
-            if lo < hi:
-                out.append((lo, hi))
-    return sorted(out)
+    """The parts of ``pieces`` inside ``keep``, adjacent parts joined (a session may run
+    from one piece of physicist cover into the next)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(
+        (max(a, s), min(b, e)) for a, b in pieces for s, e in keep if max(a, s) < min(b, e)
+    ):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _grid(opens: int, pieces: list[tuple[int, int]], length: int, step: int) -> list[int]:
@@ -496,7 +500,10 @@ def solve(
         if course.key in wait_cap:
             horizon = min(course.horizon_days, wait_cap[course.key] + 1)
             bounded = replace(course, horizon_days=horizon)
-            last = min(last, _day_range(bounded)[1])
+            if rules.max_overall_days is not None or rules.max_interval_days is not None:
+                # The protocol bounds the course's length, so an earlier last start day
+                # brings its last day in too (without such a rule the horizon does).
+                last = min(last, _day_range(bounded)[1])
         placed = model.NewBoolVar(f"placed{index}")
         fractions = []
         starts_by_fraction: list[list[int]] = []
