@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time as wallclock
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -54,6 +54,10 @@ from scheduler.types import (
 WINDOW_MISS_POINTS = 5
 OVERALL_DAY_POINTS = 1
 LINAC_CHANGE_POINTS = 10
+
+# Solver work units per second of limit: what this kind of shared two-core machine does in a
+# second on batches of tens of courses (measured with bench/optimiser.py).
+WORK_PER_SECOND = 0.1
 
 OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN = "OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"
 
@@ -460,13 +464,20 @@ def solve(
     problem: Problem,
     *,
     time_limit_seconds: float = 10.0,
+    deterministic: bool = True,
+    slack_days: int | None = None,
     use_greedy: bool = True,
 ) -> Solution:
     """The best placement of ``problem.courses`` the solver proves or finds in the time limit.
 
-    The limit is in the solver's deterministic time (about seconds on this kind of machine),
-    so the same problem gives the same answer on every run; wall time is capped at three
-    times the limit as a safety net.
+    ``deterministic``: the limit is turned into the solver's deterministic work
+    (``WORK_PER_SECOND`` units per second), so the same problem gives the same answer on
+    every run however loaded the machine is; the wall clock is only capped at three times
+    the limit as a safety net. Otherwise the limit is wall-clock time.
+
+    ``slack_days``: None keeps the search exact. A number restricts each course's first
+    fraction to at most that many days after the one the one-by-one placement gives it (which
+    stays a solution), and keeps large batches small enough to improve within seconds.
     """
     started = wallclock.perf_counter()
     tz = problem.calendar.timezone
@@ -485,6 +496,7 @@ def solve(
         total = sum(course_points(c, hint[c.key], tz)[0] for c in courses)
         wait_cap = {c.key: total // c.weight for c in courses}
 
+    patients = Counter(c.patient for c in courses if c.patient is not None)
     model = cp_model.CpModel()
     per_linac_day: dict[tuple[int, date], list] = defaultdict(list)
     per_patient: dict[Hashable, list] = defaultdict(list)
@@ -497,8 +509,14 @@ def solve(
         n = rules.fractions
         first, last = _day_range(course)
         bounded = course
-        if course.key in wait_cap:
-            horizon = min(course.horizon_days, wait_cap[course.key] + 1)
+        cap = wait_cap.get(course.key)
+        if slack_days is not None and course.key in hint:
+            # Large batches: look for the first fraction near the one-by-one placement only.
+            start = local_date(hint[course.key].first_start, tz)
+            near = (start - course.earliest).days + slack_days
+            cap = near if cap is None else min(cap, near)
+        if cap is not None:
+            horizon = min(course.horizon_days, cap + 1)
             bounded = replace(course, horizon_days=horizon)
             if rules.max_overall_days is not None or rules.max_interval_days is not None:
                 # The protocol bounds the course's length, so an earlier last start day
@@ -609,18 +627,28 @@ def solve(
     for intervals in per_linac_day.values():
         if len(intervals) > 1:
             model.AddNoOverlap(intervals)
-    for intervals in per_patient.values():
-        if len(intervals) > 1:
+    for patient, intervals in per_patient.items():
+        # One course alone is kept apart by its own ordering constraints.
+        if patients[patient] > 1:
             model.AddNoOverlap(intervals)
     for day, intervals in supervised_by_day.items():
         _add_physicists(model, world, day, intervals)
 
     model.Minimize(sum(objective_terms))
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.max_deterministic_time = max(0.01, time_limit_seconds)
-    solver.parameters.max_time_in_seconds = max(0.05, 3 * time_limit_seconds)
+    params = solver.parameters
+    # Two workers (this is what the machine has), interleaved so that the same problem and
+    # limit give the same answer; large neighbourhood search is what improves big batches.
+    params.num_workers = 2
+    params.interleave_search = True
+    params.random_seed = 0
+    # Probing costs minutes on batches of tens of courses and buys little here.
+    params.cp_model_probing_level = 0
+    if deterministic:
+        params.max_deterministic_time = max(0.01, time_limit_seconds * WORK_PER_SECOND)
+        params.max_time_in_seconds = max(0.05, 3 * time_limit_seconds)
+    else:
+        params.max_time_in_seconds = max(0.05, time_limit_seconds)
     status = solver.Solve(model)
 
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
