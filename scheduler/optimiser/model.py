@@ -666,13 +666,19 @@ def solve(
                 PlannedFraction(number, linac_id, begins, begins + timedelta(minutes=length))
             )
         schedules[course.key] = Schedule(tuple(planned))
-    return _solution(
+    found = _solution(
         problem,
         schedules,
         weights,
         OPTIMAL if status == cp_model.OPTIMAL else FEASIBLE,
         started,
     )
+    if found.status == FEASIBLE and hint:
+        # Stopped early: never return less than placing the courses one by one gives.
+        one_by_one = _from_greedy(problem, hint, weights, started)
+        if one_by_one.objective < found.objective:
+            return one_by_one
+    return found
 
 
 def _add_physicists(model: cp_model.CpModel, world: _World, day: date, intervals: list) -> None:

@@ -23,6 +23,7 @@ from scheduler.optimiser.model import (
     WINDOW_MISS_POINTS,
     CourseToPlace,
     Problem,
+    greedy,
     objective_weights,
     solve,
 )
@@ -322,6 +323,17 @@ def test_every_solution_of_larger_worlds_is_valid(seed):
     solution = solve(problem, time_limit_seconds=5)
     assert_valid(problem, solution)
     assert set(solution.schedules) | set(solution.unplaced) == {c.key for c in problem.courses}
+    # Never worse than placing the courses one by one with the engine's proposals.
+    weights = objective_weights(problem)
+    one_by_one = greedy(problem)
+    cost = 0
+    for course in problem.courses:
+        if course.key in one_by_one:
+            wait, disturbance = _points(problem, course, one_by_one[course.key])
+            cost += weights.wait * wait + disturbance
+        else:
+            cost += weights.unplaced
+    assert solution.objective <= cost
 
 
 # -- the world's limits, one at a time --------------------------------------------------------
