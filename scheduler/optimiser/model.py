@@ -471,9 +471,11 @@ def solve(
     """The best placement of ``problem.courses`` the solver proves or finds in the time limit.
 
     ``deterministic``: the limit is turned into the solver's deterministic work
-    (``WORK_PER_SECOND`` units per second), so the same problem gives the same answer on
-    every run however loaded the machine is; the wall clock is only capped at three times
-    the limit as a safety net. Otherwise the limit is wall-clock time.
+    (``WORK_PER_SECOND`` units per second) rather than wall time, so a load on the machine
+    does not change how far the search goes; the wall clock is only capped at three times
+    the limit. A batch solved to optimality (a day's courses, typically) gives the same
+    answer on every run; a large batch stopped by the limit may differ between runs, since
+    the two workers' neighbourhood searches share their solutions as they go.
 
     ``slack_days``: None keeps the search exact. A number restricts each course's first
     fraction to at most that many days after the one the one-by-one placement gives it (which
@@ -637,8 +639,8 @@ def solve(
     model.Minimize(sum(objective_terms))
     solver = cp_model.CpSolver()
     params = solver.parameters
-    # Two workers (this is what the machine has), interleaved so that the same problem and
-    # limit give the same answer; large neighbourhood search is what improves big batches.
+    # Two workers (what the machine has), interleaved: one alone does no large neighbourhood
+    # search, which is what improves big batches.
     params.num_workers = 2
     params.interleave_search = True
     params.random_seed = 0

@@ -65,7 +65,7 @@ def plan_courses(
 
     Up to ``EXACT_UP_TO`` courses are searched exactly; a larger batch looks for each
     course's first fraction within ``SLACK_DAYS`` of where placing them one by one puts it.
-    ``deterministic`` makes the answer the same on every run (see
+    ``deterministic`` limits the solver's work rather than wall time (see
     :func:`scheduler.optimiser.model.solve`).
     """
     department = session.get(Department, department_id)

@@ -482,9 +482,10 @@ def test_a_preferred_window_is_kept_when_it_costs_no_wait():
     assert solution.disturbance == OVERALL_DAY_POINTS
 
 
-def test_the_same_problem_gives_the_same_answer():
+def test_a_batch_solved_to_optimality_gives_the_same_plan_every_time():
     problem = random_problem(7, courses=6, days=8)
     first, second = solve(problem, time_limit_seconds=2), solve(problem, time_limit_seconds=2)
+    assert first.status == second.status == OPTIMAL
     assert first.schedules == second.schedules
     assert first.objective == second.objective
 
