@@ -57,7 +57,7 @@ LINAC_CHANGE_POINTS = 10
 
 # Solver work units per second of limit: what this kind of shared two-core machine does in a
 # second on batches of tens of courses (measured with bench/optimiser.py).
-WORK_PER_SECOND = 0.1
+WORK_PER_SECOND = 0.05
 
 OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN = "OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"
 
@@ -395,16 +395,21 @@ def greedy(problem: Problem) -> dict[Hashable, Schedule]:
             rules=course.rules,
             earliest=course.earliest,
             not_before=course.not_before,
-            count=1,
+            count=1 if problem.physicists is None else 5,
             horizon_days=course.horizon_days,
             preferred_window=course.preferred_window,
             step_minutes=problem.step_minutes,
         )
-        found = search.propose(request, ctx)
-        if not found:
-            continue
-        schedule = Schedule(found[0].fractions)
-        if not _supervision_fits(problem, course, schedule, supervised):
+        # The best proposal the physicists can supervise (the search may not know them).
+        schedule = next(
+            (
+                Schedule(s.fractions)
+                for s in search.propose(request, ctx)
+                if _supervision_fits(problem, course, Schedule(s.fractions), supervised)
+            ),
+            None,
+        )
+        if schedule is None:
             continue
         placed[course.key] = schedule
         for f in schedule.fractions:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import date, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from scheduler.optimiser import planning as planning_module
 from scheduler.optimiser.model import Solution
 from scheduler.services import Placement
 from scheduler.timeutil import local_date
-from scheduler.types import PlannedFraction, Schedule
+from scheduler.types import PhysicistCover, PlannedFraction, Schedule
 from tests import factories as f
 from tests.committing import services
 
@@ -160,3 +162,29 @@ def test_a_plan_that_would_break_a_rule_is_dropped_and_logged(session, monkeypat
         plans = plan_courses(session, dept.id, [CourseRequest(course.id)], now=NOW)
     assert plans == {}
     assert f"dropped the plan of course {course.id}" in caplog.text
+
+
+def test_a_physicist_roster_limits_supervised_first_fractions(session, monkeypatch, no_drops):
+    w = f.world(session)
+    dept = w["department"]
+    spine = f.protocol(session, "spine-1fx")
+    courses = [f.course(session, f.patient(session, dept), spine) for _ in range(3)]
+    session.commit()
+    # One physicist, 08:00-09:00 local on weekdays: one supervised hour a day, though three
+    # SBRT linacs are free. The roster comes with the world the engine reads.
+    cover = PhysicistCover(by_weekday={d: ((time(8), time(9), 1),) for d in range(5)})
+    real_context = planning_module.search_context
+
+    def with_roster(*args, **kwargs):
+        return replace(real_context(*args, **kwargs), physicists=cover)
+
+    monkeypatch.setattr(planning_module, "search_context", with_roster)
+    plans = plan_courses(
+        session, dept.id, [CourseRequest(c.id, priority=2) for c in courses], now=NOW
+    )
+    days = sorted(local_date(s.first_start, TZ) for s in plans.values())
+    assert days == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    for schedule in plans.values():
+        local = schedule.first_start.astimezone(ZoneInfo(TZ))
+        assert (local.hour, local.minute) == (8, 0)
+    _book(session, plans)
