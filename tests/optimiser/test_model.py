@@ -43,6 +43,9 @@ from scheduler.types import (
 )
 
 MONDAY = date(2027, 3, 1)
+# First days of the random worlds: a plain week, and Fridays before New York's clocks spring
+# forward (Sunday 14 March 2027) and fall back (Sunday 7 November 2027).
+BASE_DAYS = (MONDAY, MONDAY, date(2027, 3, 12), date(2027, 11, 5))
 SBRT = frozenset({"sbrt", "cbct"})
 STEP = 30
 DAYS = range(7)
@@ -215,6 +218,7 @@ def brute_force(problem: Problem, days: list[date]) -> int:
 
 def random_problem(seed: int, *, courses: int | None = None, days: int = 4) -> Problem:
     rng = random.Random(seed)
+    base = rng.choice(BASE_DAYS)
     tz = rng.choice(["UTC", "America/New_York"])
     hours = OpeningHours({d: (time(8), time(rng.choice([9, 10]), 30)) for d in range(7)})
     linac_count = rng.choice([1, 2])
@@ -227,7 +231,7 @@ def random_problem(seed: int, *, courses: int | None = None, days: int = 4) -> P
         )
         for i in range(linac_count)
     )
-    span = [MONDAY + timedelta(days=k) for k in range(days)]
+    span = [base + timedelta(days=k) for k in range(days)]
     closed = frozenset(d for d in span if rng.random() < 0.15)
     calendar = Calendar(tz, hours, closed, {d: "closure" for d in closed})
     busy: dict[int, list[Interval]] = {}
@@ -263,7 +267,7 @@ def random_problem(seed: int, *, courses: int | None = None, days: int = 4) -> P
             session_minutes=30,
             capabilities=frozenset({"sbrt"}),
         )
-        earliest = MONDAY + timedelta(days=rng.choice([0, 0, 1]))
+        earliest = base + timedelta(days=rng.choice([0, 0, 1]))
         patient = rng.choice([1, 2, 3, 4])
         patient_busy = (iv(earliest, (9, 0), (9, 30), tz),) if rng.random() < 0.3 else ()
         batch.append(
@@ -271,12 +275,12 @@ def random_problem(seed: int, *, courses: int | None = None, days: int = 4) -> P
                 key=k,
                 rules=rules,
                 earliest=earliest,
-                not_before=at(MONDAY, 8, 30, tz) if rng.random() < 0.3 else None,
+                not_before=at(base, 8, 30, tz) if rng.random() < 0.3 else None,
                 priority=rng.randint(1, 5),
                 preferred_window=rng.choice([None, (time(8), time(9)), (time(9), time(11))]),
                 patient_busy=patient_busy,
                 patient=patient,
-                horizon_days=days - (earliest - MONDAY).days - 1,
+                horizon_days=days - (earliest - base).days - 1,
             )
         )
     return Problem(
@@ -305,7 +309,8 @@ def assert_valid(problem: Problem, solution) -> None:
 
 
 def _days_of(problem: Problem, extra: int = 6) -> list[date]:
-    return [MONDAY + timedelta(days=k) for k in range(extra)]
+    base = min(c.earliest for c in problem.courses)
+    return [base + timedelta(days=k) for k in range(-1, extra)]
 
 
 @pytest.mark.parametrize("seed", range(60))
