@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Batches up to this size are solved exactly (a day's ready courses); larger ones (a period's
 # arrivals) search near the one-by-one placement, which keeps them improving within seconds.
 EXACT_UP_TO = 12
-SLACK_DAYS = 3
+SLACK_DAYS = 7
 
 
 @dataclass(frozen=True)
