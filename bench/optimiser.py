@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.optimiser --courses 5 --spread-days 1
     .venv/bin/python -m bench.optimiser --courses 50 --spread-days 14
+    .venv/bin/python -m bench.optimiser --database postgresql --courses 5
+
 
 The department: America/New_York, 4 SBRT-capable linacs open Monday-Friday 08:00-18:00,
 already booked to ``--load`` of their time over the next weeks (45-minute sessions on the
@@ -9,6 +11,11 @@ already booked to ``--load`` of their time over the next weeks (45-minute sessio
 courses: the default SBRT protocols at random, priority 1/2/3 with shares 10/20/70 %, a fifth
 with a preferred morning or afternoon, ready on a random working day of the next
 ``--spread-days`` days. Every schedule found is checked with ``validate``.
+
+With ``--database sqlite|postgresql`` it measures ``plan_courses`` instead, database read
+included, in the benchmark's busy department (bench/seed.py: 4 SBRT linacs open 07:00-19:00,
+booked to about 85 % for ``--months``), then books every plan with ``book_course`` and counts
+refusals and overlapping fractions.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import argparse
 import random
 import time as wallclock
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from scheduler.optimiser.model import (
     CourseToPlace,
@@ -28,7 +35,7 @@ from scheduler.optimiser.model import (
 )
 from scheduler.protocols import DEFAULT_PROTOCOLS
 from scheduler.rules import validate
-from scheduler.timeutil import local_window
+from scheduler.timeutil import local_date, local_window
 from scheduler.types import (
     Calendar,
     Interval,
@@ -126,6 +133,90 @@ def courses(rng: random.Random, count: int, spread_days: int) -> tuple[CourseToP
     return tuple(out)
 
 
+def database_run(args: argparse.Namespace) -> None:
+    from sqlalchemy.orm import Session
+
+    from bench import db
+    from bench.seed import insert_patients, seed
+    from bootstrap import make_engine
+    from scheduler import services, unit_of_work
+    from scheduler.models import Course, CourseStatus
+    from scheduler.optimiser import CourseRequest, plan_courses
+
+    if args.database == "postgresql":
+        url, path = db.create_postgres_database(), None
+    else:
+        url, path = db.create_sqlite_database()
+    engine = make_engine(url)
+    try:
+        world = seed(url, first_day=START, months=args.months, rng_seed=args.seed)
+        rng = random.Random(args.seed)
+        codes = sorted(world.protocol_ids)
+        with engine.begin() as conn:
+            patients = insert_patients(conn, world.department_id, args.courses, "P")
+        now = datetime.combine(START + timedelta(days=21), time(12), tzinfo=UTC)
+        with Session(engine) as session:
+            courses = [
+                Course(
+                    patient_id=patient,
+                    protocol_id=world.protocol_ids[rng.choice(codes)],
+                    status=CourseStatus.DRAFT,
+                    priority=rng.choices([1, 2, 3], weights=[10, 20, 70])[0],
+                    plan_approved_at=now,
+                    physics_qa_at=now,
+                    ready_to_treat_on=(
+                        now + timedelta(days=rng.randrange(args.spread_days))
+                    ).date(),
+                )
+                for patient in patients
+            ]
+            session.add_all(courses)
+            session.commit()
+            requests = [CourseRequest(c.id) for c in courses]
+            started = wallclock.perf_counter()
+            plans = plan_courses(
+                session, world.department_id, requests, now=now, time_limit_seconds=args.seconds
+            )
+            planned_in = wallclock.perf_counter() - started
+            ready = {c.id: c.ready_to_treat_on for c in courses}
+            waits = sorted(
+                (local_date(plan.first_start, TZ) - ready[course_id]).days
+                for course_id, plan in plans.items()
+            )
+            session.rollback()
+            refused = 0
+            for course_id, schedule in plans.items():
+                placements = [
+                    services.Placement(f.number, f.linac_id, f.start) for f in schedule.fractions
+                ]
+                try:
+                    unit_of_work.run(
+                        session,
+                        lambda c=course_id, p=placements: services.book_course(
+                            session, c, p, now=now
+                        ),
+                    )
+                except Exception as exc:  # a refusal is what this run counts
+                    refused += 1
+                    print(f"course {course_id} refused: {exc}")
+        overlaps = db.overlap_counts(engine)
+        print(
+            f"{args.database}: {world.fractions} fractions booked over {args.months} month(s) "
+            f"({world.booked_minutes / world.open_minutes:.0%} of SBRT hours); "
+            f"plan_courses for {args.courses} draft courses ready over {args.spread_days} "
+            f"day(s), limit {args.seconds:g} s: planned {len(plans)} in {planned_in:.2f} s "
+            f"(wait days median {waits[len(waits) // 2] if waits else '-'}, "
+            f"max {waits[-1] if waits else '-'}); "
+            f"booked {len(plans) - refused}, refused {refused}; overlaps {overlaps}"
+        )
+    finally:
+        engine.dispose()
+        if path is None:
+            db.drop_postgres_database(url)
+        else:
+            db.drop_sqlite_database(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--courses", type=int, default=5)
@@ -136,7 +227,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slack-days", type=int, default=None)
     parser.add_argument("--wall-clock", action="store_true", help="limit by wall time")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default=None)
+    parser.add_argument("--months", type=int, default=3)
     args = parser.parse_args()
+    if args.database:
+        database_run(args)
+        return
     rng = random.Random(args.seed)
     calendar, linacs, busy, cover = department(rng, args.load, 10, args.physicists)
     problem = Problem(
