@@ -17,10 +17,17 @@ The model is time-indexed by candidates, like the engine's search: a fraction ma
 on a grid of ``step_minutes`` aligned to its linac's opening time, inside the linac's free
 time (opening hours minus bookings and downtime), outside the patient's other appointments,
 not before ``not_before`` and, when supervised, inside rostered physicist time. Per fraction
-there is one start variable (UTC minutes) and one literal per (linac, local day) it may use;
-the literal's optional interval takes part in a no-overlap per linac and day, in a no-overlap
-per patient when several courses share one, and in a cumulative per day over the physicists
-present. The protocol's day rules are linear constraints over each fraction's day index.
+there is one start variable (UTC minutes) and one literal per (linac, local day) it may use,
+with its own start over that place's candidates; the literal's optional interval takes part
+in a no-overlap per linac and day, in a no-overlap per patient when several courses share
+one, and in a cumulative per day over the physicists present. The protocol's day rules are
+linear constraints over each fraction's day index.
+
+How it is searched: the courses are first placed one by one with the engine's proposals
+(:func:`greedy`). That placement is the solver's starting point, the answer whenever the
+solver finds nothing better in time, and, when it places every course, a bound on each
+course's wait in any better placement (which keeps the model small). Batches of more than
+``SEARCH_ONLY_NEIGHBOURHOODS_FROM`` courses are improved by large neighbourhood search only.
 
 Pure: standard library, OR-Tools and the engine only.
 """
