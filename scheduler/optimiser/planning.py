@@ -83,7 +83,11 @@ def plan_courses(
         )
     }
     to_place: list[CourseToPlace] = []
+    seen: set[int] = set()
     for request in requests:
+        if request.course_id in seen:  # asked twice: the first request stands
+            continue
+        seen.add(request.course_id)
         course = courses.get(request.course_id)
         if course is None or course.patient.department_id != department_id:
             log.warning("course %s is not in department %s", request.course_id, department_id)

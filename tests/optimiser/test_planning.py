@@ -141,7 +141,7 @@ def test_courses_that_cannot_be_planned_are_absent(session, no_drops):
     session.commit()
     proposal = services.propose_schedules(session, booked.id, now=NOW)
     services.book_course(session, booked.id, _placements(proposal.schedules[0]), now=NOW)
-    requests = [CourseRequest(c.id) for c in (impossible, booked, fine)]
+    requests = [CourseRequest(c.id) for c in (impossible, booked, fine, fine)]
     plans = plan_courses(session, dept.id, requests, now=NOW)
     assert set(plans) == {fine.id}
 
