@@ -218,8 +218,11 @@ class _Search:
         # The patient cannot be in two places: other appointments and the fixed fractions
         # block every linac alike.
         self.blocked = BusyIndex([*ctx.patient_busy, *(f.interval for f in request.fixed.values())])
-        self._slots: dict[tuple[int, date, int], list[_Slot]] = {}
-        self._slot_starts: dict[tuple[int, date, int], list[datetime]] = {}
+        self._slots: dict[tuple[int, date, int, bool], list[_Slot]] = {}
+        self._slot_starts: dict[tuple[int, date, int, bool], list[datetime]] = {}
+        # The physicist roster, when the department keeps one: a supervised fraction only
+        # takes slots with a physicist free for its whole length.
+        self.cover = self.validator.cover
         self._day_ok: dict[tuple[date, int], bool] = {}
         # Failed (fraction, linac, start) subproblems of the loosest tier, per course first day.
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
@@ -245,12 +248,24 @@ class _Search:
             local_minutes(f.end, self.tz),
         )
 
-    def slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
-        """Free starts for a ``minutes``-long session on ``linac_id`` on local ``day``."""
-        key = (linac_id, day, minutes)
+    def supervised(self, number: int) -> bool:
+        """Whether fraction ``number`` needs a physicist (never without a roster)."""
+        return self.cover is not None and self.cover.cover.supervises(self.rules, number)
+
+    def slots(
+        self, linac_id: int, day: date, minutes: int, supervised: bool = False
+    ) -> list[_Slot]:
+        """Free starts for a ``minutes``-long session on ``linac_id`` on local ``day``; a
+        ``supervised`` session also needs a physicist free for its whole length."""
+        key = (linac_id, day, minutes, supervised)
         cached = self._slots.get(key)
         if cached is None:
-            cached = self._compute_slots(linac_id, day, minutes)
+            if supervised:
+                assert self.cover is not None
+                fits = self.cover.fits
+                cached = [s for s in self.slots(linac_id, day, minutes) if fits(s.start, s.end)]
+            else:
+                cached = self._compute_slots(linac_id, day, minutes)
             self._slots[key] = cached
             self._slot_starts[key] = [s.start for s in cached]
         return cached
@@ -532,6 +547,7 @@ class _Search:
             hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
         earliest_start = max(prev.end, prev.start + self.min_gap)
         minutes = r.minutes_for(k)
+        supervised = self.supervised(k)
         linac_points = self._linac_points(anchor)
         window = self.window
         groups = sorted(
@@ -546,10 +562,10 @@ class _Search:
             while g < len(groups) and (not heap or groups[g][0] <= heap[0][0]):
                 base, day, lid = groups[g]
                 g += 1
-                day_slots = self.slots(lid, day, minutes)
+                day_slots = self.slots(lid, day, minutes, supervised)
                 if not day_slots:
                     continue
-                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                i = bisect_left(self._slot_starts[(lid, day, minutes, supervised)], earliest_start)
                 for s in day_slots[i:]:
                     off = abs(s.tod - ref)
                     points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
@@ -590,13 +606,14 @@ class _Search:
             hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
         earliest_start = max(prev.end, prev.start + self.min_gap)
         minutes = r.minutes_for(k)
+        supervised = self.supervised(k)
         found: list[_Slot] = []
         for day in _date_range(lo, hi):
             for lid in ids:
-                day_slots = self.slots(lid, day, minutes)
+                day_slots = self.slots(lid, day, minutes, supervised)
                 if not day_slots:
                     continue
-                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                i = bisect_left(self._slot_starts[(lid, day, minutes, supervised)], earliest_start)
                 found.extend(s for s in day_slots[i:] if self.fits_tier(s, tier, ref))
         found.sort(
             key=lambda s: (
@@ -739,7 +756,7 @@ class _Search:
             placements = [
                 s
                 for lid in self.linac_ids
-                for s in self.slots(lid, day, minutes)
+                for s in self.slots(lid, day, minutes, self.supervised(k0))
                 if prev is None or self.follows(prev, s)
             ]
             if self._rank_day(placements, course, k0, count, accepted):
@@ -820,7 +837,11 @@ class _Search:
         problems = self.validator.validate(
             schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
         )
-        return not problems
+        # A fixed fraction left without physicist cover (the roster changed after it was
+        # booked) stays where it is: the search does not move it, so it blames no schedule.
+        return not any(
+            not (v.code == "physicist_cover" and v.fraction in self.fixed) for v in problems
+        )
 
     # -- ranking whole courses by score --------------------------------------------------
 
@@ -913,7 +934,8 @@ class _Search:
             return points
 
         placements = sorted(
-            self.slots(anchor, day, minutes), key=lambda s: (first_points(s), s.start)
+            self.slots(anchor, day, minutes, self.supervised(1)),
+            key=lambda s: (first_points(s), s.start),
         )
         # No filter applies, so a failure to finish from a slot holds for the whole course start.
         dead = self._dead.setdefault(course.first_day, set())
