@@ -54,11 +54,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-# Clinical spacing rules a scheduler may break with a recorded reason. Everything else
-# (machine or patient double-booked, closed day, outside hours, missing capability) is
-# physically impossible or unsafe and is never overridable.
+# Clinical spacing rules a scheduler may break with a recorded reason, and physicist cover
+# (the department can call in a physicist who is not on the roster; the reason says who).
+# Everything else (machine or patient double-booked, closed day, outside hours, missing
+# capability) is physically impossible or unsafe and is never overridable.
 OVERRIDABLE_RULES = frozenset(
     {
+        "physicist_cover",
         "min_hours_between",
         "min_interval_days",
         "max_interval_days",
