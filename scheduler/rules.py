@@ -115,7 +115,7 @@ class CoverIndex:
     time and keeps the count within capacity.
     """
 
-    __slots__ = ("cover", "tz", "_supervised", "_starts", "_reach", "_free", "_rostered")
+    __slots__ = ("cover", "tz", "_supervised", "_starts", "_reach", "_spans_by")
 
     def __init__(self, cover: PhysicistCover, tz: str) -> None:
         self.cover = cover
@@ -124,8 +124,7 @@ class CoverIndex:
         self._supervised = ivs
         self._starts = [iv.start for iv in ivs]
         self._reach = list(accumulate((iv.end for iv in ivs), max))
-        self._free: dict[date, tuple[list[datetime], list[datetime]]] = {}
-        self._rostered: dict[date, tuple[list[datetime], list[datetime]]] = {}
+        self._spans_by: dict[tuple[date, bool, int], tuple[list[datetime], list[datetime]]] = {}
 
     def roster(self, day: date) -> list[tuple[datetime, datetime, int]]:
         """The UTC blocks of local ``day`` with physicists present, in order."""
@@ -144,11 +143,13 @@ class CoverIndex:
         j = bisect_left(self._starts, end, lo=i)
         return [iv for iv in self._supervised[i:j] if iv.end > start]
 
-    def _spans(self, day: date, *, with_load: bool) -> tuple[list[datetime], list[datetime]]:
-        """Merged spans of ``day`` where a physicist is free (or, without the load, rostered),
-        as parallel lists of starts and ends."""
-        cache = self._free if with_load else self._rostered
-        found = cache.get(day)
+    def _spans(
+        self, day: date, *, with_load: bool, spare: int = 1
+    ) -> tuple[list[datetime], list[datetime]]:
+        """Merged spans of ``day`` where at least ``spare`` physicists are left over (without
+        the load: rostered), as parallel lists of starts and ends."""
+        key = (day, with_load, spare)
+        found = self._spans_by.get(key)
         if found is not None:
             return found
         blocks = self.roster(day)
@@ -166,7 +167,7 @@ class CoverIndex:
         times = sorted(events)
         for at, following in zip(times, times[1:], strict=False):
             level += events[at]
-            if level < 1:
+            if level < spare:
                 continue
             if ends and ends[-1] == at:
                 ends[-1] = following
@@ -174,13 +175,18 @@ class CoverIndex:
                 starts.append(at)
                 ends.append(following)
         found = (starts, ends)
-        cache[day] = found
+        self._spans_by[key] = found
         return found
 
-    def _inside(self, start: datetime, end: datetime, *, with_load: bool) -> bool:
-        starts, ends = self._spans(local_date(start, self.tz), with_load=with_load)
+    def _inside(self, start: datetime, end: datetime, *, with_load: bool, spare: int = 1) -> bool:
+        starts, ends = self._spans(local_date(start, self.tz), with_load=with_load, spare=spare)
         i = bisect_right(starts, start) - 1
         return i >= 0 and end <= ends[i]
+
+    def kept(self, start: datetime, end: datetime) -> bool:
+        """Whether a booked supervised session [start, end), counted among the booked ones,
+        has its physicist: rostered throughout and within capacity."""
+        return self._inside(start, end, with_load=True, spare=0) and self.rostered(start, end)
 
     def fits(self, start: datetime, end: datetime) -> bool:
         """Whether one more supervised session [start, end) has a physicist throughout."""
