@@ -124,6 +124,7 @@ EXPLANATION_CODES: frozenset[str] = frozenset(
         "linac_downtime",
         "capacity",
         "patient_busy",
+        "physicist_cover",
         "feasible",
     }
 )
@@ -1278,7 +1279,8 @@ def explain(
     ``closure`` (public holidays or local closures are in the way; named with their dates),
     ``linac_downtime`` (the capable linacs' downtime is in the way; each named with its dates
     and reason), ``capacity`` (the linacs are too booked), ``patient_busy`` (the patient's
-    other appointments are in the way) and ``feasible`` (propose would succeed). The earliest
+    other appointments are in the way), ``physicist_cover`` (no rostered physicist is free to
+    supervise) and ``feasible`` (propose would succeed). The earliest
     start is searched for up to ``max(horizon_days, request.horizon_days)`` days from
     ``request.earliest``; ``ctx`` should cover that range. ``downtimes`` are the capable
     linacs' downtime in ``ctx`` (part of its busy time), with their reasons.
@@ -1330,6 +1332,17 @@ def explain(
         return Explanation(
             "feasible", f"schedules are available; {tail}", earliest_feasible=earliest
         )
+    if ctx.physicists is not None:
+        unsupervised = replace(ctx, physicists=None)
+        if _Search(request, unsupervised).run(1):
+            return Explanation(
+                "physicist_cover",
+                f"no rostered physicist is free to supervise {course} {within} from "
+                f"{start_day}; {tail}",
+                earliest_feasible=earliest,
+            )
+        # Something else binds as well: name it as if supervision were not needed.
+        ctx = unsupervised
     calendar_only = replace(ctx, linac_busy={}, patient_busy=())
     if not _Search(request, calendar_only).run(1):
         if _Search(request, _without_closures(calendar_only)).run(1):
@@ -1383,8 +1396,8 @@ def explain_late_start(
     None when nothing but the protocol's weekdays, opening hours or the time already gone
     today explains it (a Saturday ready date starting on Monday needs no words). Otherwise
     the binding cause, tried in this order: ``closure``, ``linac_downtime``,
-    ``patient_busy``, ``capacity`` (codes as in :func:`explain`), with ``first_day`` as the
-    earliest feasible start. ``ctx`` must cover the proposals' search range.
+    ``physicist_cover``, ``patient_busy``, ``capacity`` (codes as in :func:`explain`), with
+    ``first_day`` as the earliest feasible start. ``ctx`` must cover the proposals' search range.
     """
     days_before = (first_day - request.earliest).days
     if days_before <= 0:
@@ -1396,7 +1409,7 @@ def explain_late_start(
     # With nothing booked a session fits at a window's opening if it fits anywhere, so a
     # coarse grid answers the calendar's questions at a fraction of the cost.
     coarse = replace(request, step_minutes=max(request.step_minutes, 60))
-    calendar_only = replace(ctx, linac_busy={}, patient_busy=())
+    calendar_only = replace(ctx, linac_busy={}, patient_busy=(), physicists=None)
     if not starts_earlier(_without_closures(calendar_only), coarse):
         return None
     rules = request.rules
@@ -1418,6 +1431,13 @@ def explain_late_start(
     if down and starts_earlier(_without_downtime(ctx, down)):
         named = _downtimes_in(ctx, down, request.earliest, first_day)
         return Explanation("linac_downtime", f"{named}; {tail}", earliest_feasible=first_day)
+    if ctx.physicists is not None and starts_earlier(replace(ctx, physicists=None)):
+        return Explanation(
+            "physicist_cover",
+            f"no rostered physicist is free to supervise {course} starting between "
+            f"{format_day(request.earliest)} and {format_day(first_day)}; {tail}",
+            earliest_feasible=first_day,
+        )
     caps = "/".join(sorted(rules.capabilities)).upper()
     capable_word = f"{caps}-capable linac" if caps else "linac"
     machines = [

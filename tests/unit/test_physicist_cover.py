@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 import pytest
 
 from scheduler.rules import CODES, CoverIndex, validate
-from scheduler.search import propose
+from scheduler.search import explain, explain_late_start, propose
 from scheduler.timeutil import localize
 from scheduler.types import (
     Calendar,
@@ -215,3 +215,17 @@ def test_random_worlds_never_over_capacity(seed: int):
             default=0,
         )
         assert load <= present
+
+
+def test_explain_names_physicist_cover_when_it_binds():
+    nobody = ctx_with(PhysicistCover({}))
+    explanation = explain(request(SINGLE), nobody)
+    assert explanation.code == "physicist_cover"
+    assert "physicist" in explanation.message
+    # Physicists only from Wednesday: a Monday request starts late because of them.
+    from_wednesday = ctx_with(PhysicistCover({d: [(time(8), time(18), 1)] for d in (2, 3, 4)}))
+    found = propose(request(SINGLE, count=1), from_wednesday)
+    first_day = found[0].fractions[0].start.date()
+    assert first_day == MONDAY + timedelta(days=2)
+    late = explain_late_start(request(SINGLE), from_wednesday, first_day)
+    assert late is not None and late.code == "physicist_cover"

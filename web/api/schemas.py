@@ -753,6 +753,7 @@ ExplanationCode = Literal[
     "linac_downtime",
     "capacity",
     "patient_busy",
+    "physicist_cover",
     "feasible",
 ]
 
@@ -762,7 +763,8 @@ class ExplanationOut(Output):
         description=(
             "The binding cause: `linac_downtime` (the capable linacs are down), `closure` "
             "(public holidays or local closures), `capacity` (the capable linacs are booked), "
-            "`patient_busy` (the patient's other appointments), `not_enough_days` (weekdays "
+            "`patient_busy` (the patient's other appointments), `physicist_cover` (no rostered "
+            "physicist is free to supervise), `not_enough_days` (weekdays "
             "and spacing rules alone), `opening_hours` (no opening is long enough for a "
             "session), `no_capable_linac`, `fixed_conflict`, `invalid_rules` (the protocol "
             "contradicts itself) or `feasible` (schedules exist)"
