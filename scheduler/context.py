@@ -381,6 +381,19 @@ def supervised_sessions(
     return found
 
 
+def hold_physicist_roster(session: Session, department: Department) -> None:
+    """Serialise the writers that place supervised sessions in ``department``: the row lock
+    is held to the end of the transaction, so two bookings cannot both take the last free
+    physicist. PostgreSQL only (a SQLite transaction holds the database's write lock from its
+    start); nothing to hold for a department without a roster."""
+    if not department.physicist_roster_enabled:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            sa.select(Department.id).where(Department.id == department.id).with_for_update()
+        )
+
+
 def physicist_cover(
     session: Session,
     department: Department,

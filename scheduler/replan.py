@@ -36,6 +36,7 @@ from scheduler import rules as rulebook
 from scheduler import search
 from scheduler.context import (
     department_calendar,
+    hold_physicist_roster,
     linac_specs,
     local_day_bounds,
     roster_cover,
@@ -152,6 +153,7 @@ class _World:
         ):
             self.downtime.setdefault(linac_id, []).append(Interval(starts_at, ends_at))
         # Supervised sessions by fraction id (course, where): moves keep them up to date.
+        hold_physicist_roster(session, department)  # the re-plan writes what it places
         self.cover = roster_cover(session, department, first, last)
         self.supervised: dict[int, tuple[int, Interval]] = {}
         if self.cover is not None:

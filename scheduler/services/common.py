@@ -15,7 +15,7 @@ from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
 from scheduler import unit_of_work
-from scheduler.context import search_context
+from scheduler.context import hold_physicist_roster, search_context
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
@@ -287,6 +287,8 @@ def _context_for(
     *,
     pad_days: int,
 ) -> SearchContext:
+    # Every caller is about to write the course's fractions: hold the physicists first.
+    hold_physicist_roster(session, department)
     days = [local_date(t, department.timezone) for t in instants]
     return search_context(
         session,

@@ -356,3 +356,47 @@ def test_downtime_replan_keeps_cover(session):
     )
     assert report.moved or report.unplaceable
     assert_capacity_kept(session, w)
+
+
+def test_racing_bookings_never_take_more_physicists_than_there_are(session, session_factory):
+    """Three schedulers book three courses on three linacs at the same hour at once, with
+    one physicist rostered: exactly one wins, the others are told the rule they break."""
+    import threading
+
+    w = f.world(session)
+    records.set_physicist_roster(session, w["department"].id, ONE_MORNING, now=NOW)
+    linacs = [w["linacs"][k].id for k in "ABC"]
+    courses = []
+    for _ in linacs:
+        courses.append(f.course(session, f.patient(session, w["department"]), w["liver"]).id)
+    session.commit()
+    barrier = threading.Barrier(len(courses))
+    won: list[int] = []
+    lost: list[BaseException] = []
+
+    def client(course_id: int, linac_id: int) -> None:
+        placements = [
+            Placement(n + 1, linac_id, local(WEEK + timedelta(days=n), 9)) for n in range(5)
+        ]
+        with session_factory() as own:
+            barrier.wait()
+            try:
+                services.book_course(
+                    own, course_id, placements, now=NOW, acknowledged_course_ids=courses
+                )
+            except BaseException as exc:  # asserted on below
+                lost.append(exc)
+            else:
+                won.append(course_id)
+
+    threads = [
+        threading.Thread(target=client, args=pair) for pair in zip(courses, linacs, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(won) == 1
+    assert all(isinstance(exc, RulesBroken) for exc in lost), lost
+    assert all("physicist_cover" in {v.code for v in exc.violations} for exc in lost)
+    assert_capacity_kept(session, w)
