@@ -47,10 +47,8 @@ def upgrade() -> None:
         sa.Column("starts", sa.String(5), nullable=False),
         sa.Column("ends", sa.String(5), nullable=False),
         sa.Column("physicists", sa.Integer(), nullable=False),
-        sa.CheckConstraint(
-            "weekday BETWEEN 0 AND 6", name="ck_physicist_roster_blocks_weekday_range"
-        ),
-        sa.CheckConstraint("physicists >= 0", name="ck_physicist_roster_blocks_physicists_count"),
+        sa.CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday_range"),
+        sa.CheckConstraint("physicists >= 0", name="physicists_count"),
         sa.PrimaryKeyConstraint("id", name="pk_physicist_roster_blocks"),
     )
     op.create_index(
@@ -71,9 +69,7 @@ def upgrade() -> None:
         sa.Column("starts", sa.String(5), nullable=False),
         sa.Column("ends", sa.String(5), nullable=False),
         sa.Column("physicists", sa.Integer(), nullable=False),
-        sa.CheckConstraint(
-            "physicists >= 0", name="ck_physicist_roster_exceptions_physicists_count"
-        ),
+        sa.CheckConstraint("physicists >= 0", name="physicists_count"),
         sa.PrimaryKeyConstraint("id", name="pk_physicist_roster_exceptions"),
     )
     op.create_index(
