@@ -46,6 +46,8 @@ from scheduler.models import (
     Patient,
     PatientLink,
     Role,
+    RosterBlock,
+    RosterException,
     User,
 )
 
@@ -93,6 +95,8 @@ def criteria(department_ids: Collection[int]) -> list[object]:
     rules: list[tuple[type, sa.ColumnElement[bool]]] = [
         (Department, Department.id.in_(ids)),
         (Closure, Closure.department_id.in_(ids)),
+        (RosterBlock, RosterBlock.department_id.in_(ids)),
+        (RosterException, RosterException.department_id.in_(ids)),
         (Linac, Linac.department_id.in_(ids)),
         (Downtime, Downtime.linac_id.in_(visible_linacs)),
         (CalendarFeed, CalendarFeed.linac_id.in_(visible_linacs)),

@@ -59,6 +59,7 @@ OWN_RULES = frozenset(
         "capability",
         "linac_busy",
         "patient_busy",
+        "physicist_cover",
     }
 )
 # Rules that depend only on the local date of the moved fraction: once broken by one time of

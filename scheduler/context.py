@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,14 +22,25 @@ from sqlalchemy.types import NullType
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     Closure,
+    Course,
     Department,
     Downtime,
     Fraction,
     Linac,
     Protocol,
+    RosterBlock,
+    RosterException,
     UTCDateTime,
 )
-from scheduler.types import Calendar, Interval, LinacSpec, OpeningHours, Rules, SearchContext
+from scheduler.types import (
+    Calendar,
+    Interval,
+    LinacSpec,
+    OpeningHours,
+    PhysicistCover,
+    Rules,
+    SearchContext,
+)
 
 
 def rules_from_protocol(protocol: Protocol) -> Rules:
@@ -274,6 +286,134 @@ def _read(
     return by_linac, patient, closed
 
 
+def roster_cover(
+    session: Session, department: Department, first: date, last: date
+) -> PhysicistCover | None:
+    """The department's physicist roster for local days first..last, with no sessions booked
+    yet (None: the department keeps no roster, so supervision limits nothing)."""
+    if not department.physicist_roster_enabled:
+        return None
+    by_weekday: dict[int, list[tuple[time, time, int]]] = {}
+    for block in session.scalars(
+        sa.select(RosterBlock).where(RosterBlock.department_id == department.id)
+    ):
+        by_weekday.setdefault(block.weekday, []).append(
+            (time.fromisoformat(block.starts), time.fromisoformat(block.ends), block.physicists)
+        )
+    exceptions: dict[date, list[tuple[time, time, int]]] = {}
+    for row in session.scalars(
+        sa.select(RosterException).where(
+            RosterException.department_id == department.id,
+            RosterException.day >= first,
+            RosterException.day <= last,
+        )
+    ):
+        exceptions.setdefault(row.day, []).append(
+            (time.fromisoformat(row.starts), time.fromisoformat(row.ends), row.physicists)
+        )
+    return PhysicistCover(
+        by_weekday={d: sorted(blocks) for d, blocks in by_weekday.items()},
+        exceptions={d: sorted(blocks) for d, blocks in exceptions.items()},
+        every_fraction=department.physicist_every_fraction,
+    )
+
+
+@dataclass(frozen=True)
+class SupervisedSession:
+    """A booked fraction that needs a physicist."""
+
+    fraction_id: int
+    course_id: int
+    number: int
+    linac_id: int
+    interval: Interval
+
+
+def supervised_sessions(
+    session: Session,
+    department: Department,
+    cover: PhysicistCover,
+    start: datetime,
+    end: datetime,
+    *,
+    exclude_course_id: int | None = None,
+) -> list[SupervisedSession]:
+    """The department's active fractions overlapping [start, end) that ``cover`` supervises,
+    sorted by start."""
+    linac_ids = sa.select(Linac.id).where(Linac.department_id == department.id)
+    query = (
+        sa.select(
+            Fraction.id,
+            Fraction.course_id,
+            Fraction.number,
+            Fraction.linac_id,
+            Fraction.starts_at,
+            Fraction.ends_at,
+            Protocol.capabilities,
+        )
+        .join(Course, Course.id == Fraction.course_id)
+        .join(Protocol, Protocol.id == Course.protocol_id)
+        .where(
+            Fraction.linac_id.in_(linac_ids),
+            Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+            Fraction.starts_at < end,
+            Fraction.ends_at > start,
+        )
+        .order_by(Fraction.starts_at, Fraction.id)
+    )
+    if not cover.every_fraction:
+        query = query.where(Fraction.number == 1)
+    if exclude_course_id is not None:
+        query = query.where(Fraction.course_id != exclude_course_id)
+    found = []
+    kinds: dict[tuple[str, ...], Rules] = {}
+    for fraction_id, course_id, number, linac_id, starts_at, ends_at, caps in session.execute(
+        query
+    ):
+        key = tuple(sorted(caps or ()))
+        rules = kinds.setdefault(key, Rules(1, capabilities=frozenset(key)))
+        if cover.supervises(rules, number):
+            found.append(
+                SupervisedSession(
+                    fraction_id, course_id, number, linac_id, Interval(starts_at, ends_at)
+                )
+            )
+    return found
+
+
+def hold_physicist_roster(session: Session, department: Department) -> None:
+    """Serialise the writers that place supervised sessions in ``department``: the row lock
+    is held to the end of the transaction, so two bookings cannot both take the last free
+    physicist. PostgreSQL only (a SQLite transaction holds the database's write lock from its
+    start); nothing to hold for a department without a roster."""
+    if not department.physicist_roster_enabled:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            sa.select(Department.id).where(Department.id == department.id).with_for_update()
+        )
+
+
+def physicist_cover(
+    session: Session,
+    department: Department,
+    first: date,
+    last: date,
+    *,
+    exclude_course_id: int | None = None,
+) -> PhysicistCover | None:
+    """The roster of local days first..last with the supervised sessions booked in them
+    (the course ``exclude_course_id`` left out: it is the one being planned)."""
+    cover = roster_cover(session, department, first, last)
+    if cover is None:
+        return None
+    start, end = local_day_bounds(department.timezone, first, last)
+    booked = supervised_sessions(
+        session, department, cover, start, end, exclude_course_id=exclude_course_id
+    )
+    return replace(cover, supervised=tuple(s.interval for s in booked))
+
+
 def search_context(
     session: Session,
     department: Department,
@@ -306,4 +446,7 @@ def search_context(
         linacs=linacs,
         linac_busy=linac_busy,
         patient_busy=patient,
+        physicists=physicist_cover(
+            session, department, first, last, exclude_course_id=exclude_course_id
+        ),
     )

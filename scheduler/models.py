@@ -151,12 +151,63 @@ class Department(Base):
     day_before_reminder_minutes: Mapped[int] = mapped_column(default=24 * 60)
     same_day_reminder: Mapped[bool] = mapped_column(default=True)
     same_day_reminder_minutes: Mapped[int] = mapped_column(default=120)
+    # Physicist supervision of SBRT sessions: off, supervision does not limit booking; on,
+    # supervised sessions fit only the roster's blocks (none: nobody is ever rostered).
+    physicist_roster_enabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Every SBRT fraction is supervised, not only each course's first.
+    physicist_every_fraction: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     linacs: Mapped[list[Linac]] = relationship(back_populates="department", order_by="Linac.id")
     closures: Mapped[list[Closure]] = relationship(
         back_populates="department", order_by="Closure.day", cascade="all, delete-orphan"
     )
+    roster_blocks: Mapped[list[RosterBlock]] = relationship(
+        back_populates="department",
+        order_by="(RosterBlock.weekday, RosterBlock.starts)",
+        cascade="all, delete-orphan",
+    )
+    roster_exceptions: Mapped[list[RosterException]] = relationship(
+        back_populates="department",
+        order_by="(RosterException.day, RosterException.starts)",
+        cascade="all, delete-orphan",
+    )
+
+
+class RosterBlock(Base):
+    """Physicists present every week on one weekday (Monday=0) between two local times."""
+
+    __tablename__ = "physicist_roster_blocks"
+    __table_args__ = (
+        sa.CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday_range"),
+        sa.CheckConstraint("physicists >= 0", name="physicists_count"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    weekday: Mapped[int]
+    starts: Mapped[str] = mapped_column(sa.String(5))  # local "HH:MM"
+    ends: Mapped[str] = mapped_column(sa.String(5))
+    physicists: Mapped[int]
+
+    department: Mapped[Department] = relationship(back_populates="roster_blocks")
+
+
+class RosterException(Base):
+    """Physicists present on one date; a date's exception rows replace its weekday's blocks
+    (a row of 0 physicists: nobody that day)."""
+
+    __tablename__ = "physicist_roster_exceptions"
+    __table_args__ = (sa.CheckConstraint("physicists >= 0", name="physicists_count"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    day: Mapped[date]
+    starts: Mapped[str] = mapped_column(sa.String(5))
+    ends: Mapped[str] = mapped_column(sa.String(5))
+    physicists: Mapped[int]
+
+    department: Mapped[Department] = relationship(back_populates="roster_exceptions")
 
 
 class Closure(Base):

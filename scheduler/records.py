@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -24,8 +25,10 @@ from sqlalchemy.orm import Session, selectinload
 from notifications import outbox
 from notifications.policy import allowed_channels
 from scheduler import links
+from scheduler.context import local_day_bounds, roster_cover, supervised_sessions
 from scheduler.errors import FieldError, InvalidInput, NotFound
 from scheduler.models import (
+    ACTIVE_FRACTION_STATUSES,
     Base,
     Closure,
     Course,
@@ -35,9 +38,13 @@ from scheduler.models import (
     Linac,
     Patient,
     Protocol,
+    RosterBlock,
+    RosterException,
 )
 from scheduler.plain_text import plain_text_problem
-from scheduler.timeutil import local_date
+from scheduler.rules import CoverIndex
+from scheduler.timeutil import format_local, local_date, to_local
+from scheduler.types import Interval
 
 # Limits shared with the API schemas, so the published OpenAPI document states the same rules.
 MIN_FRACTIONS, MAX_FRACTIONS = 1, 5
@@ -1176,3 +1183,230 @@ def get_downtime(session: Session, downtime_id: int) -> Downtime:
     if downtime is None:
         raise NotFound(f"No downtime with id {downtime_id}.")
     return downtime
+
+
+# ---------------------------------------------------------------------------------------------
+# Physicist roster
+#
+# The document a department's roster is read and written as:
+#   {"enabled": true, "every_fraction": false,
+#    "blocks": [{"weekday": 0, "start": "08:00", "end": "17:00", "physicists": 2}, ...],
+#    "exceptions": [{"day": "2027-03-01", "start": "08:00", "end": "12:00", "physicists": 0}]}
+# Writing null, {} or {"enabled": false} removes the roster: supervision then limits nothing.
+# Any other document is a roster (an empty list of blocks means nobody is ever rostered).
+
+ROSTER_FIELDS = {"enabled", "every_fraction", "blocks", "exceptions"}
+ROSTER_BLOCK_FIELDS = {"weekday", "start", "end", "physicists"}
+ROSTER_EXCEPTION_FIELDS = {"day", "start", "end", "physicists"}
+MAX_PHYSICISTS = 50
+MAX_ROSTER_BLOCKS = 100
+MAX_ROSTER_EXCEPTIONS = 1000
+_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _roster_document(department: Department) -> dict[str, Any]:
+    if not department.physicist_roster_enabled:
+        return {"enabled": False, "every_fraction": False, "blocks": [], "exceptions": []}
+    return {
+        "enabled": True,
+        "every_fraction": department.physicist_every_fraction,
+        "blocks": [
+            {"weekday": b.weekday, "start": b.starts, "end": b.ends, "physicists": b.physicists}
+            for b in sorted(department.roster_blocks, key=lambda b: (b.weekday, b.starts))
+        ],
+        "exceptions": [
+            {
+                "day": e.day.isoformat(),
+                "start": e.starts,
+                "end": e.ends,
+                "physicists": e.physicists,
+            }
+            for e in sorted(department.roster_exceptions, key=lambda e: (e.day, e.starts))
+        ],
+    }
+
+
+def get_physicist_roster(session: Session, department_id: int) -> dict[str, Any]:
+    """The department's physicist roster as a document (see "Physicist roster" above)."""
+    return _roster_document(_get(session, Department, department_id))
+
+
+def _roster_rows(
+    errors: _Errors, field: str, value: Any, keys: set[str], *, limit: int
+) -> list[dict[str, Any]]:
+    """The rows of a roster list, each checked for its own fields; bad rows are left out."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(field, "must be a list")
+        return []
+    if len(value) > limit:
+        errors.add(field, f"may hold at most {limit} entries")
+        return []
+    rows = []
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            errors.add(where, "must be an object")
+            continue
+        before = len(errors.items)
+        for name in sorted(set(item) - keys):
+            errors.add(f"{where}.{name}", "is not a known field")
+        row: dict[str, Any] = {"index": i}
+        if "weekday" in keys:
+            row["weekday"] = _int(errors, f"{where}.weekday", item.get("weekday"), lo=0, hi=6)
+        if "day" in keys:
+            row["day"] = _roster_day(errors, f"{where}.day", item.get("day"))
+        for name in ("start", "end"):
+            text = item.get(name)
+            if not isinstance(text, str) or not HHMM_RE.match(text):
+                errors.add(f"{where}.{name}", "must be a local time HH:MM")
+            row[name] = text
+        row["physicists"] = _int(
+            errors, f"{where}.physicists", item.get("physicists"), lo=0, hi=MAX_PHYSICISTS
+        )
+        if len(errors.items) > before:
+            continue
+        if row["end"] <= row["start"]:
+            errors.add(f"{where}.end", f"must be after the start ({row['start']})")
+            continue
+        rows.append(row)
+    return rows
+
+
+def _roster_day(errors: _Errors, field: str, value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    return _date(errors, field, value)
+
+
+def _no_overlaps(errors: _Errors, field: str, rows: list[dict[str, Any]], key: str) -> None:
+    """Rows of one weekday (or one date) must not overlap: the counts would be ambiguous."""
+    by_key: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault(row[key], []).append(row)
+    for group in by_key.values():
+        group.sort(key=lambda r: (r["start"], r["index"]))
+        for before, after in zip(group, group[1:], strict=False):
+            if after["start"] < before["end"]:
+                when = _WEEKDAY_NAMES[before[key]] if key == "weekday" else before[key].isoformat()
+                errors.add(
+                    f"{field}[{after['index']}]",
+                    f"overlaps {field}[{before['index']}] ({when} "
+                    f"{before['start']}–{before['end']})",
+                )
+
+
+def set_physicist_roster(
+    session: Session,
+    department_id: int,
+    document: Mapping[str, Any] | None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Replace the department's physicist roster with ``document`` and return it.
+
+    Bookings stay where they are; the result's ``uncovered`` lists the booked supervised
+    fractions from ``now`` on that the new roster leaves without a physicist (each with its
+    rule message), for a scheduler to move or to keep with a reason.
+    """
+    department = _get(session, Department, department_id)
+    errors = _Errors()
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise InvalidInput(
+            "The physicist roster is not valid.",
+            [FieldError("roster", "must be an object or null")],
+        )
+    for name in sorted(set(document) - ROSTER_FIELDS):
+        errors.add(name, "is not a known field")
+    enabled = document.get("enabled", bool(document))
+    _bool(errors, "enabled", enabled)
+    every = document.get("every_fraction", False)
+    _bool(errors, "every_fraction", every)
+    blocks = _roster_rows(
+        errors, "blocks", document.get("blocks"), ROSTER_BLOCK_FIELDS, limit=MAX_ROSTER_BLOCKS
+    )
+    exceptions = _roster_rows(
+        errors,
+        "exceptions",
+        document.get("exceptions"),
+        ROSTER_EXCEPTION_FIELDS,
+        limit=MAX_ROSTER_EXCEPTIONS,
+    )
+    _no_overlaps(errors, "blocks", blocks, "weekday")
+    _no_overlaps(errors, "exceptions", exceptions, "day")
+    if enabled is False and (document.get("blocks") or document.get("exceptions") or every):
+        errors.add("enabled", "is false, so the roster is removed: leave out its blocks")
+    errors.raise_if_any("physicist roster")
+
+    department.roster_blocks.clear()
+    department.roster_exceptions.clear()
+    session.flush()
+    department.physicist_roster_enabled = bool(enabled)
+    department.physicist_every_fraction = bool(enabled) and bool(every)
+    if enabled:
+        department.roster_blocks.extend(
+            RosterBlock(
+                weekday=b["weekday"], starts=b["start"], ends=b["end"], physicists=b["physicists"]
+            )
+            for b in blocks
+        )
+        department.roster_exceptions.extend(
+            RosterException(
+                day=e["day"], starts=e["start"], ends=e["end"], physicists=e["physicists"]
+            )
+            for e in exceptions
+        )
+    session.flush()
+
+    result = _roster_document(department)
+    result["uncovered"] = []
+    moment = now if now is not None else datetime.now(UTC)
+    last_end = session.scalar(
+        sa.select(sa.func.max(Fraction.ends_at)).where(
+            Fraction.linac_id.in_(sa.select(Linac.id).where(Linac.department_id == department.id)),
+            Fraction.status.in_(ACTIVE_FRACTION_STATUSES),
+        )
+    )
+    if not enabled or last_end is None:
+        return result
+    if last_end.tzinfo is None:
+        last_end = last_end.replace(tzinfo=UTC)
+    if last_end <= moment:
+        return result
+    tz = department.timezone
+    first, last = local_date(moment, tz), local_date(last_end, tz)
+    cover = roster_cover(session, department, first, last)
+    assert cover is not None
+    # The whole of those days: a session under way now still occupies its physicist.
+    booked = supervised_sessions(session, department, cover, *local_day_bounds(tz, first, last))
+    index = CoverIndex(replace(cover, supervised=tuple(s.interval for s in booked)), tz)
+    for s in booked:
+        if s.interval.start < moment or index.kept(s.interval.start, s.interval.end):
+            continue
+        result["uncovered"].append(
+            {
+                "fraction_id": s.fraction_id,
+                "course_id": s.course_id,
+                "number": s.number,
+                "linac_id": s.linac_id,
+                "starts_at": s.interval.start.isoformat(),
+                "ends_at": s.interval.end.isoformat(),
+                "message": _uncovered_message(index, s.number, s.interval, tz),
+            }
+        )
+    return result
+
+
+def _uncovered_message(index: CoverIndex, number: int, interval: Interval, tz: str) -> str:
+    when = f"{format_local(interval.start, tz)}–{to_local(interval.end, tz):%H:%M}"
+    if not index.rostered(interval.start, interval.end):
+        why = "no physicist is rostered for all of it"
+    else:
+        why = "more supervised sessions are booked then than physicists are rostered"
+    return f"fraction {number} ({when}) needs a supervising physicist, but {why}"

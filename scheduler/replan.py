@@ -36,9 +36,12 @@ from scheduler import rules as rulebook
 from scheduler import search
 from scheduler.context import (
     department_calendar,
+    hold_physicist_roster,
     linac_specs,
     local_day_bounds,
+    roster_cover,
     rules_from_protocol,
+    supervised_sessions,
 )
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
@@ -67,7 +70,9 @@ MOVE_LEAD_TIME = timedelta(hours=2)
 # much closer in practice.
 DAYS_BEFORE, DAYS_AFTER = 7, 28
 STEP = timedelta(minutes=15)
-_BLOCKING = frozenset({"linac_busy", "patient_busy"})
+# A moved fraction never lands in one of these, even where it stood in one before; a
+# supervised fraction always lands where a physicist is free.
+_BLOCKING = frozenset({"linac_busy", "patient_busy", "physicist_cover"})
 _SPACING = frozenset(
     {"order", "self_overlap", "min_hours_between", "min_interval_days", "max_interval_days"}
 )
@@ -147,6 +152,13 @@ class _World:
             )
         ):
             self.downtime.setdefault(linac_id, []).append(Interval(starts_at, ends_at))
+        # Supervised sessions by fraction id (course, where): moves keep them up to date.
+        hold_physicist_roster(session, department)  # the re-plan writes what it places
+        self.cover = roster_cover(session, department, first, last)
+        self.supervised: dict[int, tuple[int, Interval]] = {}
+        if self.cover is not None:
+            for s in supervised_sessions(session, department, self.cover, start, end):
+                self.supervised[s.fraction_id] = (s.course_id, s.interval)
 
     def context(self, course: Course, holding: Iterable[Interval] = ()) -> SearchContext:
         """The world as one course sees it: without its own fractions, with the patient's
@@ -164,7 +176,14 @@ class _World:
         for ivs in busy.values():
             ivs.sort(key=lambda iv: iv.start)
         patient.sort(key=lambda iv: iv.start)
-        return SearchContext(self.calendar, self.linacs, busy, patient)
+        physicists = None
+        if self.cover is not None:
+            others = sorted(
+                (iv for course_id, iv in self.supervised.values() if course_id != own_course),
+                key=lambda iv: iv.start,
+            )
+            physicists = replace(self.cover, supervised=tuple(others))
+        return SearchContext(self.calendar, self.linacs, busy, patient, physicists)
 
     def move(self, fraction: Fraction, target: PlannedFraction) -> None:
         self.where[fraction.id] = (
@@ -173,6 +192,8 @@ class _World:
             target.linac_id,
             target.interval,
         )
+        if fraction.id in self.supervised:
+            self.supervised[fraction.id] = (fraction.course_id, target.interval)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from itertools import accumulate
 from operator import attrgetter, gt
@@ -19,6 +20,7 @@ from scheduler.types import (
     Interval,
     LinacSpec,
     OpeningHours,
+    PhysicistCover,
     PlannedFraction,
     Rules,
     Schedule,
@@ -48,6 +50,7 @@ CODES: frozenset[str] = frozenset(
         "max_interval_days",
         "min_overall_days",
         "max_overall_days",
+        "physicist_cover",
     }
 )
 
@@ -101,6 +104,104 @@ class BusyIndex:
         return gaps
 
 
+class CoverIndex:
+    """A physicist roster and the supervised sessions already booked, asked per local day
+    where one more supervised session fits.
+
+    The physicists present at an instant are those of the roster block containing it (a
+    weekday's blocks do not overlap; a dated exception replaces the weekday's blocks), and
+    each booked supervised session occupies one of them for its whole length. A session fits
+    when at every instant of it at least one physicist is left: it then lies inside rostered
+    time and keeps the count within capacity.
+    """
+
+    __slots__ = ("cover", "tz", "_supervised", "_starts", "_reach", "_spans_by")
+
+    def __init__(self, cover: PhysicistCover, tz: str) -> None:
+        self.cover = cover
+        self.tz = tz
+        ivs = sorted((iv for iv in cover.supervised if iv.end > iv.start), key=attrgetter("start"))
+        self._supervised = ivs
+        self._starts = [iv.start for iv in ivs]
+        self._reach = list(accumulate((iv.end for iv in ivs), max))
+        self._spans_by: dict[tuple[date, bool, int], tuple[list[datetime], list[datetime]]] = {}
+
+    def roster(self, day: date) -> list[tuple[datetime, datetime, int]]:
+        """The UTC blocks of local ``day`` with physicists present, in order."""
+        out = []
+        for start, end, count in self.cover.blocks_on(day):
+            if count > 0 and end > start:
+                opens, closes = local_window(day, start, end, self.tz)
+                if closes > opens:
+                    out.append((opens, closes, count))
+        out.sort()
+        return out
+
+    def booked(self, start: datetime, end: datetime) -> list[Interval]:
+        """The booked supervised sessions overlapping [start, end), unmerged."""
+        i = bisect_right(self._reach, start)
+        j = bisect_left(self._starts, end, lo=i)
+        return [iv for iv in self._supervised[i:j] if iv.end > start]
+
+    def _spans(
+        self, day: date, *, with_load: bool, spare: int = 1
+    ) -> tuple[list[datetime], list[datetime]]:
+        """Merged spans of ``day`` where at least ``spare`` physicists are left over (without
+        the load: rostered), as parallel lists of starts and ends."""
+        key = (day, with_load, spare)
+        found = self._spans_by.get(key)
+        if found is not None:
+            return found
+        blocks = self.roster(day)
+        events: dict[datetime, int] = {}
+        for start, end, count in blocks:
+            events[start] = events.get(start, 0) + count
+            events[end] = events.get(end, 0) - count
+        if with_load and blocks:
+            for iv in self.booked(blocks[0][0], max(end for _, end, _ in blocks)):
+                events[iv.start] = events.get(iv.start, 0) - 1
+                events[iv.end] = events.get(iv.end, 0) + 1
+        starts: list[datetime] = []
+        ends: list[datetime] = []
+        level = 0
+        times = sorted(events)
+        for at, following in zip(times, times[1:], strict=False):
+            level += events[at]
+            if level < spare:
+                continue
+            if ends and ends[-1] == at:
+                ends[-1] = following
+            else:
+                starts.append(at)
+                ends.append(following)
+        found = (starts, ends)
+        self._spans_by[key] = found
+        return found
+
+    def _inside(self, start: datetime, end: datetime, *, with_load: bool, spare: int = 1) -> bool:
+        starts, ends = self._spans(local_date(start, self.tz), with_load=with_load, spare=spare)
+        i = bisect_right(starts, start) - 1
+        return i >= 0 and end <= ends[i]
+
+    def kept(self, start: datetime, end: datetime) -> bool:
+        """Whether a booked supervised session [start, end), counted among the booked ones,
+        has its physicist: rostered throughout and within capacity."""
+        return self._inside(start, end, with_load=True, spare=0) and self.rostered(start, end)
+
+    def fits(self, start: datetime, end: datetime) -> bool:
+        """Whether one more supervised session [start, end) has a physicist throughout."""
+        return self._inside(start, end, with_load=True)
+
+    def rostered(self, start: datetime, end: datetime) -> bool:
+        """Whether physicists are rostered throughout [start, end), busy or not."""
+        return self._inside(start, end, with_load=False)
+
+    def with_sessions(self, extra: Iterable[Interval]) -> CoverIndex:
+        """This index with ``extra`` supervised sessions booked as well."""
+        more = [*self.cover.supervised, *extra]
+        return CoverIndex(replace(self.cover, supervised=more), self.tz)
+
+
 def hours_for(linac: LinacSpec | None, calendar: Calendar) -> OpeningHours:
     """The opening hours that apply to ``linac``: its own, else the department's."""
     if linac is not None and linac.hours is not None:
@@ -142,6 +243,13 @@ class Validator:
         self._linac_busy: dict[int, BusyIndex] = {}
         self._patient_busy: BusyIndex | None = None
         self._windows: dict[tuple[int, date], tuple[datetime, datetime] | None] = {}
+        self.cover: CoverIndex | None = (
+            CoverIndex(ctx.physicists, self.tz) if ctx.physicists is not None else None
+        )
+
+    def supervises(self, rules: Rules, number: int) -> bool:
+        """Whether fraction ``number`` needs a physicist here (never without a roster)."""
+        return self.cover is not None and self.cover.cover.supervises(rules, number)
 
     def window(self, linac: LinacSpec, day: date) -> tuple[datetime, datetime] | None:
         """:func:`opening_window`, memoised (zone conversions are the engine's hot spot)."""
@@ -197,6 +305,33 @@ class Validator:
         for f in fractions:
             out.extend(self._single(f, rules, not_before, fixed))
         out.extend(self._pairs(fractions, rules))
+        if self.cover is not None:
+            out.extend(self._supervision(fractions, rules))
+        return out
+
+    def _supervision(self, fractions: Sequence[PlannedFraction], rules: Rules) -> list[Violation]:
+        """Supervised fractions outside the physicist roster or beyond its capacity, the
+        schedule's own supervised fractions counted with the other courses' ones."""
+        assert self.cover is not None
+        out: list[Violation] = []
+        supervised = [f for f in fractions if self.cover.cover.supervises(rules, f.number)]
+        for f in supervised:
+            own = [g.interval for g in supervised if g is not f and g.interval.overlaps(f.interval)]
+            index = self.cover.with_sessions(own) if own else self.cover
+            if index.fits(f.start, f.end):
+                continue
+            if not self.cover.rostered(f.start, f.end):
+                why = "no physicist is rostered for all of it"
+            else:
+                why = "every physicist rostered then already supervises another session"
+            out.append(
+                Violation(
+                    "physicist_cover",
+                    f"fraction {f.number} ({self._when(f)}) needs a supervising physicist, "
+                    f"but {why}",
+                    f.number,
+                )
+            )
         return out
 
     def _single(

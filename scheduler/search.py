@@ -124,6 +124,7 @@ EXPLANATION_CODES: frozenset[str] = frozenset(
         "linac_downtime",
         "capacity",
         "patient_busy",
+        "physicist_cover",
         "feasible",
     }
 )
@@ -218,8 +219,11 @@ class _Search:
         # The patient cannot be in two places: other appointments and the fixed fractions
         # block every linac alike.
         self.blocked = BusyIndex([*ctx.patient_busy, *(f.interval for f in request.fixed.values())])
-        self._slots: dict[tuple[int, date, int], list[_Slot]] = {}
-        self._slot_starts: dict[tuple[int, date, int], list[datetime]] = {}
+        self._slots: dict[tuple[int, date, int, bool], list[_Slot]] = {}
+        self._slot_starts: dict[tuple[int, date, int, bool], list[datetime]] = {}
+        # The physicist roster, when the department keeps one: a supervised fraction only
+        # takes slots with a physicist free for its whole length.
+        self.cover = self.validator.cover
         self._day_ok: dict[tuple[date, int], bool] = {}
         # Failed (fraction, linac, start) subproblems of the loosest tier, per course first day.
         self._dead: dict[date, set[tuple[int, int, datetime]]] = {}
@@ -245,12 +249,24 @@ class _Search:
             local_minutes(f.end, self.tz),
         )
 
-    def slots(self, linac_id: int, day: date, minutes: int) -> list[_Slot]:
-        """Free starts for a ``minutes``-long session on ``linac_id`` on local ``day``."""
-        key = (linac_id, day, minutes)
+    def supervised(self, number: int) -> bool:
+        """Whether fraction ``number`` needs a physicist (never without a roster)."""
+        return self.cover is not None and self.cover.cover.supervises(self.rules, number)
+
+    def slots(
+        self, linac_id: int, day: date, minutes: int, supervised: bool = False
+    ) -> list[_Slot]:
+        """Free starts for a ``minutes``-long session on ``linac_id`` on local ``day``; a
+        ``supervised`` session also needs a physicist free for its whole length."""
+        key = (linac_id, day, minutes, supervised)
         cached = self._slots.get(key)
         if cached is None:
-            cached = self._compute_slots(linac_id, day, minutes)
+            if supervised:
+                assert self.cover is not None
+                fits = self.cover.fits
+                cached = [s for s in self.slots(linac_id, day, minutes) if fits(s.start, s.end)]
+            else:
+                cached = self._compute_slots(linac_id, day, minutes)
             self._slots[key] = cached
             self._slot_starts[key] = [s.start for s in cached]
         return cached
@@ -532,6 +548,7 @@ class _Search:
             hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
         earliest_start = max(prev.end, prev.start + self.min_gap)
         minutes = r.minutes_for(k)
+        supervised = self.supervised(k)
         linac_points = self._linac_points(anchor)
         window = self.window
         groups = sorted(
@@ -546,10 +563,10 @@ class _Search:
             while g < len(groups) and (not heap or groups[g][0] <= heap[0][0]):
                 base, day, lid = groups[g]
                 g += 1
-                day_slots = self.slots(lid, day, minutes)
+                day_slots = self.slots(lid, day, minutes, supervised)
                 if not day_slots:
                     continue
-                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                i = bisect_left(self._slot_starts[(lid, day, minutes, supervised)], earliest_start)
                 for s in day_slots[i:]:
                     off = abs(s.tod - ref)
                     points = base + _time_points(off) + FRAGMENT_POINTS * s.frag
@@ -590,13 +607,14 @@ class _Search:
             hi = min(hi, prev.day + timedelta(days=r.max_interval_days))
         earliest_start = max(prev.end, prev.start + self.min_gap)
         minutes = r.minutes_for(k)
+        supervised = self.supervised(k)
         found: list[_Slot] = []
         for day in _date_range(lo, hi):
             for lid in ids:
-                day_slots = self.slots(lid, day, minutes)
+                day_slots = self.slots(lid, day, minutes, supervised)
                 if not day_slots:
                     continue
-                i = bisect_left(self._slot_starts[(lid, day, minutes)], earliest_start)
+                i = bisect_left(self._slot_starts[(lid, day, minutes, supervised)], earliest_start)
                 found.extend(s for s in day_slots[i:] if self.fits_tier(s, tier, ref))
         found.sort(
             key=lambda s: (
@@ -739,7 +757,7 @@ class _Search:
             placements = [
                 s
                 for lid in self.linac_ids
-                for s in self.slots(lid, day, minutes)
+                for s in self.slots(lid, day, minutes, self.supervised(k0))
                 if prev is None or self.follows(prev, s)
             ]
             if self._rank_day(placements, course, k0, count, accepted):
@@ -820,7 +838,11 @@ class _Search:
         problems = self.validator.validate(
             schedule, self.rules, not_before=self.request.not_before, fixed=self.fixed.keys()
         )
-        return not problems
+        # A fixed fraction left without physicist cover (the roster changed after it was
+        # booked) stays where it is: the search does not move it, so it blames no schedule.
+        return not any(
+            not (v.code == "physicist_cover" and v.fraction in self.fixed) for v in problems
+        )
 
     # -- ranking whole courses by score --------------------------------------------------
 
@@ -913,7 +935,8 @@ class _Search:
             return points
 
         placements = sorted(
-            self.slots(anchor, day, minutes), key=lambda s: (first_points(s), s.start)
+            self.slots(anchor, day, minutes, self.supervised(1)),
+            key=lambda s: (first_points(s), s.start),
         )
         # No filter applies, so a failure to finish from a slot holds for the whole course start.
         dead = self._dead.setdefault(course.first_day, set())
@@ -1256,7 +1279,8 @@ def explain(
     ``closure`` (public holidays or local closures are in the way; named with their dates),
     ``linac_downtime`` (the capable linacs' downtime is in the way; each named with its dates
     and reason), ``capacity`` (the linacs are too booked), ``patient_busy`` (the patient's
-    other appointments are in the way) and ``feasible`` (propose would succeed). The earliest
+    other appointments are in the way), ``physicist_cover`` (no rostered physicist is free to
+    supervise) and ``feasible`` (propose would succeed). The earliest
     start is searched for up to ``max(horizon_days, request.horizon_days)`` days from
     ``request.earliest``; ``ctx`` should cover that range. ``downtimes`` are the capable
     linacs' downtime in ``ctx`` (part of its busy time), with their reasons.
@@ -1308,6 +1332,17 @@ def explain(
         return Explanation(
             "feasible", f"schedules are available; {tail}", earliest_feasible=earliest
         )
+    if ctx.physicists is not None:
+        unsupervised = replace(ctx, physicists=None)
+        if _Search(request, unsupervised).run(1):
+            return Explanation(
+                "physicist_cover",
+                f"no rostered physicist is free to supervise {course} {within} from "
+                f"{start_day}; {tail}",
+                earliest_feasible=earliest,
+            )
+        # Something else binds as well: name it as if supervision were not needed.
+        ctx = unsupervised
     calendar_only = replace(ctx, linac_busy={}, patient_busy=())
     if not _Search(request, calendar_only).run(1):
         if _Search(request, _without_closures(calendar_only)).run(1):
@@ -1361,8 +1396,8 @@ def explain_late_start(
     None when nothing but the protocol's weekdays, opening hours or the time already gone
     today explains it (a Saturday ready date starting on Monday needs no words). Otherwise
     the binding cause, tried in this order: ``closure``, ``linac_downtime``,
-    ``patient_busy``, ``capacity`` (codes as in :func:`explain`), with ``first_day`` as the
-    earliest feasible start. ``ctx`` must cover the proposals' search range.
+    ``physicist_cover``, ``patient_busy``, ``capacity`` (codes as in :func:`explain`), with
+    ``first_day`` as the earliest feasible start. ``ctx`` must cover the proposals' search range.
     """
     days_before = (first_day - request.earliest).days
     if days_before <= 0:
@@ -1374,7 +1409,7 @@ def explain_late_start(
     # With nothing booked a session fits at a window's opening if it fits anywhere, so a
     # coarse grid answers the calendar's questions at a fraction of the cost.
     coarse = replace(request, step_minutes=max(request.step_minutes, 60))
-    calendar_only = replace(ctx, linac_busy={}, patient_busy=())
+    calendar_only = replace(ctx, linac_busy={}, patient_busy=(), physicists=None)
     if not starts_earlier(_without_closures(calendar_only), coarse):
         return None
     rules = request.rules
@@ -1396,6 +1431,13 @@ def explain_late_start(
     if down and starts_earlier(_without_downtime(ctx, down)):
         named = _downtimes_in(ctx, down, request.earliest, first_day)
         return Explanation("linac_downtime", f"{named}; {tail}", earliest_feasible=first_day)
+    if ctx.physicists is not None and starts_earlier(replace(ctx, physicists=None)):
+        return Explanation(
+            "physicist_cover",
+            f"no rostered physicist is free to supervise {course} starting between "
+            f"{format_day(request.earliest)} and {format_day(first_day)}; {tail}",
+            earliest_feasible=first_day,
+        )
     caps = "/".join(sorted(rules.capabilities)).upper()
     capable_word = f"{caps}-capable linac" if caps else "linac"
     machines = [

@@ -15,7 +15,7 @@ from sqlalchemy.orm.util import identity_key
 
 from notifications import outbox
 from scheduler import unit_of_work
-from scheduler.context import search_context
+from scheduler.context import hold_physicist_roster, search_context
 from scheduler.errors import (
     Conflict,
     ConflictingBooking,
@@ -54,11 +54,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-# Clinical spacing rules a scheduler may break with a recorded reason. Everything else
-# (machine or patient double-booked, closed day, outside hours, missing capability) is
-# physically impossible or unsafe and is never overridable.
+# Clinical spacing rules a scheduler may break with a recorded reason, and physicist cover
+# (the department can call in a physicist who is not on the roster; the reason says who).
+# Everything else (machine or patient double-booked, closed day, outside hours, missing
+# capability) is physically impossible or unsafe and is never overridable.
 OVERRIDABLE_RULES = frozenset(
     {
+        "physicist_cover",
         "min_hours_between",
         "min_interval_days",
         "max_interval_days",
@@ -285,6 +287,8 @@ def _context_for(
     *,
     pad_days: int,
 ) -> SearchContext:
+    # Every caller is about to write the course's fractions: hold the physicists first.
+    hold_physicist_roster(session, department)
     days = [local_date(t, department.timezone) for t in instants]
     return search_context(
         session,

@@ -262,7 +262,11 @@ def record_missed(
         session.flush()
         return MissedResult(fraction, None, True)
     placed = {f.number: f for f in schedule.fractions}
-    for n in sorted(moved_later):
+    # The database forbids even a passing overlap of the patient's fractions: those moving
+    # earlier go first, in course order, then those moving later, from the last back.
+    earlier = sorted(n for n in moved_later if placed[n].start < keep[n].starts_at)
+    later_first = sorted((n for n in moved_later if n not in earlier), reverse=True)
+    for n in (*earlier, *later_first):
         _apply_move(session, course, keep[n], placed[n], actor_id=actor_id, now=now, cause="missed")
     target = placed[fraction.number]
     rebooked = Fraction(

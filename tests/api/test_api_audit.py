@@ -298,6 +298,11 @@ EXAMPLES: dict[str, Callable[[Seed, World, Session], Request]] = {
         None,
     ),
     "remove_closure": lambda s, w, db: (f"/api/v1/closures/{w.closure_id}", None, None),
+    "set_physicist_roster": lambda s, w, db: (
+        f"/api/v1/departments/{s.department_id}/physicist-roster",
+        {"blocks": [{"weekday": 0, "start": "08:00", "end": "17:00", "physicists": 2}]},
+        None,
+    ),
     "create_linac": lambda s, w, db: (
         "/api/v1/linacs",
         {"department_id": s.department_id, "name": "Halcyon"},

@@ -292,7 +292,7 @@ def test_messages_name_fraction_and_local_time() -> None:
 
 
 def test_every_code_is_known() -> None:
-    assert len(CODES) == 17
+    assert len(CODES) == 18
 
 
 @pytest.mark.parametrize("offset_hours", [0, 3, 30, 24 * 6])

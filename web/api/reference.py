@@ -81,6 +81,35 @@ def remove_closure(closure_id: int):
     records.remove_closure(get_session(), closure_id)
 
 
+@routes.operation(
+    "GET", "/departments/{department_id}/physicist-roster",
+    summary="Get the department's physicist roster", tag="Departments", role=VIEWER,
+    response=s.PhysicistRosterOut,
+)  # fmt: skip
+def get_physicist_roster(department_id: int):
+    """When physicists are present to supervise SBRT sessions (first fractions, or every SBRT
+    fraction when `every_fraction` is set). `enabled: false`: no roster, so supervision does
+    not limit booking."""
+    return records.get_physicist_roster(get_session(), department_id)
+
+
+@routes.operation(
+    "PUT", "/departments/{department_id}/physicist-roster",
+    summary="Replace the department's physicist roster", tag="Departments", role=SCHEDULER,
+    body=s.PhysicistRosterIn, response=s.PhysicistRosterOut,
+    audit=Audit("update", "physicist_roster", id_from="department_id"),
+)  # fmt: skip
+def set_physicist_roster(department_id: int, body: s.PhysicistRosterIn):
+    """Proposals, moves, rebookings and downtime re-plans place supervised fractions only
+    where a rostered physicist is free. Existing bookings are not moved: the answer's
+    `uncovered` lists those the new roster leaves without a physicist. Blocks of one weekday
+    (or exceptions of one date) that overlap are refused. `{"enabled": false}` removes the
+    roster."""
+    return records.set_physicist_roster(
+        get_session(), department_id, body.model_dump(mode="json", exclude_unset=True)
+    )
+
+
 # --- linacs ---------------------------------------------------------------------------------
 
 

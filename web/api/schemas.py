@@ -218,6 +218,94 @@ class ClosureOut(Output):
     reason: str
 
 
+# --- physicist roster -----------------------------------------------------------------------
+
+Physicists = Annotated[
+    int,
+    Field(ge=0, le=records.MAX_PHYSICISTS, description="Physicists present; 0: nobody"),
+]
+
+
+class RosterBlockIn(Input):
+    weekday: Annotated[int, Field(ge=0, le=6, description="Monday=0 ... Sunday=6")]
+    start: Annotated[HHMM, Field(description="Local start time (24-hour HH:MM)")]
+    end: Annotated[HHMM, Field(description="Local end time, after the start")]
+    physicists: Physicists
+
+
+class RosterExceptionIn(Input):
+    day: Annotated[date, Field(description="Local date whose weekday blocks this replaces")]
+    start: HHMM
+    end: HHMM
+    physicists: Physicists
+
+
+class PhysicistRosterIn(Input):
+    """A department's physicist roster. `{"enabled": false}` (or `{}`) removes it, so that
+    supervision no longer limits booking; any other document replaces the whole roster."""
+
+    enabled: bool | None = None
+    every_fraction: Annotated[
+        bool,
+        Field(description="Every SBRT fraction is supervised, not only each course's first"),
+    ] = False
+    blocks: Annotated[
+        list[RosterBlockIn],
+        Field(
+            max_length=records.MAX_ROSTER_BLOCKS,
+            description="Weekly blocks; the blocks of one weekday must not overlap",
+        ),
+    ] = []
+    exceptions: Annotated[
+        list[RosterExceptionIn],
+        Field(
+            max_length=records.MAX_ROSTER_EXCEPTIONS,
+            description=(
+                "Dated blocks; a date's exceptions replace its weekday's blocks "
+                "(one with 0 physicists: nobody that day)"
+            ),
+        ),
+    ] = []
+
+
+class RosterBlockOut(Output):
+    weekday: int
+    start: str
+    end: str
+    physicists: int
+
+
+class RosterExceptionOut(Output):
+    day: date
+    start: str
+    end: str
+    physicists: int
+
+
+class UncoveredFractionOut(Output):
+    fraction_id: int
+    course_id: int
+    number: int
+    linac_id: int
+    starts_at: datetime
+    ends_at: datetime
+    message: str
+
+
+class PhysicistRosterOut(Output):
+    enabled: bool = Field(description="False: the department keeps no roster")
+    every_fraction: bool
+    blocks: list[RosterBlockOut]
+    exceptions: list[RosterExceptionOut]
+    uncovered: list[UncoveredFractionOut] = Field(
+        default=[],
+        description=(
+            "After a change: booked supervised fractions the roster now leaves without a "
+            "physicist (they are not moved)"
+        ),
+    )
+
+
 # --- linacs and downtimes -------------------------------------------------------------------
 
 
@@ -665,6 +753,7 @@ ExplanationCode = Literal[
     "linac_downtime",
     "capacity",
     "patient_busy",
+    "physicist_cover",
     "feasible",
 ]
 
@@ -674,7 +763,8 @@ class ExplanationOut(Output):
         description=(
             "The binding cause: `linac_downtime` (the capable linacs are down), `closure` "
             "(public holidays or local closures), `capacity` (the capable linacs are booked), "
-            "`patient_busy` (the patient's other appointments), `not_enough_days` (weekdays "
+            "`patient_busy` (the patient's other appointments), `physicist_cover` (no rostered "
+            "physicist is free to supervise), `not_enough_days` (weekdays "
             "and spacing rules alone), `opening_hours` (no opening is long enough for a "
             "session), `no_capable_linac`, `fixed_conflict`, `invalid_rules` (the protocol "
             "contradicts itself) or `feasible` (schedules exist)"

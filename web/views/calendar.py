@@ -23,8 +23,14 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session, selectinload
 
 from scheduler import access
-from scheduler.context import department_calendar, local_day_bounds, opening_hours
+from scheduler.context import (
+    department_calendar,
+    local_day_bounds,
+    opening_hours,
+    physicist_cover,
+)
 from scheduler.models import (
+    ACTIVE_FRACTION_STATUSES,
     HELD_FRACTION_STATUSES,
     Course,
     CourseStatus,
@@ -37,8 +43,9 @@ from scheduler.models import (
     Protocol,
     Role,
 )
+from scheduler.rules import CoverIndex
 from scheduler.timeutil import days_between, local_window, zone
-from scheduler.types import OpeningHours
+from scheduler.types import OpeningHours, Rules
 from web import audit, params
 from web.auth import session_user
 from web.db import get_session
@@ -144,6 +151,7 @@ class Column:
     is_today: bool = False
     shading: list[str] = field(default_factory=list)  # row classes of closed stretches
     note: str = ""
+    physicists: str = ""  # the day's physicist cover, on a column per day
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,9 @@ class Week:
     hours: dict[int, OpeningHours]
     today: date
     now: datetime  # local
+    # Per day, the physicist cover and the supervised sessions booked, in words (empty when
+    # the department keeps no physicist roster).
+    physicists: dict[date, str] = field(default_factory=dict)
 
     def blocks(self, linac_id: int, day: date) -> list[Block]:
         return self._by_cell.get((linac_id, day), [])
@@ -313,6 +324,7 @@ def load_week(
             Fraction.status,
             Protocol.code,
             Protocol.fractions,
+            Protocol.capabilities,
             Patient.given_name,
             Patient.family_name,
             Patient.mrn,
@@ -348,10 +360,21 @@ def load_week(
             value = escaped[text] = escape(text)
         return value
 
+    cover = physicist_cover(session, department, first, last)
+    cover_index = CoverIndex(cover, tz) if cover is not None else None
+    supervised_kinds: dict[tuple[str, ...], Rules] = {}
+
+    def supervised(capabilities: list[str], number: int) -> bool:
+        if cover is None:
+            return False
+        key = tuple(sorted(capabilities or ()))
+        rules = supervised_kinds.setdefault(key, Rules(1, capabilities=frozenset(key)))
+        return cover.supervises(rules, number)
+
     fractions = []
     booked: dict[tuple[int, date], int] = defaultdict(int)
-    for (course_id, linac_id, number, starts_at, ends_at, status, code, of, given, family,
-         mrn, _) in rows:  # fmt: skip
+    for (course_id, linac_id, number, starts_at, ends_at, status, code, of, capabilities,
+         given, family, mrn, _) in rows:  # fmt: skip
         local_start, local_end = starts_at.astimezone(zi), ends_at.astimezone(zi)
         day = local_start.date()
         tentative = status == FractionStatus.TENTATIVE
@@ -361,6 +384,11 @@ def load_week(
             # Every session of a course short of fractions says so, wherever it is seen.
             note = f"{note} · course incomplete" if note else "course incomplete"
             css += " course-incomplete"
+        if status in ACTIVE_FRACTION_STATUSES and supervised(capabilities, number):
+            css += " supervised"
+            assert cover_index is not None
+            words = "physicist" if cover_index.kept(starts_at, ends_at) else "physicist · no cover"
+            note = f"{note} · {words}" if note else words
         fractions.append(
             Block(
                 kind="fraction",
@@ -415,6 +443,13 @@ def load_week(
                 open_minutes = int((closes - opens).total_seconds() // 60) - _merged_minutes(down)
             utilisation[(linac.id, day)] = Utilisation(booked[(linac.id, day)], open_minutes)
 
+    physicists: dict[date, str] = {}
+    if cover is not None and cover_index is not None:
+        # The whole department's supervised sessions, whichever linacs are shown.
+        supervised_count: dict[date, int] = defaultdict(int)
+        for interval in cover.supervised:
+            supervised_count[interval.start.astimezone(zi).date()] += 1
+        physicists = {d: _cover_words(cover_index, d, supervised_count[d]) for d in days}
     now = datetime.now(UTC).astimezone(zi)
     return Week(
         department=department,
@@ -427,7 +462,19 @@ def load_week(
         hours=hours,
         today=now.date(),
         now=now,
+        physicists=physicists,
     )
+
+
+def _cover_words(index: CoverIndex, day: date, supervised: int) -> str:
+    """ "Physicists: 08:00–12:00 ×2, 12:00–17:00 ×1 · 3 supervised" for one local day."""
+    zi = zone(index.tz)
+    blocks = [
+        f"{start.astimezone(zi):%H:%M}–{end.astimezone(zi):%H:%M} ×{count}"
+        for start, end, count in index.roster(day)
+    ]
+    cover = ", ".join(blocks) if blocks else "none rostered"
+    return f"Physicists: {cover} · {supervised} supervised"
 
 
 # --- request helpers --------------------------------------------------------------------------
@@ -584,6 +631,7 @@ def week():
         today_url=url_for("calendar.week", **nav),
         day_url=lambda d: url_for("calendar.day", date=d, **nav),
         linac_url=lambda linac: url_for("calendar.linac_week", linac_id=linac.id, start=first),
+        roster_url=url_for("roster.physicist_roster", department_id=department.id),
         timezone=department.timezone,
         nav=nav,
     )
@@ -663,6 +711,8 @@ def linac_week(linac_id: int):
         )
         for d in data.days
     ]
+    for column in columns:
+        column.physicists = data.physicists.get(column.day, "")
     total = Utilisation(0, 0)
     for d in data.days:
         total += data.utilisation.get((linac.id, d), Utilisation(0, 0))
