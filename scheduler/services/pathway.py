@@ -300,7 +300,7 @@ def wants_fiducials(course: Course, options: PathwayOptions) -> bool:
 
 def _no_slot(kind: ResourceKind, department: Department, session: Session) -> InvalidInput:
     label = "CT simulator" if kind == ResourceKind.CT_SIM else "interventional radiology room"
-    field_name = "ct_sim" if kind == ResourceKind.CT_SIM else "fiducials"
+    field_name = "ct_sim_slot" if kind == ResourceKind.CT_SIM else "fiducials"
     if not _resources(session, department, kind):
         return InvalidInput(
             f"the department has no active {label}",
@@ -518,7 +518,7 @@ def book_pathway(
         if fiducials is not None:
             raise InvalidInput(
                 "The pathway is not valid.",
-                [FieldError("ct_sim", "is required when a fiducials slot is chosen")],
+                [FieldError("ct_sim_slot", "is required when a fiducials slot is chosen")],
             )
         proposal = propose_pathway(session, course_id, options=options, earliest=earliest, now=now)
         chosen = [s for s in proposal.steps if s.kind != PathwayStepKind.PLANNING]
@@ -528,7 +528,11 @@ def book_pathway(
         if fiducials is None and wants_fiducials(course, options):
             raise InvalidInput(
                 "The pathway is not valid.",
-                [FieldError("fiducials", "a fiducials slot is required for this course")],
+                [
+                    FieldError(
+                        "fiducials_slot", "is required: this course has fiducial markers placed"
+                    )
+                ],
             )
         if fiducials is not None:
             chosen.append(
@@ -538,7 +542,7 @@ def book_pathway(
                     fiducials,
                     ResourceKind.IR_ROOM,
                     options.fiducials_minutes,
-                    field_name="fiducials",
+                    field_name="fiducials_slot",
                     now=now,
                 )
             )
@@ -548,7 +552,7 @@ def book_pathway(
             ct_sim,
             ResourceKind.CT_SIM,
             options.ct_sim_minutes,
-            field_name="ct_sim",
+            field_name="ct_sim_slot",
             now=now,
         )
         if chosen and chosen[0].starts_at is not None and ct.starts_at is not None:
@@ -558,7 +562,7 @@ def book_pathway(
                     "The pathway is not valid.",
                     [
                         FieldError(
-                            "ct_sim.starts_at",
+                            "ct_sim_slot.starts_at",
                             f"must be at least {options.fiducials_days_before_ct} days "
                             "after the fiducial placement",
                         )
