@@ -661,3 +661,27 @@ def cancel_pathway(
     )
     session.flush()
     return CoursePathway(course, _steps_of(session, course.id), department.timezone)
+
+
+# Readiness steps that say a pathway step happened.
+READINESS_FOR_STEP = {
+    "fiducials_placed": PathwayStepKind.FIDUCIALS,
+    "ct_simulation": PathwayStepKind.CT_SIM,
+    "plan_approved": PathwayStepKind.PLANNING,
+}
+
+
+def note_readiness(session: Session, course_id: int, step: str, done: bool) -> None:
+    """Keep the pathway in step with readiness: recording fiducials placed, CT simulation or
+    plan approval marks the matching booked step done; clearing it books it again."""
+    kind = READINESS_FOR_STEP.get(step)
+    if kind is None:
+        return
+    before, after = (
+        (PathwayStepStatus.BOOKED, PathwayStepStatus.DONE)
+        if done
+        else (PathwayStepStatus.DONE, PathwayStepStatus.BOOKED)
+    )
+    for row in _steps_of(session, course_id):
+        if row.kind == kind and row.status == before:
+            row.status = after

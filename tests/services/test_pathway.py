@@ -291,3 +291,22 @@ def test_resources_are_department_records_with_checked_fields(session):
     with pytest.raises(InvalidInput) as raised:
         records.update_resource(session, w["ct"].id, {"kind": "ir_room"})
     assert [e.field for e in raised.value.errors] == ["kind"]
+
+
+def test_readiness_marks_the_matching_steps_done(session):
+    w = _world(session)
+    course = _course(session, w)
+    services.book_pathway(session, course.id, now=NOW)
+    done_at = NOW + timedelta(days=7)
+    for step in ("fiducials_placed", "ct_simulation"):
+        services.record_readiness(session, course.id, step=step, done_at=done_at, now=done_at)
+    statuses = dict(session.execute(sa.select(PathwayStep.kind, PathwayStep.status)).all())
+    assert statuses == {"fiducials": "done", "ct_sim": "done", "planning": "booked"}
+    services.record_readiness(session, course.id, step="ct_simulation", done_at=None, now=done_at)
+    statuses = dict(session.execute(sa.select(PathwayStep.kind, PathwayStep.status)).all())
+    assert statuses == {"fiducials": "done", "ct_sim": "booked", "planning": "booked"}
+    services.record_readiness(
+        session, course.id, step="plan_approved", done_at=done_at, now=done_at
+    )
+    statuses = dict(session.execute(sa.select(PathwayStep.kind, PathwayStep.status)).all())
+    assert statuses["planning"] == "done"
