@@ -9,7 +9,8 @@ The rule:
 - A patient belongs to exactly one department (``patients.department_id``, fixed once
   registered). Everything about a patient follows the patient: courses, fractions, booking
   events, reminders, inbound messages matched to the patient, patient links. Linacs belong to
-  a department, and their downtimes and calendar feeds follow the linac. Fractions are only
+  a department, and their downtimes and calendar feeds follow the linac. CT simulators and IR
+  rooms belong to a department; a course's pathway steps follow the course. Fractions are only
   ever booked on linacs of the patient's own department, so what a member sees of a linac's
   schedule is the whole schedule. Protocols are shared reference data and visible to all.
 - Inbound SMS that matched no patient carry no department; whoever belongs to at least one
@@ -43,8 +44,10 @@ from scheduler.models import (
     Downtime,
     Fraction,
     Linac,
+    PathwayStep,
     Patient,
     PatientLink,
+    Resource,
     Role,
     RosterBlock,
     RosterException,
@@ -99,6 +102,8 @@ def criteria(department_ids: Collection[int]) -> list[object]:
         (RosterException, RosterException.department_id.in_(ids)),
         (Linac, Linac.department_id.in_(ids)),
         (Downtime, Downtime.linac_id.in_(visible_linacs)),
+        (Resource, Resource.department_id.in_(ids)),
+        (PathwayStep, PathwayStep.course_id.in_(visible_courses)),
         (CalendarFeed, CalendarFeed.linac_id.in_(visible_linacs)),
         (Patient, Patient.department_id.in_(ids)),
         (Course, Course.patient_id.in_(visible_patients)),

@@ -122,6 +122,8 @@ class BookingEventKind(enum.StrEnum):
     FRACTION_MISSED_UNDONE = "fraction_missed_undone"
     FRACTION_COMPLETED = "fraction_completed"
     FRACTION_CONFIRMED = "fraction_confirmed"
+    PATHWAY_BOOKED = "pathway_booked"
+    PATHWAY_CANCELLED = "pathway_cancelled"
 
 
 class Role(enum.StrEnum):
@@ -262,6 +264,75 @@ class Downtime(Base):
     updated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
 
     linac: Mapped[Linac] = relationship()
+
+
+class ResourceKind(enum.StrEnum):
+    """Department rooms and machines of the pathway before treatment (not linacs)."""
+
+    CT_SIM = "ct_sim"  # CT simulator: the planning scan
+    IR_ROOM = "ir_room"  # interventional radiology room: fiducial marker placement
+
+
+class Resource(Base):
+    """A CT simulator or IR room the pathway books; hours like a linac's."""
+
+    __tablename__ = "resources"
+    __table_args__ = (sa.UniqueConstraint("department_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(sa.ForeignKey("departments.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))  # a ResourceKind
+    name: Mapped[str] = mapped_column(sa.String(100))
+    # Same shape as Department.opening_hours; None means the department's hours.
+    opening_hours: Mapped[dict | None]
+    active: Mapped[bool] = mapped_column(default=True)
+
+    department: Mapped[Department] = relationship()
+
+
+class PathwayStepKind(enum.StrEnum):
+    FIDUCIALS = "fiducials"  # marker placement in an IR room, days before the CT
+    CT_SIM = "ct_sim"  # the planning CT on a CT simulator
+    PLANNING = "planning"  # treatment planning: working days, no resource
+
+
+class PathwayStepStatus(enum.StrEnum):
+    BOOKED = "booked"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+# Steps that hold their resource: the exclusion constraint (PostgreSQL) covers only these.
+ACTIVE_STEP_SQL = "status = 'booked'"
+
+
+class PathwayStep(Base):
+    """One step of a course's pathway before treatment.
+
+    Fiducials and CT simulation occupy a resource from ``starts_at`` to ``ends_at``;
+    planning occupies no resource and lasts ``working_days`` department working days,
+    after which the course is ready to treat on ``ready_on``.
+    """
+
+    __tablename__ = "pathway_steps"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > starts_at", name="positive_length"),
+        sa.Index("ix_pathway_steps_resource_time", "resource_id", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(sa.ForeignKey("courses.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))  # a PathwayStepKind
+    resource_id: Mapped[int | None] = mapped_column(sa.ForeignKey("resources.id"))
+    starts_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    working_days: Mapped[int | None]
+    ready_on: Mapped[date | None]
+    status: Mapped[str] = mapped_column(sa.String(20), default=PathwayStepStatus.BOOKED)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    resource: Mapped[Resource | None] = relationship()
 
 
 class Protocol(Base):

@@ -38,6 +38,8 @@ from scheduler.models import (
     Linac,
     Patient,
     Protocol,
+    Resource,
+    ResourceKind,
     RosterBlock,
     RosterException,
 )
@@ -659,6 +661,86 @@ def list_linacs(session: Session, *, department_id: int | None = None) -> list[L
     query = sa.select(Linac).order_by(Linac.id)
     if department_id is not None:
         query = query.where(Linac.department_id == department_id)
+    return list(session.scalars(query))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources of the pathway before treatment (CT simulators, IR rooms)
+
+RESOURCE_FIELDS = {"department_id", "kind", "name", "opening_hours", "active"}
+RESOURCE_KINDS = frozenset(kind.value for kind in ResourceKind)
+
+
+def _validate_resource(
+    session: Session, v: dict[str, Any], existing: Resource | None
+) -> dict[str, Any]:
+    errors = _Errors()
+    if existing is not None and v["department_id"] != existing.department_id:
+        # Booked steps are department-local; a room elsewhere is a new resource.
+        errors.add("department_id", "cannot be changed")
+    if existing is not None and v["kind"] != existing.kind:
+        # Booked steps of one kind must not end up on a room of another.
+        errors.add("kind", "cannot be changed")
+    department = _exists(session, errors, "department_id", Department, v.get("department_id"))
+    if v.get("kind") not in RESOURCE_KINDS:
+        errors.add("kind", f"must be one of {', '.join(sorted(RESOURCE_KINDS))}")
+    v["name"] = _text(errors, "name", v.get("name"), max_len=100)
+    v["opening_hours"] = _opening_hours(
+        errors, "opening_hours", v.get("opening_hours"), required=False
+    )
+    v["active"] = _bool(errors, "active", v.get("active"))
+    if department is not None and not errors.has("name"):
+        clash = sa.select(Resource.id).where(
+            Resource.department_id == department.id, Resource.name == v["name"]
+        )
+        if existing is not None:
+            clash = clash.where(Resource.id != existing.id)
+        if session.scalar(clash):
+            errors.add("name", "is already used by another resource in this department")
+    errors.raise_if_any("resource")
+    return v
+
+
+def create_resource(session: Session, values: Mapping[str, Any]) -> Resource:
+    """A CT simulator or IR room; its own opening hours, or None for the department's."""
+    return _upsert(
+        session,
+        Resource,
+        None,
+        values,
+        fields=RESOURCE_FIELDS,
+        defaults={"opening_hours": None, "active": True},
+        validate=_validate_resource,
+        what="resource",
+    )
+
+
+def update_resource(session: Session, resource_id: int, changes: Mapping[str, Any]) -> Resource:
+    """Change a resource; steps already booked on it stay where they are."""
+    return _upsert(
+        session,
+        Resource,
+        resource_id,
+        changes,
+        fields=RESOURCE_FIELDS,
+        defaults={},
+        validate=_validate_resource,
+        what="resource",
+    )
+
+
+def get_resource(session: Session, resource_id: int) -> Resource:
+    return _get(session, Resource, resource_id)
+
+
+def list_resources(
+    session: Session, *, department_id: int | None = None, kind: str | None = None
+) -> list[Resource]:
+    query = sa.select(Resource).order_by(Resource.id)
+    if department_id is not None:
+        query = query.where(Resource.department_id == department_id)
+    if kind is not None:
+        query = query.where(Resource.kind == kind)
     return list(session.scalars(query))
 
 

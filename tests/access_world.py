@@ -73,6 +73,9 @@ def build_other_department(db: Session, seed: Seed) -> OtherDepartment:
         {"department_id": department.id, "name": "Bravo Linac",
          "capabilities": ["sbrt", "cbct", "gating"], "beam_group": "bravo"},
     )  # fmt: skip
+    resource = records.create_resource(
+        db, {"department_id": department.id, "kind": "ct_sim", "name": "Bravo Linac CT"}
+    )
     department_id, linac_id = department.id, linac.id
     patient_id, course_id = _booked_patient(
         db, department_id, linac_id, seed.protocol_id, mrn="BRAVO-MRN-1", name="Secretova"
@@ -109,6 +112,7 @@ def build_other_department(db: Session, seed: Seed) -> OtherDepartment:
     ids = {
         "department_id": department_id,
         "linac_id": linac_id,
+        "resource_id": resource.id,
         "closure_id": closure.id,
         "downtime_id": downtime.id,
         "patient_id": patient_id,

@@ -9,7 +9,7 @@ deadlock is run again from the start. A lost race surfaces as :class:`Conflict` 
 it, and on SQLite the write lock taken at BEGIN makes the overlap check and the insert one
 step.
 
-One module per job (proposing, booking, moving, outcomes, repair, downtime) over the shared
+One module per job (proposing, booking, moving, outcomes, repair, downtime, pathway) over the shared
 loaders, events and guards in ``common``; callers use this package's names.
 """
 
@@ -47,6 +47,18 @@ from scheduler.services.outcomes import (
     record_missed,
     record_readiness,
 )
+from scheduler.services.pathway import (
+    CoursePathway,
+    PathwayOptions,
+    PathwayProposal,
+    ProposedStep,
+    StepChoice,
+    book_pathway,
+    cancel_pathway,
+    get_pathway,
+    planning_ready_on,
+    propose_pathway,
+)
 from scheduler.services.proposing import propose_schedules
 from scheduler.services.repair import (
     RebookingProposal,
@@ -60,6 +72,16 @@ from scheduler.unit_of_work import RACE_RETRIES, RETRYABLE_SQLSTATES
 
 __all__ = [
     "CONFLICT_RULES",
+    "CoursePathway",
+    "PathwayOptions",
+    "PathwayProposal",
+    "ProposedStep",
+    "StepChoice",
+    "book_pathway",
+    "cancel_pathway",
+    "get_pathway",
+    "planning_ready_on",
+    "propose_pathway",
     "DOWNTIME_KINDS",
     "DowntimeReport",
     "FIRST_LOOK_DAYS",

@@ -30,6 +30,7 @@ from scheduler.models import (
     Patient,
 )
 from scheduler.plain_text import plain_text_problem
+from scheduler.services import pathway
 from scheduler.services.common import (
     MAX_REASON_TEXT,
     READINESS_STEPS,
@@ -345,6 +346,7 @@ def record_readiness(
     was_ready = course.ready_to_treat
     setattr(course, READINESS_STEPS[step], done_at)
     course.updated_at = now
+    pathway.note_readiness(session, course.id, step, done_at is not None)
     first = _scheduled(course).get(1)
     if (
         first is not None

@@ -20,10 +20,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from scheduler.models import AuditEntry, Base, Course, CourseStatus, User
-from scheduler.services import Placement
+from scheduler.services import PathwayOptions, Placement
 from scheduler.timeutil import local_to_utc
 from tests.api.conftest import Seed
-from tests.committing import services
+from tests.committing import records, services
 from web.api import load_operations
 from web.api.registry import Operation, routes
 
@@ -175,6 +175,31 @@ def _flagged_for_review(_seed: Seed, w: World, db: Session) -> Request:
     )
     db.commit()
     return f"/api/v1/courses/{w.future_course_id}/reviewed", {}, None
+
+
+def _ct_sim(db: Session, seed: Seed) -> int:
+    resource = records.create_resource(
+        db, {"department_id": seed.department_id, "kind": "ct_sim", "name": "CT sim"}
+    )
+    return resource.id
+
+
+def _pathway_proposal(seed: Seed, w: World, db: Session) -> Request:
+    _ct_sim(db, seed)
+    body = {"fiducials": False, "ct_sim_minutes": 60}
+    return f"/api/v1/courses/{w.draft_course_id}/pathway/proposals", body, None
+
+
+def _pathway_booking(seed: Seed, w: World, db: Session) -> Request:
+    _ct_sim(db, seed)
+    body = {"fiducials": False, "planning_working_days": 3}
+    return f"/api/v1/courses/{w.draft_course_id}/pathway", body, None
+
+
+def _booked_pathway(seed: Seed, w: World, db: Session) -> Request:
+    _ct_sim(db, seed)
+    services.book_pathway(db, w.draft_course_id, options=PathwayOptions(fiducials=False))
+    return f"/api/v1/courses/{w.draft_course_id}/pathway/cancel", None, None
 
 
 # One valid request per audited operation, by operation id. ``db`` lets an example prepare
@@ -358,6 +383,19 @@ EXAMPLES: dict[str, Callable[[Seed, World, Session], Request]] = {
         None,
         None,
     ),
+    "create_resource": lambda s, w, db: (
+        "/api/v1/resources",
+        {"department_id": s.department_id, "kind": "ir_room", "name": "IR 1"},
+        None,
+    ),
+    "update_resource": lambda s, w, db: (
+        f"/api/v1/resources/{_ct_sim(db, s)}",
+        {"opening_hours": {"0": ["08:00", "12:00"]}},
+        None,
+    ),
+    "propose_pathway": _pathway_proposal,
+    "book_pathway": _pathway_booking,
+    "cancel_pathway": _booked_pathway,
     "update_patient": lambda s, w, db: (
         f"/api/v1/patients/{w.patient_id}",
         {"family_name": "Quietfield-Smith"},

@@ -43,7 +43,8 @@ CALLERS = ("viewer", "scheduler", "nobody")
 LISTING_QUERY = {"start": "2026-03-01T00:00:00-05:00", "end": "2026-03-14T00:00:00-05:00"}
 # The key naming each listing's own records' id, so that B's rows are recognised by id too.
 OWN_ID = {"Patients": "patient_id", "Courses": "course_id", "Fractions": "fraction_id",
-          "Linacs": "linac_id", "Departments": "department_id"}  # fmt: skip
+          "Linacs": "linac_id", "Departments": "department_id",
+          "Resources": "resource_id"}  # fmt: skip
 
 
 @pytest.fixture

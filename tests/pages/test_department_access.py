@@ -34,7 +34,7 @@ from web.api.registry import MAX_ID
 # Path ids that name a record of one department (or of one of its patients).
 DEPARTMENT_IDS = frozenset(
     {"department_id", "linac_id", "closure_id", "downtime_id", "patient_id", "course_id",
-     "fraction_id", "reminder_id", "message_id"}
+     "fraction_id", "reminder_id", "message_id", "resource_id"}
 )  # fmt: skip
 # Path arguments that name no department's record (users, tokens, shared protocols, message
 # templates) or one only admins reach, who see every department (calendar feeds).

@@ -53,6 +53,7 @@ from scheduler.models import (
     Downtime,
     Fraction,
     Patient,
+    Resource,
     User,
 )
 from tests.api.conftest import ADMIN_PASSWORD, Seed
@@ -258,7 +259,8 @@ def seed_world(db: Session, seed: Seed) -> World:
         reason="Service",
     )
     closure = Closure(department_id=seed.department_id, day=monday.date(), reason="Training")
-    db.add_all([*fractions, downtime, closure])
+    ct_sim = Resource(department_id=seed.department_id, kind="ct_sim", name="Fuzz CT")
+    db.add_all([*fractions, downtime, closure, ct_sim])
     db.flush()
     reminder = Reminder(
         dedupe_key="fuzz:1",
@@ -297,6 +299,7 @@ def seed_world(db: Session, seed: Seed) -> World:
             "token_id": token.token.id,
             "feed_id": feed_id,
             "closure_id": closure.id,
+            "resource_id": ct_sim.id,
             "patient_id": patient.id,
             "course_id": course.id,
             "fraction_id": fractions[1].id,

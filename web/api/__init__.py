@@ -13,6 +13,7 @@ def load_operations() -> None:
         admin,
         booking,
         messages,
+        pathway,
         patient_links,
         reference,
     )

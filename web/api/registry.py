@@ -25,7 +25,16 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from scheduler import unit_of_work
 from scheduler.errors import NotFound
-from scheduler.models import Closure, Course, Department, Downtime, Fraction, Linac, Patient
+from scheduler.models import (
+    Closure,
+    Course,
+    Department,
+    Downtime,
+    Fraction,
+    Linac,
+    Patient,
+    Resource,
+)
 from web import audit
 from web.api.security import authenticate_request
 from web.db import get_session
@@ -84,6 +93,7 @@ DEPARTMENT_RECORDS: dict[str, type] = {
     "closure_id": Closure,
     "linac_id": Linac,
     "downtime_id": Downtime,
+    "resource_id": Resource,
     "patient_id": Patient,
     "course_id": Course,
     "fraction_id": Fraction,

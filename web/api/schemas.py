@@ -967,3 +967,111 @@ class TokenOut(Output):
 
 class NewTokenOut(TokenOut):
     token: str = Field(description="The bearer token; shown only in this response")
+
+
+# --- the pathway before treatment -----------------------------------------------------------
+
+ResourceKindName = Annotated[
+    Literal["ct_sim", "ir_room"],
+    Field(description="ct_sim: a CT simulator; ir_room: an interventional radiology room"),
+]
+
+
+class ResourceIn(Input):
+    department_id: Id
+    kind: ResourceKindName
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    opening_hours: OpeningHours | None = Field(None, description="None: the department's hours")
+    active: bool = True
+
+
+class ResourcePatch(Input):
+    """Fields left out keep their values; the department and kind cannot change."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    opening_hours: OpeningHours | None = None
+    active: bool | None = None
+
+
+class ResourceQuery(Query):
+    department_id: Id | None = None
+    kind: Literal["ct_sim", "ir_room"] | None = None
+
+
+class ResourceOut(Output):
+    id: int
+    department_id: int
+    kind: str
+    name: str
+    opening_hours: dict[str, list[str]] | None
+    active: bool
+
+
+class PathwayOptionsIn(Input):
+    ct_sim_minutes: Annotated[int, Field(ge=60, le=120)] = 90
+    planning_working_days: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=30,
+            description="Department working days of planning after the CT day (weekends, "
+            "public holidays and closures do not count); the course is ready on the last",
+        ),
+    ] = 5
+    fiducials: bool | None = Field(
+        None,
+        description="Fiducial markers placed in an IR room before the CT; null: the "
+        "protocol's default (liver protocols have them)",
+    )
+    fiducials_minutes: Annotated[int, Field(ge=30, le=180)] = 60
+    fiducials_days_before_ct: Annotated[
+        int, Field(ge=1, le=28, description="Least days from marker placement to the CT")
+    ] = 7
+    earliest: Day | None = Field(None, description="First local day to look at; today if null")
+
+
+class StepSlotIn(Input):
+    resource_id: Id
+    starts_at: When
+    fold: Fold = None
+
+
+class PathwayBookIn(PathwayOptionsIn):
+    ct_sim_slot: StepSlotIn | None = Field(
+        None, description="The CT slot chosen from a proposal; null books the earliest pathway"
+    )
+    fiducials_slot: StepSlotIn | None = Field(
+        None, description="The fiducials slot chosen from the same proposal, when it has one"
+    )
+
+
+class ProposedStepOut(Output):
+    kind: Literal["fiducials", "ct_sim", "planning"]
+    resource_id: int | None
+    resource_name: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    local_start: datetime | None
+    local_end: datetime | None
+    working_days: int | None = Field(description="Planning only: working days it lasts")
+    ready_on: date | None = Field(description="Planning only: the day the course is ready")
+
+
+class PathwayProposalOut(Output):
+    course_id: int
+    timezone: str
+    ready_on: date = Field(description="The earliest ready-to-treat date this pathway gives")
+    steps: list[ProposedStepOut]
+
+
+class PathwayStepOut(ProposedStepOut):
+    id: int
+    status: Literal["booked", "done", "cancelled"]
+
+
+class PathwayOut(Output):
+    course_id: int
+    timezone: str
+    ready_on: date | None = Field(description="The booked pathway's ready date, if booked")
+    ready_to_treat_on: date | None = Field(description="The course's ready-to-treat date")
+    steps: list[PathwayStepOut] = Field(description="Every step, cancelled ones included")

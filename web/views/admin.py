@@ -53,6 +53,7 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 AUDIT_PAGE_SIZE = 50
 FEED_NAME_MAX = 100  # the column's length
 Errors = dict[str, list[str]]
+RESOURCE_KIND_LABELS = {"ct_sim": "CT simulator", "ir_room": "Interventional radiology room"}
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -439,6 +440,8 @@ def _department_page(
         ),
         closure_values=closure_values or {"day": "", "reason": ""},
         closure_errors=closure_errors or {},
+        resources=records.list_resources(get_session(), department_id=department.id),
+        resource_kinds=RESOURCE_KIND_LABELS,
     )
 
 

@@ -536,6 +536,13 @@ class _ReadinessForm:
     time_error: str | None = None
 
 
+PATHWAY_STEP_LABELS = {
+    "fiducials": "Fiducial markers",
+    "ct_sim": "CT simulation",
+    "planning": "Planning",
+}
+
+
 def _render_course(
     course: Course,
     *,
@@ -570,6 +577,8 @@ def _render_course(
         prescription_errors=prescription_errors or {},
         prescription_values=prescription_values or {},
         undoable=_undoable_missed(course, now, tz),
+        pathway=services.get_pathway(get_session(), course.id),
+        pathway_labels=PATHWAY_STEP_LABELS,
     )
     return html, status
 
