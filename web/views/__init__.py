@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web.views import admin, calendar, downtime, patient_links, patients
+from web.views import admin, calendar, downtime, patient_links, patients, whatif
 
 
 def init_app(app: Flask) -> None:
-    for module in (patients, calendar, downtime, admin, patient_links):
+    for module in (patients, calendar, downtime, admin, patient_links, whatif):
         app.register_blueprint(module.bp)
