@@ -127,7 +127,12 @@ def new():
 
 def _initial_values(department_name: str, base: dict[str, Any]) -> dict[str, Any]:
     arrivals = base.get("arrivals")
-    rates = arrivals.get("weekly_rate", {}) if isinstance(arrivals, dict) else {}
+    rates = dict(arrivals.get("weekly_rate", {})) if isinstance(arrivals, dict) else {}
+    if isinstance(arrivals, dict):
+        # Every protocol gets a field, so a protocol the department did not use in the past
+        # year can be given patients too.
+        for protocol in base.get("protocols", []):
+            rates.setdefault(protocol if isinstance(protocol, str) else protocol["code"], 0)
     return {
         "name": f"{department_name}: what if",
         "policy": "online",
@@ -223,7 +228,7 @@ def _actor_id() -> int | None:
 
 def _int_or_none(raw: str | None) -> int | None:
     raw = (raw or "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 def _posted_values() -> dict[str, Any]:
@@ -261,7 +266,7 @@ def _posted_values() -> dict[str, Any]:
 def _bounded_int(raw: str, label: str, lo: int, hi: int, errors: Errors) -> int | None:
     if raw == "":
         return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         errors.append(f"{label}: must be a whole number from {lo} to {hi}")
         return None
     return int(raw)
@@ -286,7 +291,7 @@ def _scenario_from_form(values: dict[str, Any], errors: Errors) -> dict[str, Any
         errors.append("Policy: choose one of the listed policies")
     try:
         scenario = json.loads(values["scenario_json"])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         errors.append(f"Scenario JSON: not valid JSON ({exc})")
         return None
     if not isinstance(scenario, dict):
@@ -406,6 +411,13 @@ def _add_outage(scenario: dict[str, Any], values: dict[str, Any], errors: Errors
     except ValueError:
         errors.append("Planned outage: give the first day as a date")
         return
+    start = date.fromisoformat(scenario["start"])
+    if not start <= first_day < start + timedelta(days=int(scenario["days"])):
+        errors.append(
+            f"Planned outage: the first day must fall in the simulated period "
+            f"({start.isoformat()} to {(start + timedelta(days=int(scenario['days']) - 1))})"
+        )
+        return
     tz = zone(scenario["department"]["timezone"])
     # Whole local days, from the first day's midnight to the midnight after the last.
     starts = datetime.combine(first_day, time(0), tzinfo=tz)
@@ -431,7 +443,8 @@ def _set_rates(scenario: dict[str, Any], values: dict[str, Any], errors: Errors)
     rates = arrivals.setdefault("weekly_rate", {})
     for code, raw in values["rates"].items():
         rate = _number(raw, f"Weekly arrivals of {code}", MAX_WEEKLY_RATE, errors)
-        if rate is not None:
+        # A protocol left at no arrivals stays out of the generator.
+        if rate is not None and (rate or code in rates):
             rates[code] = rate
     if scale is not None and scale != 100:
         for code in rates:
@@ -522,8 +535,11 @@ def compare():
                 break
         else:
             unfinished = [r.name for r in chosen if r.status != SimulationRunStatus.DONE]
+            missing = [r.name for r in chosen if not (_directory(r) / "summary.json").is_file()]
             if unfinished:
                 problem = f"Only finished runs can be compared: {', '.join(unfinished)}."
+            elif missing:
+                problem = f"The files of {', '.join(missing)} are missing."
     if problem:
         flash(problem, "error")
         return redirect(url_for("whatif.index"))
