@@ -260,7 +260,6 @@ def simulate(
     """Run a validated scenario (see :func:`scheduler.simulation.run_simulation`)."""
     chosen = policies.policy_for(policy)
     started = wallclock.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     course_arrivals = arrivals_module.arrivals(scenario, rng)
     known_downtimes = arrivals_module.downtimes(scenario, rng)
@@ -279,6 +278,7 @@ def simulate(
             )
             runtime = wallclock.perf_counter() - started
             result = metrics.measure(sim, policy=policy, seed=seed, runtime_seconds=runtime)
+            out_dir.mkdir(parents=True, exist_ok=True)
             outputs.write_files(sim, result, out_dir)
             session.rollback()
         finally:
@@ -304,21 +304,26 @@ def _run_days(
     for offset in range(days):
         day = start + timedelta(days=offset)
         morning = sim.at(day, MORNING)
-        sim.end_sessions_until(morning)
-        policy.morning(sim, day, morning)
-        for arrival in by_ready.get(day, []):
-            state = sim.courses.get(arrival.number)
-            if state is not None:
-                sim.record_readiness(state, morning)
         evening = sim.at(day, EVENING)
         midnight = sim.at(day + timedelta(days=1), time.min)
-        moments = [(d.known_at, d) for d in pending if d.known_at < midnight]
+        todays = [d for d in pending if d.known_at < midnight]
         pending = [d for d in pending if d.known_at >= midnight]
-        moments.append((evening, None))
-        for moment, downtime in sorted(moments, key=lambda m: (m[0], m[1] is None)):
+        # Each moment of the day in time order: downtime as it becomes known, the morning's
+        # bookings and readiness, the evening's batch; sessions end in between.
+        moments: list[tuple[datetime, int, PlannedDowntime | None]] = [
+            (d.known_at, 0, d) for d in todays
+        ]
+        moments += [(morning, 1, None), (evening, 2, None)]
+        for moment, kind, downtime in sorted(moments, key=lambda m: (m[0], m[1])):
             sim.end_sessions_until(moment)
             if downtime is not None:
                 sim.add_downtime(downtime)
+            elif kind == 1:
+                policy.morning(sim, day, morning)
+                for arrival in by_ready.get(day, []):
+                    state = sim.courses.get(arrival.number)
+                    if state is not None:
+                        sim.record_readiness(state, morning)
             else:
                 policy.evening(sim, day, evening)
         sim.end_sessions_until(midnight)
