@@ -16,7 +16,7 @@ UPGRADE ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench lint format migrate seed clean lock
+.PHONY: help run test bench lint format migrate seed clean lock simulate
 
 help:
 	@echo "make run      start web (http://127.0.0.1:5000), Celery worker and beat; Ctrl-C stops all"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint     ruff check and format check only"
 	@echo "make format   rewrite files with ruff format and ruff's safe fixes"
 	@echo "make migrate  alembic upgrade head"
+	@echo "make simulate replay scenarios/example.json through the booking services (simulation-output/)"
 	@echo "make seed     migrate, then load the demo department (idempotent; prints credentials)"
 	@echo "make lock     re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1: newest)"
 	@echo "make clean    delete local data in instance/ and caches (keeps .venv)"
@@ -95,6 +96,10 @@ migrate: $(RUN_STAMP)
 seed: migrate
 	$(BIN)/flask --app web seed-demo
 
+# A small department's eight weeks, replayed on a throwaway SQLite database.
+simulate: $(RUN_STAMP)
+	$(BIN)/flask --app web simulate scenarios/example.json --out simulation-output
+
 # Only the checkout's own instance/, never $INSTANCE_DIR: that may point at real data.
 clean:
-	rm -rf instance .pytest_cache .ruff_cache .hypothesis test-artifacts bench/out
+	rm -rf instance .pytest_cache .ruff_cache .hypothesis test-artifacts bench/out simulation-output

@@ -1,6 +1,9 @@
-"""Flask CLI commands for operators: `flask --app web create-user|create-token|seed-demo`."""
+"""Flask CLI commands for operators: `flask --app web create-user|create-token|seed-demo`, and
+`flask --app web simulate` (the year simulation)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 import sqlalchemy as sa
@@ -108,6 +111,81 @@ def seed_demo_command() -> None:
         click.echo(f"{key}: {value}")
 
 
+@click.command("simulate")
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for summary.json, courses.csv, weekly.csv and report.html.",
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed, same year.")
+@click.option(
+    "--policy",
+    type=click.Choice(["online", "batch-daily", "hindsight"]),
+    default="online",
+    show_default=True,
+    help="online: first-ranked proposal at arrival; batch-daily: each day's arrivals placed "
+    "together by the optimiser; hindsight: every arrival known in advance (the bound).",
+)
+@click.option(
+    "--database",
+    "database_url",
+    default=None,
+    help="An empty database to simulate in (default: a throwaway SQLite file).",
+)
+@click.option(
+    "--solver-seconds",
+    type=float,
+    default=None,
+    help="Time limit of each optimiser solve (batch-daily, hindsight).",
+)
+def simulate_command(
+    scenario: Path,
+    out_dir: Path,
+    seed: int,
+    policy: str,
+    database_url: str | None,
+    solver_seconds: float | None,
+) -> None:
+    """Replay a scenario's year through the booking services and measure it."""
+    from scheduler.simulation import ScenarioError, load_scenario, run_simulation
+
+    try:
+        document = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with click.progressbar(length=document["days"], label="Simulating days") as bar:
+        done = 0
+
+        def advance(days_done: int, _total: int) -> None:
+            nonlocal done
+            bar.update(days_done - done)
+            done = days_done
+
+        summary = run_simulation(
+            document,
+            out_dir,
+            seed=seed,
+            policy=policy,
+            database_url=database_url,
+            progress=advance,
+            solver_seconds=solver_seconds,
+        )
+    wait = summary["wait_days"]
+    click.echo(
+        f"{summary['courses']} courses measured; wait median {wait['median']} / "
+        f"p90 {wait['p90']} days; SBRT utilisation {summary['sbrt_utilisation'] or 0:.1%}; "
+        f"{summary['runtime_seconds']:.0f} s. Files in {out_dir}."
+    )
+
+
 def init_app(app: Flask) -> None:
-    for command in (create_user_command, create_token_command, seed_demo_command):
+    for command in (
+        create_user_command,
+        create_token_command,
+        seed_demo_command,
+        simulate_command,
+    ):
         app.cli.add_command(command)

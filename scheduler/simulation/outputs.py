@@ -1,0 +1,83 @@
+"""The files of a run: summary.json, courses.csv and weekly.csv, then the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scheduler.simulation.metrics import Result
+
+if TYPE_CHECKING:
+    from scheduler.simulation.runner import Simulation
+
+COURSE_COLUMNS = (
+    "course_id",
+    "protocol",
+    "ready_date",
+    "priority",
+    "fraction_number",
+    "linac",
+    "starts_at",
+    "ends_at",
+    "status",
+    "arrival_date",
+    "preferred_window",
+    "in_metrics",
+)
+WEEK_COLUMNS = ("week_start", "linac", "sbrt_capable", "open_minutes", "booked_minutes")
+UNBOOKED = "unbooked"
+
+
+def write_files(sim: Simulation, result: Result, out_dir: Path) -> None:
+    from scheduler.simulation import report  # the report is drawn once the figures are written
+
+    (out_dir / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+    write_courses(result, out_dir / "courses.csv")
+    write_weeks(result, out_dir / "weekly.csv")
+    report.write_report(out_dir)
+
+
+def write_courses(result: Result, path: Path) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COURSE_COLUMNS)
+        for c in result.courses:
+            window = (
+                f"{c.preferred_window[0]:%H:%M}-{c.preferred_window[1]:%H:%M}"
+                if c.preferred_window
+                else ""
+            )
+            common = (c.course_id, c.protocol, c.ready_date.isoformat(), c.priority)
+            tail = (c.arrival_date.isoformat(), window, int(c.in_metrics))
+            if not c.fractions:
+                writer.writerow((*common, "", "", "", "", UNBOOKED, *tail))
+            for f in c.fractions:
+                writer.writerow(
+                    (
+                        *common,
+                        f.number,
+                        f.linac,
+                        f.starts_at.isoformat(),
+                        f.ends_at.isoformat(),
+                        f.status,
+                        *tail,
+                    )
+                )
+
+
+def write_weeks(result: Result, path: Path) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(WEEK_COLUMNS)
+        for w in result.weeks:
+            writer.writerow(
+                (
+                    w.week_start.isoformat(),
+                    w.linac,
+                    int(w.sbrt_capable),
+                    w.open_minutes,
+                    w.booked_minutes,
+                )
+            )

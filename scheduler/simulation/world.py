@@ -1,0 +1,120 @@
+"""The scenario's department in a throwaway database, built through the records use cases.
+
+The database is a new SQLite file by default, or the PostgreSQL (or other) database a caller
+names; either way its schema is made by the migrations, exactly as a real installation's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.orm import Session
+
+from bootstrap import make_engine, make_session_factory
+from scheduler import accounts, records, unit_of_work
+from scheduler.errors import InvalidInput
+from scheduler.simulation.scenario import ScenarioError
+
+R = TypeVar("R")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIMULATION_USER_EMAIL = "simulation@simulation.example"
+
+
+@dataclass(frozen=True)
+class World:
+    """Ids of what the scenario built, by the names the scenario uses."""
+
+    department_id: int
+    timezone: str
+    linac_ids: dict[str, int]
+    protocol_ids: dict[str, int]
+    user_id: int
+
+
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite:///{(directory / 'simulation.sqlite3').resolve()}"
+
+
+def migrate(database_url: str) -> None:
+    """Bring the database's schema to the newest migration."""
+    cfg = AlembicConfig(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["configure_logging"] = False
+    command.upgrade(cfg, "head")
+
+
+def open_database(database_url: str) -> tuple[sa.Engine, Session]:
+    """Migrate the database, then an engine and a session on it."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    return engine, make_session_factory(engine)()
+
+
+def build_world(session: Session, scenario: dict[str, Any], *, now: datetime) -> World:
+    """The department, its closures and linacs, the protocols and a staff user who acts for
+    the simulation, each created by its use case in a unit of work."""
+    spec = scenario["department"]
+    fields = {
+        k: v for k, v in spec.items() if k not in ("closures", "physicist_roster") and v is not None
+    }
+    with unit_of_work.transaction(session):
+        department = _refused_as("department", records.create_department, session, fields)
+        department_id = department.id
+        for i, closure in enumerate(spec["closures"]):
+            _refused_as(
+                f"department.closures[{i}]",
+                records.add_closure,
+                session,
+                department_id,
+                day=date.fromisoformat(closure["day"]),
+                reason=closure["reason"],
+            )
+        linac_ids = {
+            linac["name"]: _refused_as(
+                f"linacs[{i}]",
+                records.create_linac,
+                session,
+                {**linac, "department_id": department_id},
+            ).id
+            for i, linac in enumerate(scenario["linacs"])
+        }
+        protocol_ids = {
+            protocol["code"]: _refused_as(
+                f"protocols[{i}]", records.create_protocol, session, protocol
+            ).id
+            for i, protocol in enumerate(scenario["protocols"])
+        }
+        if spec.get("physicist_roster") is not None:
+            apply_physicist_roster(session, department_id, spec["physicist_roster"])
+        user = accounts.create_user(
+            session,
+            email=SIMULATION_USER_EMAIL,
+            name="Simulation",
+            role="scheduler",
+            department_ids=[department_id],
+        )
+    return World(department_id, department.timezone, linac_ids, protocol_ids, user.id)
+
+
+def _refused_as(where: str, create: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Run a records use case; what it refuses becomes a ScenarioError naming the JSON path."""
+    try:
+        return create(*args, **kwargs)
+    except InvalidInput as exc:
+        raise ScenarioError(
+            [f"{where}.{e.field}: {e.message}" for e in exc.errors] or [f"{where}: {exc.detail}"]
+        ) from exc
+
+
+def apply_physicist_roster(session: Session, department_id: int, document: dict[str, Any]) -> None:
+    """Store the department's physicist roster (the roster API's document)."""
+    raise ScenarioError(["department.physicist_roster: physicist rosters are not supported"])
