@@ -25,7 +25,10 @@ from scheduler.timeutil import zone
 HISTORY_WEEKS = 52
 # The lead time used when the department has no course history to learn it from.
 DEFAULT_LEAD_TIME_DAYS = {"min": 3, "mode": 7, "max": 21}
-SCENARIO_PROTOCOL_FIELDS = sorted(records.PROTOCOL_FIELDS - {"active"})
+# The protocol fields that shape a schedule; reminder timing plays no part in a simulation.
+SCENARIO_PROTOCOL_FIELDS = sorted(
+    records.PROTOCOL_FIELDS - records.REMINDER_CADENCE_FIELDS - {"active"}
+)
 
 
 def scenario_from_department(
@@ -72,7 +75,7 @@ def scenario_from_department(
             )
         ],
         "protocols": [_protocol(p) for p in protocols],
-        "arrivals": arrival_generator(history),
+        "arrivals": arrival_generator(history, [p.code for p in protocols]),
     }
     return load_scenario(scenario)
 
@@ -132,13 +135,16 @@ def _history(
     ]
 
 
-def arrival_generator(history: list[dict[str, Any]]) -> dict[str, Any]:
+def arrival_generator(history: list[dict[str, Any]], codes: list[str]) -> dict[str, Any]:
     """The scenario's arrival generator fitted to past courses (protocol, priority, lead_days).
 
-    Courses record no preferred time window, so the preferred-window share is 0.
+    Courses record no preferred time window, so the preferred-window share is 0. Without
+    any history every protocol in `codes` gets a rate of 0, for the admin to set.
     """
     counts = Counter(course["protocol"] for course in history)
     weekly_rate = {code: round(n / HISTORY_WEEKS, 3) for code, n in sorted(counts.items())}
+    if not weekly_rate:
+        weekly_rate = dict.fromkeys(codes, 0.0)
     leads = [course["lead_days"] for course in history]
     if leads:
         frequency = Counter(leads)

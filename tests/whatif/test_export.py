@@ -130,7 +130,7 @@ def test_export_fits_rates_and_lead_times_to_the_last_52_weeks(db: Session, seed
 def test_export_includes_closures_inside_the_period(db: Session, seed: Seed) -> None:
     records.add_closure(db, seed.department_id, day=date(2027, 3, 20), reason="Training")
     records.add_closure(db, seed.department_id, day=date(2028, 6, 1), reason="Too late")
-    scenario = scenario_from_department(db, seed.department_id, today=TODAY, days=28)
+    scenario = scenario_from_department(db, seed.department_id, today=TODAY, days=28, warmup_days=0)
     assert scenario["department"]["closures"] == [{"day": "2027-03-20", "reason": "Training"}]
 
 
@@ -138,6 +138,6 @@ def test_export_without_history_uses_default_lead_time(db: Session, seed: Seed) 
     scenario = scenario_from_department(db, seed.department_id, today=TODAY)
     assert scenario["start"] == "2027-03-15"
     assert scenario["days"] == 392
-    assert scenario["arrivals"]["weekly_rate"] == {}
+    assert scenario["arrivals"]["weekly_rate"] == {"liver5": 0}
     assert scenario["arrivals"]["lead_time_days"] == {"min": 3, "mode": 7, "max": 21}
     assert scenario["arrivals"]["priority_share"] == {"3": 1.0}

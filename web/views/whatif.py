@@ -517,7 +517,7 @@ def delete(run_id: int):
 @role_required(Role.ADMIN)
 def compare():
     from scheduler.simulation.report import comparison_html
-    from scheduler.simulation.runs import load_run
+    from scheduler.simulation.runs import RunFilesError, load_run
 
     first, second = _int_or_none(request.args.get("a")), _int_or_none(request.args.get("b"))
     problem = None
@@ -543,7 +543,12 @@ def compare():
     if problem:
         flash(problem, "error")
         return redirect(url_for("whatif.index"))
-    comparison = comparison_html(*(load_run(_directory(run)) for run in chosen))
+    try:
+        # Labelled by the runs' own names: two runs of one department share a scenario name.
+        comparison = comparison_html([(run.name, load_run(_directory(run))) for run in chosen])
+    except RunFilesError as exc:
+        flash(f"The runs' files cannot be read: {exc}", "error")
+        return redirect(url_for("whatif.index"))
     stylesheet = Path(current_app.static_folder or "") / "simulation.css"
     return render_template(
         "whatif/compare.html",
