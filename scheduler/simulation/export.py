@@ -92,12 +92,12 @@ def _department(session: Session, department: Any, *, today: date, end: date) ->
             for closure in records.list_closures(session, department.id, start=today, end=end)
         ],
     }
-    # Physicist rosters are kept by departments that supervise SBRT with them; an
-    # installation without that record exports none and the simulation assumes cover.
+    # Physicist rosters are kept by departments that supervise SBRT with them; a department
+    # without one (or an installation without rosters) exports none: no cover is required.
     get_roster = getattr(records, "get_physicist_roster", None)
     if get_roster is not None:
         roster = get_roster(session, department.id)
-        if roster:
+        if roster and roster.get("enabled", True):
             values["physicist_roster"] = roster
     return values
 

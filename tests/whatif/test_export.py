@@ -141,3 +141,30 @@ def test_export_without_history_uses_default_lead_time(db: Session, seed: Seed) 
     assert scenario["arrivals"]["weekly_rate"] == {"liver5": 0}
     assert scenario["arrivals"]["lead_time_days"] == {"min": 3, "mode": 7, "max": 21}
     assert scenario["arrivals"]["priority_share"] == {"3": 1.0}
+
+
+def test_export_carries_the_departments_physicist_roster(
+    db: Session, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler import records as plain_records
+
+    roster = {
+        "enabled": True,
+        "every_fraction": False,
+        "blocks": [{"weekday": 0, "start": "08:00", "end": "17:00", "physicists": 2}],
+        "exceptions": [],
+    }
+    asked = []
+
+    def get_physicist_roster(session: Session, department_id: int) -> dict:
+        asked.append(department_id)
+        return roster
+
+    monkeypatch.setattr(plain_records, "get_physicist_roster", get_physicist_roster, raising=False)
+    scenario = scenario_from_department(db, seed.department_id, today=TODAY)
+    assert asked == [seed.department_id]
+    assert scenario["department"]["physicist_roster"] == roster
+    # A department that keeps no roster needs no physicist cover in the simulation.
+    roster = {"enabled": False, "every_fraction": False, "blocks": [], "exceptions": []}
+    scenario = scenario_from_department(db, seed.department_id, today=TODAY)
+    assert scenario["department"]["physicist_roster"] is None

@@ -185,7 +185,7 @@ def create():
     values = _posted_values()
     errors: Errors = []
     scenario = _scenario_from_form(values, errors)
-    seed = _bounded_int(values["seed"], "Seed", 0, runs.MAX_SEED, errors)
+    seed = _bounded_int(values["seed"] or "0", "Seed", 0, runs.MAX_SEED, errors)
     if errors or scenario is None or seed is None:
         return _form_page(department_id, values, errors, 422)
     try:
