@@ -194,6 +194,7 @@ def test_the_simple_changes_shape_the_queued_scenario(
     assert run.department_id == seed.department_id
     assert run.days_total == 28
     scenario = run.scenario
+    assert scenario["name"] == "More capacity"
     assert (scenario["days"], scenario["warmup_days"]) == (28, 7)
     halcyon = scenario["linacs"][-1]
     assert halcyon["name"] == "Halcyon"

@@ -297,6 +297,9 @@ def _scenario_from_form(values: dict[str, Any], errors: Errors) -> dict[str, Any
     if not isinstance(scenario, dict):
         errors.append("Scenario JSON: must be a JSON object")
         return None
+    if values["name"]:
+        # The report is headed by the scenario's name: the run's own.
+        scenario["name"] = values["name"]
     weeks = _bounded_int(values["weeks"], "Weeks to simulate", 1, MAX_WEEKS, errors)
     warmup = _bounded_int(values["warmup_weeks"], "Warm-up weeks", 0, MAX_WARMUP_WEEKS, errors)
     if weeks is not None:
