@@ -34,6 +34,8 @@ from scheduler.simulation.arrivals import Arrival, PlannedDowntime
 MORNING = time(6, 0)
 # Local time at which a batch policy places the day's arrivals.
 EVENING = time(21, 0)
+# The readiness steps that make a course ready to treat (Course.ready_to_treat).
+READY_TO_TREAT_STEPS = ("plan_approved", "physics_qa")
 # Reasons a patient misses a session, drawn evenly.
 MISSED_REASONS = (MissedReason.DID_NOT_ATTEND, MissedReason.UNWELL)
 
@@ -173,10 +175,12 @@ class Simulation:
             self.book_first_proposal(state, now, retry=True)
 
     def record_readiness(self, state: CourseState, now: datetime) -> None:
-        """Every readiness step done: the course is ready to treat from today."""
+        """Plan approval and physics QA recorded on the ready date: the course is ready to
+        treat from today. (The other readiness steps gate nothing a booking depends on, so
+        the simulation leaves them out.)"""
 
         def ready() -> None:
-            for step in services.READINESS_STEPS:
+            for step in READY_TO_TREAT_STEPS:
                 services.record_readiness(
                     self.session,
                     state.course_id,
