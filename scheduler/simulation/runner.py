@@ -68,7 +68,8 @@ class Simulation:
             ("kept_time", "same_day", "other_day", "needs_human"), 0
         )
     )
-    fractions_missed: int = 0
+    # Courses booked on the optimiser's schedule (the rest of a joint policy's fell back).
+    optimiser_placed: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -152,9 +153,11 @@ class Simulation:
             return True
 
         try:
-            return self._attempt(state, book, retry=False)
+            booked = self._attempt(state, book, retry=False)
         except ServiceError:  # refused: the caller falls back to a proposal
             return False
+        self.optimiser_placed += booked
+        return booked
 
     def _attempt(self, state: CourseState, action: Callable[[], bool], *, retry: bool) -> bool:
         state.attempts += 1
@@ -213,7 +216,6 @@ class Simulation:
             for fraction_id, ends_at in due:
                 if probability > 0 and self.rng.random() < probability:
                     reason = self.rng.choice(MISSED_REASONS)
-                    self.fractions_missed += 1
                     unit_of_work.run(
                         self.session,
                         lambda f=fraction_id, r=reason, t=ends_at: services.record_missed(
