@@ -34,6 +34,8 @@ from scheduler.simulation.arrivals import Arrival, PlannedDowntime
 MORNING = time(6, 0)
 # Local time at which a batch policy places the day's arrivals.
 EVENING = time(21, 0)
+# The readiness steps that make a course ready to treat (Course.ready_to_treat).
+READY_TO_TREAT_STEPS = ("plan_approved", "physics_qa")
 # Reasons a patient misses a session, drawn evenly.
 MISSED_REASONS = (MissedReason.DID_NOT_ATTEND, MissedReason.UNWELL)
 
@@ -66,7 +68,8 @@ class Simulation:
             ("kept_time", "same_day", "other_day", "needs_human"), 0
         )
     )
-    fractions_missed: int = 0
+    # Courses booked on the optimiser's schedule (the rest of a joint policy's fell back).
+    optimiser_placed: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -150,9 +153,11 @@ class Simulation:
             return True
 
         try:
-            return self._attempt(state, book, retry=False)
+            booked = self._attempt(state, book, retry=False)
         except ServiceError:  # refused: the caller falls back to a proposal
             return False
+        self.optimiser_placed += booked
+        return booked
 
     def _attempt(self, state: CourseState, action: Callable[[], bool], *, retry: bool) -> bool:
         state.attempts += 1
@@ -173,10 +178,12 @@ class Simulation:
             self.book_first_proposal(state, now, retry=True)
 
     def record_readiness(self, state: CourseState, now: datetime) -> None:
-        """Every readiness step done: the course is ready to treat from today."""
+        """Plan approval and physics QA recorded on the ready date: the course is ready to
+        treat from today. (The other readiness steps gate nothing a booking depends on, so
+        the simulation leaves them out.)"""
 
         def ready() -> None:
-            for step in services.READINESS_STEPS:
+            for step in READY_TO_TREAT_STEPS:
                 services.record_readiness(
                     self.session,
                     state.course_id,
@@ -209,7 +216,6 @@ class Simulation:
             for fraction_id, ends_at in due:
                 if probability > 0 and self.rng.random() < probability:
                     reason = self.rng.choice(MISSED_REASONS)
-                    self.fractions_missed += 1
                     unit_of_work.run(
                         self.session,
                         lambda f=fraction_id, r=reason, t=ends_at: services.record_missed(

@@ -346,3 +346,31 @@ def test_a_postgresql_database_url_gives_the_same_year(tmp_path: Path) -> None:
     on_sqlite = run_simulation(small(), tmp_path / "sqlite", seed=11)
     assert _rows(tmp_path / "pg") == _rows(tmp_path / "sqlite")
     assert on_postgres["wait_days"] == on_sqlite["wait_days"]
+
+
+@pytest.mark.parametrize("policy", ["batch-daily", "hindsight"])
+def test_joint_policies_book_the_optimisers_schedules(tmp_path: Path, policy: str) -> None:
+    summary = run_simulation(_hand_made(), tmp_path, policy=policy, solver_seconds=2)
+    assert summary["policy"] == policy
+    # Every course (the warm-up's too) was booked on the optimiser's own schedule.
+    assert summary["optimiser_placed_courses"] == 4
+    assert summary["unbooked_courses"] == 0
+    # The fortnight is empty enough that placing together cannot beat or lose to online.
+    assert summary["wait_days"] == {"median": 0, "p90": pytest.approx(1.6), "max": 2}
+    assert summary["preferred_window_share"] == 1.0
+
+
+def test_batch_daily_books_only_valid_schedules(tmp_path: Path) -> None:
+    database = tmp_path / "batch.sqlite3"
+    summary = run_simulation(
+        small(),
+        tmp_path / "out",
+        seed=7,
+        policy="batch-daily",
+        database_url=f"sqlite:///{database}",
+        solver_seconds=2,
+    )
+    assert summary["optimiser_placed_courses"] > 0
+    assert (
+        _validate_from_csv(_rows(tmp_path / "out"), f"sqlite:///{database}") >= summary["courses"]
+    )
