@@ -155,8 +155,8 @@ def _form_page(department_id: int, values: dict[str, Any], errors: Errors, statu
     try:
         scenario = json.loads(values.get("scenario_json") or "{}")
         linac_names = [linac.get("name") for linac in scenario.get("linacs", [])]
-    except (ValueError, AttributeError, TypeError):
-        pass
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        pass  # the JSON is shown back as typed; its problem is among the errors
     return (
         render_template(
             "whatif/new.html",
