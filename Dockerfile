@@ -29,10 +29,12 @@ WORKDIR /app
 COPY alembic.ini ./
 COPY migrations ./migrations
 
-# Run as an unprivileged user; it owns only instance/ (beat's schedule file lives there).
+# Run as an unprivileged user; it owns only instance/ (beat's schedule file lives there, and
+# the what-if runs' files in instance/simulations, a volume the web app and workers share: a
+# new volume takes this directory's owner).
 RUN useradd --create-home --uid 10001 app \
-    && mkdir -p /app/instance \
-    && chown app:app /app/instance
+    && mkdir -p /app/instance/simulations \
+    && chown -R app:app /app/instance
 USER app
 
 EXPOSE 5000

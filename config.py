@@ -57,6 +57,13 @@ class Settings:
     # A patient's link stops working this many days after the course's last session (and at
     # once when the course is cancelled or the link revoked).
     patient_link_days_after_last_fraction: int = 7
+    # What-if simulation runs keep their files here, one subdirectory per run. None: the
+    # `simulations` folder of the instance directory.
+    simulation_dir: Path | None = None
+
+    @property
+    def simulations_path(self) -> Path:
+        return self.simulation_dir or self.instance_dir / "simulations"
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,4 +152,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         trusted_proxies=trusted_proxies,
         rate_limit_storage_uri=rate_limit_uri,
         patient_link_days_after_last_fraction=link_days,
+        simulation_dir=Path(env["SIMULATION_DIR"]) if env.get("SIMULATION_DIR") else None,
     )

@@ -674,3 +674,46 @@ class SignInThrottle(Base):
     failures: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     last_failure_at: Mapped[datetime | None]
+
+
+class SimulationRunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class SimulationRun(Base):
+    """A what-if simulation an admin asked for: its scenario, how far it got, what it found.
+
+    The run's files (summary, courses, report) live in `output_dir` under the SIMULATION_DIR
+    setting; the simulation's own throwaway database sits there too, never in this one.
+    """
+
+    __tablename__ = "simulation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    department_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("departments.id", ondelete="SET NULL"), index=True
+    )
+    created_by_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scenario: Mapped[dict]
+    policy: Mapped[str] = mapped_column(sa.String(20), default="online")
+    seed: Mapped[int] = mapped_column(default=0)
+    # A SimulationRunStatus, stored as its text.
+    status: Mapped[str] = mapped_column(sa.String(20), default=SimulationRunStatus.QUEUED)
+    days_done: Mapped[int] = mapped_column(default=0)
+    days_total: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    summary: Mapped[dict | None]
+    # The run's directory name inside SIMULATION_DIR (a name, never a path from outside).
+    output_dir: Mapped[str | None] = mapped_column(sa.String(100))
+
+    department: Mapped[Department | None] = relationship()
+    created_by: Mapped[User | None] = relationship()

@@ -38,3 +38,20 @@ def record_heartbeat(name: str = BEAT_TICK) -> None:
         )
         session.execute(stmt)
         session.commit()
+
+
+@shared_task(
+    name="scheduler.tasks.run_what_if",
+    ignore_result=True,
+    # Acknowledged on receipt: a year's simulation can outlast the broker's redelivery time,
+    # and a second delivery must not start it again. A run whose worker died stays "running"
+    # on its page, where an admin can delete it and run it anew.
+    acks_late=False,
+)
+def run_what_if(run_id: int) -> str:
+    """Simulate the what-if run `run_id` (queued by the admin pages); returns its outcome."""
+    # Imported here: the simulation (OR-Tools, matplotlib) loads only in the process that runs one.
+    from scheduler.simulation.execution import execute_run
+
+    settings = load_settings()
+    return execute_run(bootstrap.session_factory(settings), run_id, settings.simulations_path)

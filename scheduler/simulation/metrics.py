@@ -161,6 +161,7 @@ def measure(sim: Simulation, *, policy: str, seed: int, runtime_seconds: float) 
         "reschedules_per_course": _share(sum(c.reschedules for c in measured), len(measured)),
         "downtime_moves": dict(sim.downtime_moves),
         "overrides": sum(1 for c in measured for f in c.fractions if f.override),
+        "optimiser_placed_courses": sim.optimiser_placed,
         "runtime_seconds": round(runtime_seconds, 2),
     }
     return Result(summary, courses, weeks, tz)

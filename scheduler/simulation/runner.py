@@ -34,6 +34,8 @@ from scheduler.simulation.arrivals import Arrival, PlannedDowntime
 MORNING = time(6, 0)
 # Local time at which a batch policy places the day's arrivals.
 EVENING = time(21, 0)
+# The readiness steps that make a course ready to treat (Course.ready_to_treat).
+READY_TO_TREAT_STEPS = ("plan_approved", "physics_qa")
 # Reasons a patient misses a session, drawn evenly.
 MISSED_REASONS = (MissedReason.DID_NOT_ATTEND, MissedReason.UNWELL)
 
@@ -66,7 +68,8 @@ class Simulation:
             ("kept_time", "same_day", "other_day", "needs_human"), 0
         )
     )
-    fractions_missed: int = 0
+    # Courses booked on the optimiser's schedule (the rest of a joint policy's fell back).
+    optimiser_placed: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -150,9 +153,11 @@ class Simulation:
             return True
 
         try:
-            return self._attempt(state, book, retry=False)
+            booked = self._attempt(state, book, retry=False)
         except ServiceError:  # refused: the caller falls back to a proposal
             return False
+        self.optimiser_placed += booked
+        return booked
 
     def _attempt(self, state: CourseState, action: Callable[[], bool], *, retry: bool) -> bool:
         state.attempts += 1
@@ -173,10 +178,12 @@ class Simulation:
             self.book_first_proposal(state, now, retry=True)
 
     def record_readiness(self, state: CourseState, now: datetime) -> None:
-        """Every readiness step done: the course is ready to treat from today."""
+        """Plan approval and physics QA recorded on the ready date: the course is ready to
+        treat from today. (The other readiness steps gate nothing a booking depends on, so
+        the simulation leaves them out.)"""
 
         def ready() -> None:
-            for step in services.READINESS_STEPS:
+            for step in READY_TO_TREAT_STEPS:
                 services.record_readiness(
                     self.session,
                     state.course_id,
@@ -209,7 +216,6 @@ class Simulation:
             for fraction_id, ends_at in due:
                 if probability > 0 and self.rng.random() < probability:
                     reason = self.rng.choice(MISSED_REASONS)
-                    self.fractions_missed += 1
                     unit_of_work.run(
                         self.session,
                         lambda f=fraction_id, r=reason, t=ends_at: services.record_missed(
@@ -260,7 +266,6 @@ def simulate(
     """Run a validated scenario (see :func:`scheduler.simulation.run_simulation`)."""
     chosen = policies.policy_for(policy)
     started = wallclock.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     course_arrivals = arrivals_module.arrivals(scenario, rng)
     known_downtimes = arrivals_module.downtimes(scenario, rng)
@@ -279,6 +284,7 @@ def simulate(
             )
             runtime = wallclock.perf_counter() - started
             result = metrics.measure(sim, policy=policy, seed=seed, runtime_seconds=runtime)
+            out_dir.mkdir(parents=True, exist_ok=True)
             outputs.write_files(sim, result, out_dir)
             session.rollback()
         finally:
@@ -304,21 +310,26 @@ def _run_days(
     for offset in range(days):
         day = start + timedelta(days=offset)
         morning = sim.at(day, MORNING)
-        sim.end_sessions_until(morning)
-        policy.morning(sim, day, morning)
-        for arrival in by_ready.get(day, []):
-            state = sim.courses.get(arrival.number)
-            if state is not None:
-                sim.record_readiness(state, morning)
         evening = sim.at(day, EVENING)
         midnight = sim.at(day + timedelta(days=1), time.min)
-        moments = [(d.known_at, d) for d in pending if d.known_at < midnight]
+        todays = [d for d in pending if d.known_at < midnight]
         pending = [d for d in pending if d.known_at >= midnight]
-        moments.append((evening, None))
-        for moment, downtime in sorted(moments, key=lambda m: (m[0], m[1] is None)):
+        # Each moment of the day in time order: downtime as it becomes known, the morning's
+        # bookings and readiness, the evening's batch; sessions end in between.
+        moments: list[tuple[datetime, int, PlannedDowntime | None]] = [
+            (d.known_at, 0, d) for d in todays
+        ]
+        moments += [(morning, 1, None), (evening, 2, None)]
+        for moment, kind, downtime in sorted(moments, key=lambda m: (m[0], m[1])):
             sim.end_sessions_until(moment)
             if downtime is not None:
                 sim.add_downtime(downtime)
+            elif kind == 1:
+                policy.morning(sim, day, morning)
+                for arrival in by_ready.get(day, []):
+                    state = sim.courses.get(arrival.number)
+                    if state is not None:
+                        sim.record_readiness(state, morning)
             else:
                 policy.evening(sim, day, evening)
         sim.end_sessions_until(midnight)

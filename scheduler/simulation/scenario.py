@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -174,6 +175,12 @@ def _cross_check(s: dict[str, Any]) -> list[str]:
         names.add(linac["name"])
     for i, closure in enumerate(s["department"]["closures"]):
         _check_day(errors, f"department.closures[{i}].day", closure["day"])
+    try:
+        ZoneInfo(s["department"]["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(
+            f"department.timezone: {s['department']['timezone']!r} is not an IANA time zone"
+        )
     if s["warmup_days"] >= s["days"]:
         errors.append("warmup_days: must be less than days")
     _check_day(errors, "start", s["start"])

@@ -37,9 +37,10 @@ DEPARTMENT_IDS = frozenset(
      "fraction_id", "reminder_id", "message_id", "resource_id"}
 )  # fmt: skip
 # Path arguments that name no department's record (users, tokens, shared protocols, message
-# templates) or one only admins reach, who see every department (calendar feeds).
+# templates) or one only admins reach, who see every department (calendar feeds, what-if
+# simulation runs).
 SHARED_ARGUMENTS = frozenset({"user_id", "token_id", "protocol_id", "feed_id", "kind", "part",
-                              "language"})  # fmt: skip
+                              "language", "run_id"})  # fmt: skip
 # Pages that show nothing of any department: signing in and out, the account, patients' own
 # links and feeds (their token is the credential), documentation, static files.
 OUTSIDE = ("/static/", "/p/", "/feeds/", "/api/", "/webhooks/", "/login", "/logout", "/healthz",

@@ -54,6 +54,7 @@ from scheduler.models import (
     Fraction,
     Patient,
     Resource,
+    SimulationRun,
     User,
 )
 from tests.api.conftest import ADMIN_PASSWORD, Seed
@@ -290,6 +291,18 @@ def seed_world(db: Session, seed: Seed) -> World:
     )
     db.flush()
     feed_id = db.scalar(sa.select(CalendarFeed.id).where(CalendarFeed.name == "Fuzz feed"))
+    simulation = SimulationRun(
+        name="Fuzz run",
+        department_id=seed.department_id,
+        scenario={"days": 28},
+        status="done",
+        days_total=28,
+        days_done=28,
+        summary={"courses": 1},
+        output_dir="run-fuzz",
+    )
+    db.add(simulation)
+    db.flush()
     world = World(
         ids={
             "department_id": seed.department_id,
@@ -306,6 +319,7 @@ def seed_world(db: Session, seed: Seed) -> World:
             "downtime_id": downtime.id,
             "reminder_id": reminder.id,
             "message_id": inbound.id,
+            "run_id": simulation.id,
         },
         strings={
             "kind": list(template_store.KINDS),

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web.views import admin, calendar, downtime, pathway, patient_links, patients, roster
+from web.views import (
+    admin,
+    calendar,
+    downtime,
+    pathway,
+    patient_links,
+    patients,
+    roster,
+    whatif,
+)
 
 
 def init_app(app: Flask) -> None:
-    for module in (patients, calendar, downtime, admin, patient_links, pathway, roster):
+    for module in (patients, calendar, downtime, admin, patient_links, pathway, roster, whatif):
         app.register_blueprint(module.bp)
