@@ -92,13 +92,10 @@ def _department(session: Session, department: Any, *, today: date, end: date) ->
             for closure in records.list_closures(session, department.id, start=today, end=end)
         ],
     }
-    # Physicist rosters are kept by departments that supervise SBRT with them; a department
-    # without one (or an installation without rosters) exports none: no cover is required.
-    get_roster = getattr(records, "get_physicist_roster", None)
-    if get_roster is not None:
-        roster = get_roster(session, department.id)
-        if roster and roster.get("enabled", True):
-            values["physicist_roster"] = roster
+    # A department without a roster exports none: supervision does not limit its bookings.
+    roster = records.get_physicist_roster(session, department.id)
+    if roster["enabled"]:
+        values["physicist_roster"] = roster
     return values
 
 
