@@ -114,6 +114,8 @@ def build_world(session: Session, scenario: dict[str, Any], *, now: datetime) ->
         }
         if spec.get("physicist_roster") is not None:
             apply_physicist_roster(session, department_id, spec["physicist_roster"])
+        if scenario.get("pathway") is not None:
+            apply_pathway(session, department_id, scenario["pathway"])
         user = accounts.create_user(
             session,
             email=SIMULATION_USER_EMAIL,
@@ -132,6 +134,11 @@ def _refused_as(where: str, create: Callable[..., R], *args: Any, **kwargs: Any)
         raise ScenarioError(
             [f"{where}.{e.field}: {e.message}" for e in exc.errors] or [f"{where}: {exc.detail}"]
         ) from exc
+
+
+def apply_pathway(session: Session, department_id: int, document: dict[str, Any]) -> None:
+    """Set up the planning pathway before treatment the scenario describes."""
+    raise ScenarioError(["pathway: planning pathways are not supported"])
 
 
 def apply_physicist_roster(session: Session, department_id: int, document: dict[str, Any]) -> None:
