@@ -56,7 +56,12 @@ def migrate(database_url: str) -> None:
 def open_database(database_url: str) -> tuple[sa.Engine, Session]:
     """Migrate the database, then an engine and a session on it."""
     migrate(database_url)
-    engine = make_engine(database_url)
+    if sa.make_url(database_url).get_backend_name() == "postgresql":
+        # One process and one session: no connection sits idle long enough to need the
+        # round trip a server's pool makes to check each connection before use.
+        engine = sa.create_engine(database_url, hide_parameters=True)
+    else:
+        engine = make_engine(database_url)
     _commit_without_waiting_for_disk(engine)
     return engine, make_session_factory(engine)()
 
