@@ -17,10 +17,17 @@ The model is time-indexed by candidates, like the engine's search: a fraction ma
 on a grid of ``step_minutes`` aligned to its linac's opening time, inside the linac's free
 time (opening hours minus bookings and downtime), outside the patient's other appointments,
 not before ``not_before`` and, when supervised, inside rostered physicist time. Per fraction
-there is one start variable (UTC minutes) and one literal per (linac, local day) it may use;
-the literal's optional interval takes part in a no-overlap per linac and day, in a no-overlap
-per patient when several courses share one, and in a cumulative per day over the physicists
-present. The protocol's day rules are linear constraints over each fraction's day index.
+there is one start variable (UTC minutes) and one literal per (linac, local day) it may use,
+with its own start over that place's candidates; the literal's optional interval takes part
+in a no-overlap per linac and day, in a no-overlap per patient when several courses share
+one, and in a cumulative per day over the physicists present. The protocol's day rules are
+linear constraints over each fraction's day index.
+
+How it is searched: the courses are first placed one by one with the engine's proposals
+(:func:`greedy`). That placement is the solver's starting point, the answer whenever the
+solver finds nothing better in time, and, when it places every course, a bound on each
+course's wait in any better placement (which keeps the model small). Batches of more than
+``SEARCH_ONLY_NEIGHBOURHOODS_FROM`` courses are improved by large neighbourhood search only.
 
 Pure: standard library, OR-Tools and the engine only.
 """
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time as wallclock
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -54,6 +61,13 @@ from scheduler.types import (
 WINDOW_MISS_POINTS = 5
 OVERALL_DAY_POINTS = 1
 LINAC_CHANGE_POINTS = 10
+
+# Solver work units per second of limit: what this kind of shared two-core machine does in a
+# second on batches of tens of courses (measured with bench/optimiser.py).
+WORK_PER_SECOND = 0.05
+
+# Batches larger than this are only improved, never proven optimal.
+SEARCH_ONLY_NEIGHBOURHOODS_FROM = 12
 
 OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN = "OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"
 
@@ -391,16 +405,21 @@ def greedy(problem: Problem) -> dict[Hashable, Schedule]:
             rules=course.rules,
             earliest=course.earliest,
             not_before=course.not_before,
-            count=1,
+            count=1 if problem.physicists is None else 5,
             horizon_days=course.horizon_days,
             preferred_window=course.preferred_window,
             step_minutes=problem.step_minutes,
         )
-        found = search.propose(request, ctx)
-        if not found:
-            continue
-        schedule = Schedule(found[0].fractions)
-        if not _supervision_fits(problem, course, schedule, supervised):
+        # The best proposal the physicists can supervise (the search may not know them).
+        schedule = next(
+            (
+                Schedule(s.fractions)
+                for s in search.propose(request, ctx)
+                if _supervision_fits(problem, course, Schedule(s.fractions), supervised)
+            ),
+            None,
+        )
+        if schedule is None:
             continue
         placed[course.key] = schedule
         for f in schedule.fractions:
@@ -460,13 +479,22 @@ def solve(
     problem: Problem,
     *,
     time_limit_seconds: float = 10.0,
+    deterministic: bool = True,
+    slack_days: int | None = None,
     use_greedy: bool = True,
 ) -> Solution:
     """The best placement of ``problem.courses`` the solver proves or finds in the time limit.
 
-    The limit is in the solver's deterministic time (about seconds on this kind of machine),
-    so the same problem gives the same answer on every run; wall time is capped at three
-    times the limit as a safety net.
+    ``deterministic``: the limit is turned into the solver's deterministic work
+    (``WORK_PER_SECOND`` units per second) rather than wall time, so a load on the machine
+    does not change how far the search goes; the wall clock is only capped at three times
+    the limit. A batch solved to optimality (a day's courses, typically) gives the same
+    answer on every run; a large batch stopped by the limit may differ between runs, since
+    the two workers' neighbourhood searches share their solutions as they go.
+
+    ``slack_days``: None keeps the search exact. A number restricts each course's first
+    fraction to at most that many days after the one the one-by-one placement gives it (which
+    stays a solution), and keeps large batches small enough to improve within seconds.
     """
     started = wallclock.perf_counter()
     tz = problem.calendar.timezone
@@ -485,20 +513,28 @@ def solve(
         total = sum(course_points(c, hint[c.key], tz)[0] for c in courses)
         wait_cap = {c.key: total // c.weight for c in courses}
 
+    patients = Counter(c.patient for c in courses if c.patient is not None)
     model = cp_model.CpModel()
     per_linac_day: dict[tuple[int, date], list] = defaultdict(list)
     per_patient: dict[Hashable, list] = defaultdict(list)
     supervised_by_day: dict[date, list] = defaultdict(list)
     objective_terms: list = []
     decode: list[tuple[CourseToPlace, cp_model.IntVar, list]] = []
+    owns: dict[tuple[int, int, int, date], cp_model.IntVar] = {}
 
     for index, course in enumerate(courses):
         rules = course.rules
         n = rules.fractions
         first, last = _day_range(course)
         bounded = course
-        if course.key in wait_cap:
-            horizon = min(course.horizon_days, wait_cap[course.key] + 1)
+        cap = wait_cap.get(course.key)
+        if slack_days is not None and course.key in hint:
+            # Large batches: look for the first fraction near the one-by-one placement only.
+            start = local_date(hint[course.key].first_start, tz)
+            near = (start - course.earliest).days + slack_days
+            cap = near if cap is None else min(cap, near)
+        if cap is not None:
+            horizon = min(course.horizon_days, cap + 1)
             bounded = replace(course, horizon_days=horizon)
             if rules.max_overall_days is not None or rules.max_interval_days is not None:
                 # The protocol bounds the course's length, so an earlier last start day
@@ -520,10 +556,12 @@ def solve(
             for (linac_id, day), starts in sorted(cands.by_place.items()):
                 lit = model.NewBoolVar(f"x{index}_{number}_{linac_id}_{day:%Y%m%d}")
                 literals[(linac_id, day)] = lit
-                model.AddLinearExpressionInDomain(
-                    start, cp_model.Domain.FromValues(starts)
-                ).OnlyEnforceIf(lit)
-                interval = model.NewOptionalFixedSizeIntervalVar(start, length, lit, "")
+                # Its own start on this linac and day, equal to the fraction's when chosen:
+                # the interval's domain then holds only this place's candidates.
+                own = model.NewIntVarFromDomain(cp_model.Domain.FromValues(starts), "")
+                model.Add(start == own).OnlyEnforceIf(lit)
+                owns[(index, number, linac_id, day)] = own
+                interval = model.NewOptionalFixedSizeIntervalVar(own, length, lit, "")
                 per_linac_day[(linac_id, day)].append(interval)
                 if course.patient is not None:
                     per_patient[course.patient].append(interval)
@@ -603,24 +641,42 @@ def solve(
                 day = local_date(f.start, tz)
                 for (lid, d), lit in literals.items():
                     model.AddHint(lit, 1 if (lid, d) == (f.linac_id, day) else 0)
+                own = owns.get((index, f.number, f.linac_id, day))
+                if own is not None:
+                    model.AddHint(own, world.minute(f.start))
         else:
             model.AddHint(placed, 0)
 
     for intervals in per_linac_day.values():
         if len(intervals) > 1:
             model.AddNoOverlap(intervals)
-    for intervals in per_patient.values():
-        if len(intervals) > 1:
+    for patient, intervals in per_patient.items():
+        # One course alone is kept apart by its own ordering constraints.
+        if patients[patient] > 1:
             model.AddNoOverlap(intervals)
     for day, intervals in supervised_by_day.items():
         _add_physicists(model, world, day, intervals)
 
     model.Minimize(sum(objective_terms))
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.max_deterministic_time = max(0.01, time_limit_seconds)
-    solver.parameters.max_time_in_seconds = max(0.05, 3 * time_limit_seconds)
+    params = solver.parameters
+    # Two workers (what the machine has), interleaved: one alone does no large neighbourhood
+    # search, which is what improves big batches.
+    params.num_workers = 2
+    params.interleave_search = True
+    params.random_seed = 0
+    # Probing costs minutes on batches of tens of courses and buys little here.
+    params.cp_model_probing_level = 0
+    if len(courses) > SEARCH_ONLY_NEIGHBOURHOODS_FROM:
+        # Proving a large batch optimal is out of reach; improving its start is not, and
+        # neighbourhood search alone does it several times faster than sharing its time
+        # with a complete search (measured with bench/optimiser.py).
+        params.use_lns_only = True
+    if deterministic:
+        params.max_deterministic_time = max(0.01, time_limit_seconds * WORK_PER_SECOND)
+        params.max_time_in_seconds = max(0.05, 3 * time_limit_seconds)
+    else:
+        params.max_time_in_seconds = max(0.05, time_limit_seconds)
     status = solver.Solve(model)
 
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -638,13 +694,19 @@ def solve(
                 PlannedFraction(number, linac_id, begins, begins + timedelta(minutes=length))
             )
         schedules[course.key] = Schedule(tuple(planned))
-    return _solution(
+    found = _solution(
         problem,
         schedules,
         weights,
         OPTIMAL if status == cp_model.OPTIMAL else FEASIBLE,
         started,
     )
+    if found.status == FEASIBLE and hint:
+        # Stopped early: never return less than placing the courses one by one gives.
+        one_by_one = _from_greedy(problem, hint, weights, started)
+        if one_by_one.objective < found.objective:
+            return one_by_one
+    return found
 
 
 def _add_physicists(model: cp_model.CpModel, world: _World, day: date, intervals: list) -> None:

@@ -31,6 +31,11 @@ from scheduler.types import Interval, Schedule, ScheduleRequest, SearchContext
 
 log = logging.getLogger(__name__)
 
+# Batches up to this size are solved exactly (a day's ready courses); larger ones (a period's
+# arrivals) search near the one-by-one placement, which keeps them improving within seconds.
+EXACT_UP_TO = 12
+SLACK_DAYS = 7
+
 
 @dataclass(frozen=True)
 class CourseRequest:
@@ -50,12 +55,18 @@ def plan_courses(
     now: datetime,
     time_limit_seconds: float = 10.0,
     horizon_days: int = 42,
+    deterministic: bool = True,
 ) -> dict[int, Schedule]:
     """Valid schedules for as many of the requested draft courses as fit, by course id.
 
     Placed together: fewest courses left out, then the least wait weighted by priority, then
     the least disturbance (see :mod:`scheduler.optimiser.model`). A course that cannot be
     placed within ``horizon_days`` of its earliest date, or is not a draft, is absent.
+
+    Up to ``EXACT_UP_TO`` courses are searched exactly; a larger batch looks for each
+    course's first fraction within ``SLACK_DAYS`` of where placing them one by one puts it.
+    ``deterministic`` limits the solver's work rather than wall time (see
+    :func:`scheduler.optimiser.model.solve`).
     """
     department = session.get(Department, department_id)
     if department is None or not requests:
@@ -72,7 +83,11 @@ def plan_courses(
         )
     }
     to_place: list[CourseToPlace] = []
+    seen: set[int] = set()
     for request in requests:
+        if request.course_id in seen:  # asked twice: the first request stands
+            continue
+        seen.add(request.course_id)
         course = courses.get(request.course_id)
         if course is None or course.patient.department_id != department_id:
             log.warning("course %s is not in department %s", request.course_id, department_id)
@@ -110,7 +125,12 @@ def plan_courses(
         linac_busy=world.linac_busy,
         physicists=world.physicists,
     )
-    solution = solve(problem, time_limit_seconds=time_limit_seconds)
+    solution = solve(
+        problem,
+        time_limit_seconds=time_limit_seconds,
+        deterministic=deterministic,
+        slack_days=None if len(to_place) <= EXACT_UP_TO else SLACK_DAYS,
+    )
     log.info(
         "planned %d of %d courses (%s) in %.2f s",
         len(solution.schedules),
