@@ -135,9 +135,11 @@ def wait_histogram_svg(runs: RunsInput, *, id_prefix: str = "wait") -> str:
                     linewidth=1.8,
                     label=f"{name}median {_days(quantiles['median'])}",
                 )
+                # Another colour as well as dashes: when nine in ten start on the median day,
+                # the two lines coincide and the dashes must still show on top.
                 axes.axvline(
                     quantiles["p90"],
-                    color="#1b1f24" if not several else colour,
+                    color=COLOURS[1] if not several else colour,
                     linestyle=(0, (4, 2)),
                     linewidth=1.8,
                     label=f"{name}90 % started within {_days(quantiles['p90'])}",

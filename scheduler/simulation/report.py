@@ -24,6 +24,7 @@ from scheduler.simulation import charts
 from scheduler.simulation.runs import RunData, load_run
 
 REPORT_FILE = "report.html"
+NBSP = "\u00a0"  # keeps "95 %" on one line in a narrow column
 MINUS = "\u2212"  # a true minus sign: a hyphen is easy to miss in a table of differences
 
 POLICY_DESCRIPTIONS = {
@@ -54,156 +55,177 @@ class SummaryFigure:
         return found
 
 
-SUMMARY_FIGURES = (
-    SummaryFigure(
-        "courses",
-        "Courses measured",
-        "count",
-        "Courses whose ready-to-treat date falls after the warm-up. The warm-up fills the "
-        "diary as it would be on a normal day, and is not measured.",
+# The summary table, in the order and groups a reader takes it in.
+SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
+    (
+        "What patients experienced",
+        (
+            SummaryFigure(
+                "courses",
+                "Courses measured",
+                "count",
+                "Courses whose ready-to-treat date falls after the warm-up. The warm-up fills the "
+                "diary as it would be on a normal day, and is not measured.",
+            ),
+            SummaryFigure(
+                "booked_first_pass_share",
+                "Booked in full within the protocol at the first attempt",
+                "share",
+                "Share of measured courses whose every fraction was booked, inside every rule "
+                "of the protocol, when the course was first booked, without a rule being "
+                "overridden.",
+                "higher",
+            ),
+            SummaryFigure(
+                "unbooked_courses",
+                "Courses never booked",
+                "count",
+                "Measured courses for which no complete schedule within the rules was found.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.median",
+                "Median wait from ready to first fraction",
+                "days",
+                "Half of the booked courses started sooner than this, half later. The wait runs "
+                "in calendar days from the day the course was ready to treat to the "
+                "department's local date of its first fraction.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.p90",
+                "Nine in ten courses started within",
+                "days",
+                "The 90th percentile of the wait: only one booked course in ten waited longer.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days.max",
+                "Longest wait from ready to first fraction",
+                "days",
+                "The single longest wait of a booked course.",
+                "lower",
+            ),
+            SummaryFigure(
+                "within_14_days_share",
+                "Started within 14 days of being ready",
+                "share",
+                "Share of measured courses whose first fraction was at most 14 calendar days "
+                "after their ready date (a course never booked counts as not started).",
+                "higher",
+            ),
+            SummaryFigure(
+                "within_28_days_share",
+                "Started within 28 days of being ready",
+                "share",
+                "As above, within 28 calendar days.",
+                "higher",
+            ),
+            SummaryFigure(
+                "preferred_window_share",
+                "Treated in the patient's preferred time of day",
+                "share",
+                "Of the courses whose patient asked for a time window (for example mornings), the "
+                "share with every fraction inside it.",
+                "higher",
+            ),
+            SummaryFigure(
+                "overall_days_within_protocol_share",
+                "Courses completed within the protocol's overall time",
+                "share",
+                "Of the booked courses, the share with every prescribed fraction held and the "
+                "first-to-last span inside the protocol's overall treatment time.",
+                "higher",
+            ),
+        ),
     ),
-    SummaryFigure(
-        "booked_first_pass_share",
-        "Booked in full within the protocol at the first attempt",
-        "share",
-        "Share of measured courses whose every fraction was booked, inside every rule of the "
-        "protocol, when the course was first booked, without a rule being overridden.",
-        "higher",
+    (
+        "Linac time",
+        (
+            SummaryFigure(
+                "sbrt_utilisation",
+                "Use of SBRT linac time",
+                "share",
+                "Booked minutes divided by open minutes on the SBRT-capable linacs (opening hours "
+                "less closures and downtime) after the warm-up. High use leaves little slack "
+                "for urgent patients.",
+            ),
+            SummaryFigure(
+                "overtime_minutes",
+                "Treatment time outside opening hours",
+                "minutes",
+                "Minutes of fractions outside their linac's opening hours after the warm-up (only "
+                "a booking that overrides the rules puts them there).",
+                "lower",
+            ),
+            SummaryFigure(
+                "fractions",
+                "Fractions booked",
+                "count",
+                "Fractions of the measured courses, delivered or still to come.",
+            ),
+        ),
     ),
-    SummaryFigure(
-        "wait_days.median",
-        "Median wait from ready to first fraction",
-        "days",
-        "Half of the booked courses started sooner than this, half later. The wait runs in "
-        "calendar days from the day the course was ready to treat to the department's local "
-        "date of its first fraction.",
-        "lower",
-    ),
-    SummaryFigure(
-        "wait_days.p90",
-        "Nine in ten courses started within",
-        "days",
-        "The 90th percentile of the wait: only one booked course in ten waited longer.",
-        "lower",
-    ),
-    SummaryFigure(
-        "wait_days.max",
-        "Longest wait from ready to first fraction",
-        "days",
-        "The single longest wait of a booked course.",
-        "lower",
-    ),
-    SummaryFigure(
-        "within_14_days_share",
-        "Started within 14 days of being ready",
-        "share",
-        "Share of measured courses whose first fraction was at most 14 calendar days after "
-        "their ready date.",
-        "higher",
-    ),
-    SummaryFigure(
-        "within_28_days_share",
-        "Started within 28 days of being ready",
-        "share",
-        "As above, within 28 calendar days.",
-        "higher",
-    ),
-    SummaryFigure(
-        "preferred_window_share",
-        "Treated in the patient's preferred time of day",
-        "share",
-        "Of the courses whose patient asked for a time window (for example mornings), the "
-        "share treated inside it.",
-        "higher",
-    ),
-    SummaryFigure(
-        "overall_days_within_protocol_share",
-        "Courses completed within the protocol's overall time",
-        "share",
-        "Share of courses whose first-to-last fraction span stayed within the protocol's "
-        "allowed overall treatment time.",
-        "higher",
-    ),
-    SummaryFigure(
-        "sbrt_utilisation",
-        "Use of SBRT linac time",
-        "share",
-        "Booked minutes divided by open minutes on the SBRT-capable linacs (opening hours "
-        "less closures and downtime). High use means little slack for urgent patients.",
-    ),
-    SummaryFigure(
-        "overtime_minutes",
-        "Treatment time outside opening hours",
-        "minutes",
-        "Minutes of fractions that ran outside the linacs' opening hours.",
-        "lower",
-    ),
-    SummaryFigure(
-        "reschedules_per_course",
-        "Reschedules per course",
-        "number",
-        "Fractions moved to another time, averaged over the measured courses.",
-        "lower",
-    ),
-    SummaryFigure(
-        "downtime_moves.kept_time",
-        "Downtime: fractions kept at their time on another linac",
-        "count",
-        "Fractions on a linac that went down, moved to a matched linac at the same time.",
-    ),
-    SummaryFigure(
-        "downtime_moves.same_day",
-        "Downtime: fractions moved within the same day",
-        "count",
-        "Fractions on a linac that went down, moved to another time that day.",
-    ),
-    SummaryFigure(
-        "downtime_moves.other_day",
-        "Downtime: fractions moved to another day",
-        "count",
-        "Fractions on a linac that went down, moved to another day.",
-    ),
-    SummaryFigure(
-        "downtime_moves.needs_human",
-        "Downtime: fractions left for a person to rebook",
-        "count",
-        "Fractions on a linac that went down for which no move kept the protocol's rules.",
-        "lower",
-    ),
-    SummaryFigure(
-        "overrides",
-        "Bookings that overrode a rule",
-        "count",
-        "Bookings made against a protocol rule (with a recorded reason).",
-        "lower",
-    ),
-    SummaryFigure(
-        "fractions",
-        "Fractions booked",
-        "count",
-        "All fractions booked in the period, warm-up included.",
-    ),
-    SummaryFigure(
-        "missed_fractions",
-        "Fractions missed by patients",
-        "count",
-        "Fractions the patient did not attend; each was booked again.",
-    ),
-    SummaryFigure(
-        "unbooked_courses",
-        "Courses never booked",
-        "count",
-        "Courses for which no complete schedule within the rules could be found.",
-        "lower",
+    (
+        "Changes after booking",
+        (
+            SummaryFigure(
+                "reschedules_per_course",
+                "Reschedules per course",
+                "number",
+                "Fractions moved or booked again, averaged over the measured courses.",
+                "lower",
+            ),
+            SummaryFigure(
+                "missed_fractions",
+                "Fractions missed by patients",
+                "count",
+                "Fractions of the measured courses that the patient did not attend.",
+            ),
+            SummaryFigure(
+                "downtime_moves.kept_time",
+                "Downtime: fractions kept at their time on another linac",
+                "count",
+                "Fractions displaced by linac downtime that kept their own time on another linac.",
+            ),
+            SummaryFigure(
+                "downtime_moves.same_day",
+                "Downtime: fractions moved within the same day",
+                "count",
+                "Fractions displaced by linac downtime, moved to another time that day.",
+            ),
+            SummaryFigure(
+                "downtime_moves.other_day",
+                "Downtime: fractions moved to another day",
+                "count",
+                "Fractions displaced by linac downtime, moved to another day.",
+            ),
+            SummaryFigure(
+                "downtime_moves.needs_human",
+                "Downtime: fractions left for a person to rebook",
+                "count",
+                "Fractions displaced by linac downtime for which no move within the protocol's "
+                "rules was found.",
+                "lower",
+            ),
+            SummaryFigure(
+                "overrides",
+                "Fractions booked against a rule",
+                "count",
+                "Fractions of the measured courses booked against a rule, with a recorded reason.",
+                "lower",
+            ),
+        ),
     ),
 )
+SUMMARY_FIGURES = tuple(figure for _, figures in SUMMARY_GROUPS for figure in figures)
 
 CHART_DESCRIPTIONS = {
     "wait": "Each bar counts the booked courses (after the warm-up) that waited that many days "
     "from ready to first fraction. The solid line marks the median, the dashed line the point "
     "within which nine in ten courses started.",
     "utilisation": "For each SBRT-capable linac, the share of its open time that was booked, "
-    "week by week. The line at 100 % is a full diary; gaps are weeks the linac was not open.",
+    "week by week. The line at 100\u00a0% is a full diary; gaps are weeks the linac was not open.",
     "arrivals": "Top: courses that became ready to treat each week. Bottom: the linac time those "
     "courses need (solid) against the open time on the SBRT-capable linacs (dashed). When "
     "the solid line nears the dashed one, waits grow. The grey band is the warm-up.",
@@ -226,7 +248,8 @@ HOW_TO_READ = (
     "are left out of the figures.",
     "Waits are counted in calendar days, weekends and holidays included, from the day a course "
     "is ready to treat to the day of its first fraction in the department's time zone.",
-    "Percentages are shares of the measured courses. Every booked fraction is listed in "
+    "Percentages are shares of the measured courses unless their definition below says "
+    "otherwise. Every booked fraction is listed in "
     "courses.csv next to this report, so each figure can be checked independently.",
 )
 
@@ -241,6 +264,8 @@ def write_report(out_dir: Path) -> Path:
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(html)
+        # mkstemp makes the file private; the report is read like the run's other files.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -259,9 +284,7 @@ def render_report(run: RunData) -> str:
             policy=POLICY_DESCRIPTIONS.get(run.policy, run.policy or "not stated"),
             seed="not stated" if run.seed is None else run.seed,
             runtime=_seconds(run.summary.get("runtime_seconds")),
-            rows=[
-                (figure, format_value(figure, figure.value(run.summary))) for figure in _shown(run)
-            ],
+            groups=_summary_groups(run),
             figures=SUMMARY_FIGURES,
             charts=_charts(run, prefix="report"),
             descriptions=CHART_DESCRIPTIONS,
@@ -271,26 +294,39 @@ def render_report(run: RunData) -> str:
     )
 
 
-def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
+def comparison_html(
+    runs: Sequence[tuple[str, RunData]] | RunData, *more: RunData | tuple[str, RunData]
+) -> Markup:
     """Summary figures of labelled runs side by side with their differences to the first run,
-    and the charts overlaid, as an HTML fragment styled by web/static/simulation.css."""
+    and the charts overlaid, as an HTML fragment styled by web/static/simulation.css.
+
+    Takes a sequence of (label, run), or the runs one by one (each a run or a (label, run));
+    an unlabelled run is labelled by its scenario name.
+    """
+    one_run = isinstance(runs, RunData) or (
+        isinstance(runs, tuple) and len(runs) == 2 and isinstance(runs[1], RunData)
+    )
+    runs = _labelled_runs([runs, *more] if one_run else [*runs, *more])
     if len(runs) < 2:
         raise ValueError("a comparison needs at least two runs")
     baseline = runs[0][1].summary
     rows = []
-    for figure in SUMMARY_FIGURES:
-        values = [figure.value(run.summary) for _, run in runs]
-        if all(value is None for value in values):
-            continue
-        rows.append(
-            {
-                "figure": figure,
-                "values": [format_value(figure, value) for value in values],
-                "differences": [
-                    _difference(figure, figure.value(baseline), value) for value in values[1:]
-                ],
-            }
-        )
+    for heading, figures in SUMMARY_GROUPS:
+        for figure in figures:
+            values = [figure.value(run.summary) for _, run in runs]
+            if all(value is None for value in values):
+                continue
+            rows.append(
+                {
+                    "heading": heading if not rows or rows[-1]["group"] != heading else "",
+                    "group": heading,
+                    "figure": figure,
+                    "values": [format_value(figure, value) for value in values],
+                    "differences": [
+                        _difference(figure, figure.value(baseline), value) for value in values[1:]
+                    ],
+                }
+            )
     rendered = (
         _environment()
         .from_string(COMPARISON_TEMPLATE)
@@ -304,12 +340,22 @@ def comparison_html(runs: Sequence[tuple[str, RunData]]) -> Markup:
     return Markup(rendered)
 
 
+def _labelled_runs(runs: list[RunData | tuple[str, RunData]]) -> list[tuple[str, RunData]]:
+    labelled = [(run.scenario_name, run) if isinstance(run, RunData) else run for run in runs]
+    labels = [label for label, _ in labelled]
+    # Two runs of one scenario (another seed or policy) still need telling apart.
+    return [
+        (f"{label} ({index})" if labels.count(label) > 1 else label, run)
+        for index, (label, run) in enumerate(labelled, start=1)
+    ]
+
+
 def format_value(figure: SummaryFigure, value: float | None) -> str:
     """A summary figure in plain words: "4 days", "95.2 %", "1,230 minutes"."""
     if value is None:
         return "not measured"
     if figure.kind == "share":
-        return f"{_number(value * 100, 1)} %"
+        return f"{_number(value * 100, 1)}{NBSP}%"
     if figure.kind == "days":
         return _unit(value, "day", "days")
     if figure.kind == "minutes":
@@ -368,9 +414,18 @@ def _seconds(value: Any) -> str:
     return f"{_number(value, 1)} s"
 
 
-def _shown(run: RunData) -> list[SummaryFigure]:
-    """Figures the run has; an older or partial summary simply shows fewer lines."""
-    return [figure for figure in SUMMARY_FIGURES if figure.value(run.summary) is not None]
+def _summary_groups(run: RunData) -> list[tuple[str, list[tuple[SummaryFigure, str]]]]:
+    """Groups of (figure, value in words) the run has; a partial summary shows fewer lines."""
+    groups = []
+    for heading, figures in SUMMARY_GROUPS:
+        rows = [
+            (figure, format_value(figure, figure.value(run.summary)))
+            for figure in figures
+            if figure.value(run.summary) is not None
+        ]
+        if rows:
+            groups.append((heading, rows))
+    return groups
 
 
 def _long_date(day: date) -> str:
@@ -426,6 +481,8 @@ dl.run-facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid var(--line); padding: .35rem .5rem; text-align: left;
   vertical-align: top; }
+tbody th[scope="row"] { font-weight: normal; }
+th.group { background: #f1f3f5; font-size: .95em; padding-top: .6rem; }
 td.value { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums;
   font-weight: 600; }
 figure { margin: 1.5rem 0; }
@@ -463,14 +520,17 @@ REPORT_TEMPLATE = """<!DOCTYPE html>
 </dl>
 
 <h2 id="summary">Summary</h2>
-{% if rows %}
+{% if groups %}
 <table class="summary">
 <thead><tr><th scope="col">Figure</th><th scope="col">Value</th></tr></thead>
+{% for heading, rows in groups %}
 <tbody>
+<tr><th colspan="2" scope="rowgroup" class="group">{{ heading }}</th></tr>
 {% for figure, value in rows %}
 <tr><th scope="row">{{ figure.label }}</th><td class="value">{{ value }}</td></tr>
 {% endfor %}
 </tbody>
+{% endfor %}
 </table>
 {% else %}
 <p>This run recorded no summary figures.</p>
@@ -512,6 +572,10 @@ COMPARISON_TEMPLATE = """<section class="sim-comparison" aria-label="Comparison 
 </thead>
 <tbody>
 {% for row in rows %}
+{% if row.heading %}
+<tr><th colspan="{{ runs|length * 2 }}" scope="rowgroup" class="sim-group">\
+{{ row.heading }}</th></tr>
+{% endif %}
 <tr>
 <th scope="row">{{ row.figure.label }}</th>
 {% for value in row["values"] %}<td class="sim-value">{{ value }}</td>{% endfor %}
