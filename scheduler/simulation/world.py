@@ -56,7 +56,12 @@ def migrate(database_url: str) -> None:
 def open_database(database_url: str) -> tuple[sa.Engine, Session]:
     """Migrate the database, then an engine and a session on it."""
     migrate(database_url)
-    engine = make_engine(database_url)
+    if sa.make_url(database_url).get_backend_name() == "postgresql":
+        # One process and one session: no connection sits idle long enough to need the
+        # round trip a server's pool makes to check each connection before use.
+        engine = sa.create_engine(database_url, hide_parameters=True)
+    else:
+        engine = make_engine(database_url)
     _commit_without_waiting_for_disk(engine)
     return engine, make_session_factory(engine)()
 
@@ -114,6 +119,8 @@ def build_world(session: Session, scenario: dict[str, Any], *, now: datetime) ->
         }
         if spec.get("physicist_roster") is not None:
             apply_physicist_roster(session, department_id, spec["physicist_roster"])
+        if scenario.get("pathway") is not None:
+            apply_pathway(session, department_id, scenario["pathway"])
         user = accounts.create_user(
             session,
             email=SIMULATION_USER_EMAIL,
@@ -132,6 +139,11 @@ def _refused_as(where: str, create: Callable[..., R], *args: Any, **kwargs: Any)
         raise ScenarioError(
             [f"{where}.{e.field}: {e.message}" for e in exc.errors] or [f"{where}: {exc.detail}"]
         ) from exc
+
+
+def apply_pathway(session: Session, department_id: int, document: dict[str, Any]) -> None:
+    """Set up the planning pathway before treatment the scenario describes."""
+    raise ScenarioError(["pathway: planning pathways are not supported"])
 
 
 def apply_physicist_roster(session: Session, department_id: int, document: dict[str, Any]) -> None:

@@ -223,7 +223,11 @@ def _hand_made() -> dict:
 
 
 def test_the_figures_of_a_hand_made_fortnight(tmp_path: Path) -> None:
-    summary = run_simulation(_hand_made(), tmp_path, seed=3)
+    days_done: list[tuple[int, int]] = []
+    summary = run_simulation(
+        _hand_made(), tmp_path, seed=3, progress=lambda done, total: days_done.append((done, total))
+    )
+    assert days_done == [(day, 14) for day in range(1, 15)]
     rows = _rows(tmp_path)
     assert [(r["ready_date"], r["in_metrics"], r["status"]) for r in rows] == [
         ("2027-01-04", "0", "completed"),
