@@ -1,7 +1,7 @@
 """The pathway before treatment in a simulated year: each arrival's fiducials, CT simulation
 and planning booked through the real use case, giving the course its ready-to-treat date.
 
-A scenario's ``pathway`` object (``PATHWAY_SCHEMA`` is its JSON Schema)::
+A scenario's ``pathway`` object (its JSON Schema is the scenario schema's ``pathway``)::
 
     {
       "resources": [
@@ -31,66 +31,6 @@ from sqlalchemy.orm import Session
 from scheduler import records, services
 from scheduler.models import Course, Patient, Protocol, Resource
 from scheduler.services import PathwayOptions
-
-HHMM = {"type": "string", "pattern": "^([01]\\d|2[0-3]):[0-5]\\d$"}
-
-# JSON Schema (draft 2020-12) of the scenario's ``pathway`` member.
-PATHWAY_SCHEMA: dict[str, Any] = {
-    "type": ["object", "null"],
-    "default": None,
-    "description": "The pathway before treatment: booked for every arrival when given.",
-    "required": ["resources"],
-    "additionalProperties": False,
-    "properties": {
-        "resources": {
-            "type": "array",
-            "minItems": 1,
-            "description": "CT simulators and IR rooms; at least one CT simulator.",
-            "contains": {"type": "object", "properties": {"kind": {"const": "ct_sim"}}},
-            "items": {
-                "type": "object",
-                "required": ["name", "kind"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
-                    "kind": {"enum": ["ct_sim", "ir_room"]},
-                    "opening_hours": {
-                        "type": ["object", "null"],
-                        "propertyNames": {"pattern": "^[0-6]$"},
-                        "additionalProperties": {
-                            "type": "array",
-                            "prefixItems": [HHMM, HHMM],
-                            "minItems": 2,
-                            "maxItems": 2,
-                        },
-                    },
-                },
-            },
-        },
-        "ct_sim_minutes": {"type": "integer", "minimum": 60, "maximum": 120, "default": 90},
-        "planning_working_days": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": 30,
-            "default": 5,
-        },
-        "fiducials": {
-            "type": ["object", "null"],
-            "required": ["protocols"],
-            "additionalProperties": False,
-            "properties": {
-                "protocols": {"type": "array", "items": {"type": "string"}},
-                "minutes": {"type": "integer", "minimum": 30, "maximum": 180, "default": 60},
-                "days_before_ct": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 28,
-                    "default": 7,
-                },
-            },
-        },
-    },
-}
 
 
 def pathway_problems(pathway: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ import random
 import tempfile
 import time as wallclock
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from scheduler.models import ACTIVE_FRACTION_STATUSES, Fraction, MissedReason
 from scheduler.simulation import arrivals as arrivals_module
 from scheduler.simulation import metrics, outputs, policies, world
 from scheduler.simulation.arrivals import Arrival, PlannedDowntime
+from scheduler.simulation.pathway import book_pathway_for_arrival
 
 # Local time at which the day's new courses are booked and readiness is recorded.
 MORNING = time(6, 0)
@@ -62,6 +63,8 @@ class Simulation:
     rng: random.Random
     solver_seconds: float | None
     courses: dict[int, CourseState] = field(default_factory=dict)  # by arrival number
+    # Courses by the local date they become ready to treat, for the morning's readiness.
+    ready_on: dict[date, list[CourseState]] = field(default_factory=dict)
     waiting: list[CourseState] = field(default_factory=list)  # known, not yet booked
     downtime_moves: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -105,10 +108,21 @@ class Simulation:
                     "ready_to_treat_on": arrival.ready,
                 },
             )
-            return course.id
+            if pathway is None:
+                return course.id, arrival.ready
+            # The pathway before treatment (fiducials, CT simulation, planning) is booked at
+            # referral and gives the course its ready date; the scenario's ready date then
+            # only orders the arrivals.
+            ready = book_pathway_for_arrival(
+                self.session, course.id, pathway, arrival_day=arrival.arrival, now=now
+            )
+            return course.id, ready
 
-        state = CourseState(arrival, unit_of_work.run(self.session, create))
+        pathway = self.scenario.get("pathway")
+        course_id, ready = unit_of_work.run(self.session, create)
+        state = CourseState(replace(arrival, ready=ready), course_id)
         self.courses[arrival.number] = state
+        self.ready_on.setdefault(ready, []).append(state)
         return state
 
     def book_first_proposal(
@@ -302,9 +316,6 @@ def _run_days(
     known_downtimes: list[PlannedDowntime],
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    by_ready: dict[date, list[Arrival]] = {}
-    for arrival in course_arrivals:
-        by_ready.setdefault(arrival.ready, []).append(arrival)
     policy.prepare(sim, course_arrivals)
     pending = list(known_downtimes)
     for offset in range(days):
@@ -326,10 +337,8 @@ def _run_days(
                 sim.add_downtime(downtime)
             elif kind == 1:
                 policy.morning(sim, day, morning)
-                for arrival in by_ready.get(day, []):
-                    state = sim.courses.get(arrival.number)
-                    if state is not None:
-                        sim.record_readiness(state, morning)
+                for state in sim.ready_on.pop(day, []):
+                    sim.record_readiness(state, morning)
             else:
                 policy.evening(sim, day, evening)
         sim.end_sessions_until(midnight)

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from scheduler.protocols import DEFAULT_PROTOCOLS, PREP_INSTRUCTIONS
+from scheduler.simulation.pathway import pathway_problems
 
 SCHEMA_FILE = "scenario.schema.json"
 # A course becomes known this many days before it is ready to treat, unless the scenario says.
@@ -220,6 +221,8 @@ def _cross_check(s: dict[str, Any]) -> list[str]:
         _check_triangle(
             errors, "disruptions.random_downtime.hours", disruptions["random_downtime"]["hours"]
         )
+    if s["pathway"] is not None:
+        errors += pathway_problems(s["pathway"])
     return errors
 
 

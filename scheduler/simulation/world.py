@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from bootstrap import make_engine, make_session_factory
 from scheduler import accounts, records, unit_of_work
 from scheduler.errors import InvalidInput
+from scheduler.simulation.pathway import ensure_resources
 from scheduler.simulation.scenario import ScenarioError
 
 R = TypeVar("R")
@@ -142,10 +143,16 @@ def _refused_as(where: str, create: Callable[..., R], *args: Any, **kwargs: Any)
 
 
 def apply_pathway(session: Session, department_id: int, document: dict[str, Any]) -> None:
-    """Set up the planning pathway before treatment the scenario describes."""
-    raise ScenarioError(["pathway: planning pathways are not supported"])
+    """Create the CT simulators and IR rooms the scenario's pathway books."""
+    ensure_resources(session, department_id, document)
 
 
 def apply_physicist_roster(session: Session, department_id: int, document: dict[str, Any]) -> None:
     """Store the department's physicist roster (the roster API's document)."""
-    raise ScenarioError(["department.physicist_roster: physicist rosters are not supported"])
+    _refused_as(
+        "department.physicist_roster",
+        records.set_physicist_roster,
+        session,
+        department_id,
+        document,
+    )

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from scheduler import unit_of_work
 from scheduler.models import Course, PathwayStep, Resource
 from scheduler.simulation.pathway import (
-    PATHWAY_SCHEMA,
     book_pathway_for_arrival,
     pathway_options,
     pathway_problems,
 )
+from scheduler.simulation.scenario import scenario_schema
 from scheduler.timeutil import local_date
 from tests import factories as f
 
@@ -28,7 +28,7 @@ PATHWAY = {
     "planning_working_days": 5,
     "fiducials": {"protocols": ["liver-5fx"], "minutes": 60, "days_before_ct": 7},
 }
-VALIDATOR = jsonschema.Draft202012Validator(PATHWAY_SCHEMA)
+VALIDATOR = jsonschema.Draft202012Validator(scenario_schema()["properties"]["pathway"])
 
 
 def _book(session, course_id: int, pathway: dict) -> date:
