@@ -303,6 +303,10 @@ IGNORED_KINDS = frozenset(
         BookingEventKind.PRESCRIPTION_CHANGED,
         BookingEventKind.FRACTION_MISSED_UNDONE,
         BookingEventKind.FRACTION_CONFIRMED,
+        # The planning steps before treatment are the department's own appointments; the
+        # patient hears of them from the team, not from treatment reminders.
+        BookingEventKind.PATHWAY_BOOKED,
+        BookingEventKind.PATHWAY_CANCELLED,
     }
 )
 
