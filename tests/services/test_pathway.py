@@ -169,9 +169,9 @@ def test_a_taken_room_time_is_a_conflict_and_nothing_is_written(session):
     assert fine.ready_on is not None
 
 
+# SQLite has no exclusion constraints (its writers are serialised), so this is PostgreSQL's.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_database_refuses_overlapping_booked_steps_on_postgresql(session):
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("SQLite has no exclusion constraints: its writers are serialised")
     w = _world(session)
     course = _course(session, w, "lung")
     start = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)
