@@ -128,6 +128,8 @@ def measure(sim: Simulation, *, policy: str, seed: int, runtime_seconds: float) 
     )
     summary = {
         "scenario_name": scenario["name"],
+        # Dates in the files are the department's local dates; the report reads its zone here.
+        "department_timezone": tz,
         "policy": policy,
         "seed": seed,
         "period": {

@@ -4,6 +4,7 @@ supervised fractions go, and a pathway before treatment gives each course its re
 from __future__ import annotations
 
 import csv
+import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -121,3 +122,11 @@ def test_a_pathway_with_markers_but_no_room_is_refused() -> None:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(scenario)
     assert "pathway.fiducials: needs an ir_room among pathway.resources" in caught.value.errors
+
+
+def test_the_report_counts_waits_in_the_department_time_zone(tmp_path: Path) -> None:
+    scenario = small()
+    run_simulation(scenario, tmp_path, seed=1)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["department_timezone"] == "America/New_York"
+    assert "America/New_York" in (tmp_path / "report.html").read_text()
