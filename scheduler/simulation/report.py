@@ -107,6 +107,30 @@ SUMMARY_GROUPS: tuple[tuple[str, tuple[SummaryFigure, ...]], ...] = (
                 "lower",
             ),
             SummaryFigure(
+                "mean_wait_days",
+                "Average wait from ready to first fraction",
+                "days",
+                "The mean wait of the booked courses: unlike the median, it grows with every "
+                "course that waits.",
+                "lower",
+            ),
+            SummaryFigure(
+                "weighted_mean_wait_days",
+                "Average wait weighted by priority",
+                "number",
+                "Each day of wait counts 6 minus the course's priority (5 for an urgent "
+                "priority-1 course, 1 for a priority-5 one), averaged over the booked courses: "
+                "what the optimiser minimises.",
+                "lower",
+            ),
+            SummaryFigure(
+                "wait_days_by_priority.1.mean",
+                "Average wait of urgent (priority 1) courses",
+                "days",
+                "The mean wait of the booked priority-1 courses.",
+                "lower",
+            ),
+            SummaryFigure(
                 "within_14_days_share",
                 "Started within 14 days of being ready",
                 "share",

@@ -116,6 +116,12 @@ def example_summary(**changes: Any) -> dict[str, Any]:
         "unbooked_courses": 1,
         "booked_first_pass_share": 0.8,
         "wait_days": {"median": 2, "p90": 3.4, "max": 4},
+        "mean_wait_days": 2.25,
+        "weighted_mean_wait_days": 6.75,
+        "wait_days_by_priority": {
+            "1": {"courses": 1, "median": 1, "mean": 1.0},
+            "3": {"courses": 3, "median": 2, "mean": 2.6667},
+        },
         "within_14_days_share": 1.0,
         "within_28_days_share": 1.0,
         "preferred_window_share": 1.0,

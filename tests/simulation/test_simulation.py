@@ -250,6 +250,13 @@ def test_the_figures_of_a_hand_made_fortnight(tmp_path: Path) -> None:
     assert summary["missed_fractions"] == 0
     # Waits 0, 0 and 2 days.
     assert summary["wait_days"] == {"median": 0, "p90": pytest.approx(1.6), "max": 2}
+    assert summary["mean_wait_days"] == pytest.approx(2 / 3)
+    # Priority 3 waits 0 and 2 days (weight 3), priority 2 waits 0 days (weight 4).
+    assert summary["weighted_mean_wait_days"] == pytest.approx((3 * 0 + 4 * 0 + 3 * 2) / 3)
+    assert summary["wait_days_by_priority"] == {
+        "2": {"courses": 1, "median": 0, "mean": 0},
+        "3": {"courses": 2, "median": 1, "mean": 1},
+    }
     assert summary["within_14_days_share"] == 1.0
     assert summary["preferred_window_share"] == 1.0
     assert summary["booked_first_pass_share"] == 1.0
