@@ -8,34 +8,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scheduler.simulation.metrics import Result
+from scheduler.simulation.runs import COURSE_COLUMNS as REQUIRED_COURSE_COLUMNS
+from scheduler.simulation.runs import (
+    COURSES_FILE,
+    SUMMARY_FILE,
+    UNBOOKED,
+    WEEKLY_COLUMNS,
+    WEEKLY_FILE,
+)
 
 if TYPE_CHECKING:
     from scheduler.simulation.runner import Simulation
 
-COURSE_COLUMNS = (
-    "course_id",
-    "protocol",
-    "ready_date",
-    "priority",
-    "fraction_number",
-    "linac",
-    "starts_at",
-    "ends_at",
-    "status",
-    "arrival_date",
-    "preferred_window",
-    "in_metrics",
-)
-WEEK_COLUMNS = ("week_start", "linac", "sbrt_capable", "open_minutes", "booked_minutes")
-UNBOOKED = "unbooked"
+# The file format is the reader's (runs.py): the columns every run has, then the ones this
+# writer adds about each course.
+COURSE_COLUMNS = (*REQUIRED_COURSE_COLUMNS, "arrival_date", "preferred_window", "in_metrics")
 
 
 def write_files(sim: Simulation, result: Result, out_dir: Path) -> None:
     from scheduler.simulation import report  # the report is drawn once the figures are written
 
-    (out_dir / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    write_courses(result, out_dir / "courses.csv")
-    write_weeks(result, out_dir / "weekly.csv")
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(result.summary, indent=2) + "\n")
+    write_courses(result, out_dir / COURSES_FILE)
+    write_weeks(result, out_dir / WEEKLY_FILE)
     report.write_report(out_dir)
 
 
@@ -70,7 +65,7 @@ def write_courses(result: Result, path: Path) -> None:
 def write_weeks(result: Result, path: Path) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(WEEK_COLUMNS)
+        writer.writerow(WEEKLY_COLUMNS)
         for w in result.weeks:
             writer.writerow(
                 (
