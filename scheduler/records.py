@@ -596,6 +596,23 @@ def list_closures(
 LINAC_FIELDS = {"department_id", "name", "capabilities", "beam_group", "opening_hours", "active"}
 
 
+def _check_unique_name(
+    session: Session,
+    errors: _Errors,
+    model: type[Linac] | type[Resource],
+    department_id: int,
+    name: str,
+    existing: Base | None,
+    what: str,
+) -> None:
+    """A department's linacs, and its rooms, are told apart by name."""
+    clash = sa.select(model.id).where(model.department_id == department_id, model.name == name)
+    if existing is not None:
+        clash = clash.where(model.id != existing.id)
+    if session.scalar(clash):
+        errors.add("name", f"is already used by another {what} in this department")
+
+
 def _validate_linac(session: Session, v: dict[str, Any], existing: Linac | None) -> dict[str, Any]:
     errors = _Errors()
     if existing is not None and v["department_id"] != existing.department_id:
@@ -614,13 +631,7 @@ def _validate_linac(session: Session, v: dict[str, Any], existing: Linac | None)
     )
     v["active"] = _bool(errors, "active", v.get("active"))
     if department is not None and not errors.has("name"):
-        clash = sa.select(Linac.id).where(
-            Linac.department_id == department.id, Linac.name == v["name"]
-        )
-        if existing is not None:
-            clash = clash.where(Linac.id != existing.id)
-        if session.scalar(clash):
-            errors.add("name", "is already used by another linac in this department")
+        _check_unique_name(session, errors, Linac, department.id, v["name"], existing, "linac")
     errors.raise_if_any("linac")
     return v
 
@@ -690,13 +701,9 @@ def _validate_resource(
     )
     v["active"] = _bool(errors, "active", v.get("active"))
     if department is not None and not errors.has("name"):
-        clash = sa.select(Resource.id).where(
-            Resource.department_id == department.id, Resource.name == v["name"]
+        _check_unique_name(
+            session, errors, Resource, department.id, v["name"], existing, "resource"
         )
-        if existing is not None:
-            clash = clash.where(Resource.id != existing.id)
-        if session.scalar(clash):
-            errors.add("name", "is already used by another resource in this department")
     errors.raise_if_any("resource")
     return v
 
