@@ -14,6 +14,9 @@ DEV_LOCK := requirements/dev.lock
 # `make lock UPGRADE=1` also moves indirect dependencies to their newest allowed versions.
 UPGRADE ?=
 PYTEST_ARGS ?=
+# Front-end packages (the API docs viewer, the accessibility checker of the browser tests),
+# installed from package-lock.json exactly; the stamp is newer than the lock until it changes.
+NPM_STAMP := node_modules/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help run test bench lint format migrate seed clean lock simulate
@@ -66,12 +69,18 @@ lock: $(DEV_STAMP)
 	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_ARGS) -o $(RUN_LOCK) pyproject.toml
 	$(LOCK_ENV) $(BIN)/pip-compile $(LOCK_ARGS) --extra dev -c $(RUN_LOCK) -o $(DEV_LOCK) pyproject.toml
 
-run: seed
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "error: npm not found. Install Node.js 20 or newer (it brings npm)." >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: seed $(NPM_STAMP)
 	@echo "Starting web on http://127.0.0.1:$${PORT:-5000}, Celery worker and beat (Ctrl-C stops all)"
 	@# honcho runs each Procfile line through the shell, so the venv's tools must be on PATH.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(NPM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# Exit code 5 means pytest collected nothing: a failure, not a pass, so say so clearly.
