@@ -17,6 +17,7 @@ PYTEST_ARGS ?=
 # Front-end packages (the API docs viewer, the accessibility checker of the browser tests),
 # installed from package-lock.json exactly; the stamp is newer than the lock until it changes.
 NPM_STAMP := node_modules/.installed
+SWAGGER_UI_DIR := web/static/vendor/swagger-ui
 
 .DEFAULT_GOAL := help
 .PHONY: help run test bench lint format migrate seed clean lock simulate
@@ -73,6 +74,10 @@ $(NPM_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { \
 		echo "error: npm not found. Install Node.js 20 or newer (it brings npm)." >&2; exit 1; }
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@# The API docs viewer is served from the app's own static files (same origin, under its CSP).
+	mkdir -p $(SWAGGER_UI_DIR)
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+		$(SWAGGER_UI_DIR)/
 	touch $@
 
 run: seed $(NPM_STAMP)
