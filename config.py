@@ -1,7 +1,9 @@
 """Settings read from the environment (12-factor): one immutable object, no secrets in code.
 
 Every variable is optional; the defaults give the embedded setup used by `make run`
-(SQLite for data and for the Celery broker, messages written to a local outbox).
+(SQLite for data and for the Celery broker, messages written to a local outbox). With
+APP_ENV=production (set by docker-compose) the settings a development default would make unsafe
+are required instead, and start-up is refused without them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+# A development default that would be unsafe in production (a generated key, a localhost link,
+# a cookie sent over plain http) is refused under APP_ENV=production.
+APP_ENVIRONMENTS = ("development", "production")
+# Sessions and patient links are signed with the key: shorter than this it could be guessed.
+MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
+
+
+class ConfigurationError(ValueError):
+    """Settings this process must not start with; the message is one line for the operator."""
 
 
 def _bool(value: str | None, default: bool = False) -> bool:
@@ -34,6 +47,7 @@ class Settings:
     reconcile_interval_seconds: float = 60.0
     sql_echo: bool = False
     session_cookie_secure: bool = False
+    app_env: str = "development"
     # A staff session ends after this long without a request, and this long after sign-in
     # whatever its use: a copied cookie is worth little for long.
     session_idle_minutes: float = 30.0
@@ -66,6 +80,10 @@ class Settings:
         return self.simulation_dir or self.instance_dir / "simulations"
 
     @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -90,6 +108,14 @@ def _default_secret(instance_dir: Path) -> str:
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from an environment mapping (os.environ by default)."""
     env = dict(os.environ if env is None else env)
+    app_env = (env.get("APP_ENV") or "development").strip().lower()
+    if app_env not in APP_ENVIRONMENTS:
+        # A misspelt "production" must not quietly start with development defaults.
+        raise ConfigurationError(
+            f"APP_ENV must be one of {', '.join(APP_ENVIRONMENTS)} (got {app_env!r})"
+        )
+    if app_env == "production":
+        check_production_environment(env)
     instance_dir = Path(env.get("INSTANCE_DIR") or DEFAULT_INSTANCE_DIR)
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'sbrt.db'}"
     # psycopg 3 is the driver we ship; accept the common postgres:// spellings too.
@@ -137,6 +163,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         reconcile_interval_seconds=float(env.get("RECONCILE_INTERVAL_SECONDS") or 60),
         sql_echo=_bool(env.get("SQL_ECHO")),
         session_cookie_secure=cookie_secure,
+        app_env=app_env,
         session_idle_minutes=session_idle_minutes,
         session_max_hours=session_max_hours,
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
@@ -154,3 +181,33 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         patient_link_days_after_last_fraction=link_days,
         simulation_dir=Path(env["SIMULATION_DIR"]) if env.get("SIMULATION_DIR") else None,
     )
+
+
+def check_production_environment(env: dict[str, str]) -> None:
+    """Refuse, in one line naming every problem, what production must not start with."""
+    problems = []
+    secret_key = env.get("SECRET_KEY") or ""
+    if not secret_key.strip():
+        problems.append("SECRET_KEY is not set")
+    elif len(secret_key) < MIN_PRODUCTION_SECRET_KEY_LENGTH:
+        problems.append(f"SECRET_KEY is shorter than {MIN_PRODUCTION_SECRET_KEY_LENGTH} characters")
+    public_base_url = (env.get("PUBLIC_BASE_URL") or "").strip()
+    if not public_base_url:
+        problems.append("PUBLIC_BASE_URL is not set")
+    elif not public_base_url.lower().startswith("https://") or len(public_base_url) <= 8:
+        # Patients' links and Twilio's signed webhooks use it: over http both travel in clear.
+        problems.append(f"PUBLIC_BASE_URL must be an https:// address (got {public_base_url!r})")
+    if env.get("SESSION_COOKIE_SECURE") and not _bool(env.get("SESSION_COOKIE_SECURE")):
+        problems.append("SESSION_COOKIE_SECURE cannot be turned off")
+    if problems:
+        raise ConfigurationError(
+            "refusing to start with APP_ENV=production: " + "; ".join(problems)
+        )
+
+
+def load_settings_or_exit() -> Settings:
+    """load_settings() for a process entry point: bad settings end it with one error line."""
+    try:
+        return load_settings()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None

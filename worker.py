@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from config import Settings, load_settings
+from config import Settings, load_settings_or_exit
 
 # Redis redelivers a message that has been taken but not acknowledged once this many seconds
 # have passed. Celery's default (1 h) is sized for long ETA/countdown tasks, which we never use:
@@ -92,4 +92,5 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(load_settings())
+# Bad settings end the worker or beat here with one error line, before it connects to anything.
+app = make_celery(load_settings_or_exit())
