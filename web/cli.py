@@ -1,5 +1,5 @@
-"""Flask CLI commands for operators: `flask --app web create-user|create-token|seed-demo`, and
-`flask --app web simulate` (the year simulation)."""
+"""Flask CLI commands for operators: `flask --app web create-department|create-user|create-token|
+seed-demo`, and `flask --app web simulate` (the year simulation)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,46 @@ def _session():
 def _fail(exc: ServiceError) -> None:
     details = "; ".join(f"{e.field} {e.message}" for e in getattr(exc, "errors", []))
     raise click.ClickException(f"{exc.detail} {details}".strip())
+
+
+@click.command("create-department")
+@click.option("--name", required=True, help="Its name, as staff see it.")
+@click.option(
+    "--timezone", required=True, help="IANA time zone of the clinic, e.g. America/New_York."
+)
+@click.option(
+    "--phone", required=True, help="The number patients call, e.g. +12125550100 (HELP replies)."
+)
+@click.option("--holiday-country", help="ISO 3166 country whose public holidays close it, e.g. US.")
+@click.option("--holiday-subdivision", help="Its state or region for holidays, e.g. NY.")
+def create_department_command(
+    name: str,
+    timezone: str,
+    phone: str,
+    holiday_country: str | None,
+    holiday_subdivision: str | None,
+) -> None:
+    """Create a department (opening hours, message window and reminders start at defaults)."""
+    from scheduler import records  # only this command needs the records module
+
+    values = {"name": name, "timezone": timezone, "phone": phone}
+    if holiday_country:
+        values["holiday_country"] = holiday_country
+    if holiday_subdivision:
+        values["holiday_subdivision"] = holiday_subdivision
+    session = _session()
+    # Running the first-run steps twice must not make a second department of the same name:
+    # `create-user --department NAME` could then no longer tell them apart.
+    taken = session.scalar(sa.select(Department.id).where(Department.name == name.strip()))
+    session.rollback()  # end the read: on SQLite it would hold the write lock
+    if taken is not None:
+        raise click.ClickException(f"A department named {name.strip()!r} exists (id {taken}).")
+    try:
+        with transaction(session):
+            department = records.create_department(session, values)
+    except ServiceError as exc:
+        _fail(exc)
+    click.echo(f"Created department {department.id} {department.name!r} ({department.timezone}).")
 
 
 @click.command("create-user")
@@ -183,6 +223,7 @@ def simulate_command(
 
 def init_app(app: Flask) -> None:
     for command in (
+        create_department_command,
         create_user_command,
         create_token_command,
         seed_demo_command,
