@@ -1,4 +1,12 @@
 # One image for every role (web, worker, beat, migrate); docker-compose.yml picks the command.
+
+# The API docs viewer, exactly as package-lock.json pins it (no install scripts run); only its
+# two files reach the final image.
+FROM node:20-slim AS frontend
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
+
 FROM python:3.11-slim
 
 # Unbuffered output so logs reach `docker compose logs` as they happen; no .pyc in the image.
@@ -19,6 +27,10 @@ COPY pyproject.toml config.py bootstrap.py worker.py /src/
 COPY scheduler /src/scheduler
 COPY notifications /src/notifications
 COPY web /src/web
+# Served by the app itself from /static/vendor/swagger-ui/ (same origin, under its CSP).
+COPY --from=frontend /build/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+     /build/node_modules/swagger-ui-dist/swagger-ui.css \
+     /src/web/static/vendor/swagger-ui/
 # Installed as a regular package without resolving anything (its dependencies are all in place),
 # then the build tree is dropped, so every process imports the same installed code whatever its
 # working directory.

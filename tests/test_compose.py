@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from config import load_settings
+from tests.deploy.compose_services import MissingVariable, service_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -101,22 +102,95 @@ def test_secret_key_is_required_not_defaulted() -> None:
     assert "${SECRET_KEY:?" in COMPOSE_FILE.read_text()
 
 
-def _compose_defaults(environment: dict[str, str]) -> dict[str, str]:
-    """The environment Compose gives the app when none of the variables is set."""
-    resolved = {}
-    for name, value in environment.items():
-        match = re.fullmatch(r"\$\{[A-Z_]+(?::-(.*))?\}", str(value))
-        if match:
-            resolved[name] = match.group(1) or ""
-        else:
-            resolved[name] = str(value)
-    return resolved
+OPERATOR_VARIABLES = {
+    "SECRET_KEY": "set-by-the-operator-" + "x" * 32,
+    "PUBLIC_BASE_URL": "https://clinic.example.org",
+    "DOMAIN": "clinic.example.org",
+}
 
 
-def test_session_cookie_is_secure_by_default(services: dict[str, dict], tmp_path: Path) -> None:
-    env = _compose_defaults(services["web"]["environment"])
-    env["SECRET_KEY"] = "set-by-the-operator"
-    env["INSTANCE_DIR"] = str(tmp_path)
-    settings = load_settings(env)
+@pytest.mark.parametrize("name", sorted(OPERATOR_VARIABLES))
+def test_compose_refuses_to_start_without_each_operator_setting(
+    services: dict[str, dict], name: str
+) -> None:
+    # No development default can stand in for these: Compose stops with the message instead.
+    variables = {key: value for key, value in OPERATOR_VARIABLES.items() if key != name}
+    with pytest.raises(MissingVariable, match=f"^{name}: set {name}"):
+        for service in services.values():
+            service_environment(service, variables)
+
+
+@pytest.mark.parametrize("name", ["migrate", "web", "worker", "beat"])
+def test_app_services_run_in_production_mode_with_secure_cookies(
+    services: dict[str, dict], name: str, tmp_path: Path
+) -> None:
+    env = service_environment(services[name], OPERATOR_VARIABLES)
+    assert env["APP_ENV"] == "production"
+    settings = load_settings({**env, "INSTANCE_DIR": str(tmp_path)})
+    assert settings.is_production
     assert settings.session_cookie_secure
+    assert settings.public_base_url == "https://clinic.example.org"
     assert settings.session_idle_minutes == 30 and settings.session_max_hours == 12
+    # Exactly the one proxy in front of web sets the forwarded headers.
+    assert settings.trusted_proxies == 1
+
+
+def test_session_cookie_cannot_be_turned_off_from_the_environment(
+    services: dict[str, dict],
+) -> None:
+    # A fixed value, not ${SESSION_COOKIE_SECURE:-on}: an operator's shell cannot turn it off.
+    assert services["web"]["environment"]["SESSION_COOKIE_SECURE"] == "on"
+
+
+def test_only_the_tls_proxy_is_published(services: dict[str, dict]) -> None:
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}
+    proxy = services["proxy"]
+    assert {str(port).split(":")[0] for port in proxy["ports"]} == {"80", "443"}
+    caddyfile_mount = next(v for v in proxy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    assert (REPO_ROOT / caddyfile_mount.split(":")[0]).resolve() == (
+        REPO_ROOT / "deploy" / "Caddyfile"
+    )
+    assert _depends_on(proxy)["web"]["condition"] == "service_healthy"
+
+
+def test_caddy_serves_the_domain_and_forwards_to_web() -> None:
+    caddyfile = (REPO_ROOT / "deploy" / "Caddyfile").read_text()
+    assert "{$DOMAIN} {" in caddyfile
+    assert "reverse_proxy web:5000" in caddyfile
+    # Caddy writes no access log of its own: paths carry patient link and feed tokens.
+    assert not re.search(r"^\s*log\b", caddyfile, re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", ["worker", "beat"])
+def test_worker_and_beat_are_checked_by_their_heartbeat(
+    services: dict[str, dict], name: str
+) -> None:
+    assert services[name]["healthcheck"]["test"] == [
+        "CMD",
+        "flask",
+        "--app",
+        "web",
+        "health",
+        name,
+    ]
+
+
+def test_web_checks_its_settings_before_forking_workers(services: dict[str, dict]) -> None:
+    assert "--config=python:web.gunicorn_config" in services["web"]["command"]
+
+
+def test_backups_run_only_when_asked(services: dict[str, dict]) -> None:
+    backup = services["backup"]
+    assert backup["profiles"] == ["backup"]
+    assert backup["command"][0] == "/deploy/backup.sh"
+    assert backup.get("restart") == "no"
+
+
+def test_docker_build_context_leaves_out_local_data() -> None:
+    ignored = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "node_modules", "instance", "web/static/vendor", ".env"} <= ignored
