@@ -23,7 +23,7 @@ SWAGGER_UI_DIR := web/static/vendor/swagger-ui
 .PHONY: help run test bench lint format migrate seed clean lock simulate
 
 help:
-	@echo "make run      start web (http://127.0.0.1:5000), Celery worker and beat; Ctrl-C stops all"
+	@echo "make run      start web (http://127.0.0.1:5000, PORT=N for another), Celery worker and beat; Ctrl-C stops all"
 	@echo "make test     ruff check, ruff format --check, then pytest (PYTEST_ARGS=... passed on)"
 	@echo "make bench    run the benchmarks (results in bench/RESULTS.md)"
 	@echo "make lint     ruff check and format check only"
@@ -80,10 +80,10 @@ $(NPM_STAMP): package.json package-lock.json
 		$(SWAGGER_UI_DIR)/
 	touch $@
 
-run: seed $(NPM_STAMP)
-	@echo "Starting web on http://127.0.0.1:$${PORT:-5000}, Celery worker and beat (Ctrl-C stops all)"
-	@# honcho runs each Procfile line through the shell, so the venv's tools must be on PATH.
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+# Migrates, seeds and starts the Procfile's processes itself, after checking that the port and
+# the instance folder are free; prints the address and demo credentials once all are up.
+run: $(RUN_STAMP) $(NPM_STAMP)
+	@$(BIN)/python scripts/run_local.py
 
 test: $(DEV_STAMP) $(NPM_STAMP)
 	$(BIN)/ruff check .
