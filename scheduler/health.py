@@ -222,8 +222,12 @@ def oldest_unsent_due_at(session: Session, now: datetime) -> datetime | None:
     Waiting for a retry counts as waiting: a provider that keeps failing shows as a growing
     lag. `unknown` sends are excluded (the provider may have them; reconciling settles them).
     """
-    query = sa.select(sa.func.min(Reminder.due_at)).where(
-        Reminder.status.in_(OPEN_STATUSES), Reminder.due_at <= now
+    # Through the table, not the mapped class: a web session narrowed to one user's
+    # departments (scheduler.access) must still see every department's outbox here. Health is
+    # about the whole service, and the answer names no record.
+    reminders = Reminder.__table__
+    query = sa.select(sa.func.min(reminders.c.due_at)).where(
+        reminders.c.status.in_(OPEN_STATUSES), reminders.c.due_at <= now
     )
     value = session.scalar(query)
     if value is None:
