@@ -74,6 +74,12 @@ class Settings:
     # What-if simulation runs keep their files here, one subdirectory per run. None: the
     # `simulations` folder of the instance directory.
     simulation_dir: Path | None = None
+    # Health (see scheduler.health). None: derived from dispatch_interval_seconds, so a
+    # faster tick in a test or a drill tightens them too.
+    health_beat_stale_seconds: float | None = None
+    health_worker_stale_seconds: float | None = None
+    health_reminder_lag_seconds: float | None = None
+    health_broker_timeout_seconds: float = 2.0
 
     @property
     def simulations_path(self) -> Path:
@@ -82,6 +88,32 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def beat_stale_after(self) -> float:
+        """Seconds without a beat tick after which beat counts as stopped."""
+        if self.health_beat_stale_seconds is not None:
+            return self.health_beat_stale_seconds
+        # Three missed ticks, and never under 15 s: one late tick on a busy host is not an outage.
+        return max(3 * self.dispatch_interval_seconds, 15.0)
+
+    @property
+    def worker_stale_after(self) -> float:
+        """Seconds without a worker running the heartbeat tick after which it counts as stopped."""
+        if self.health_worker_stale_seconds is not None:
+            return self.health_worker_stale_seconds
+        # The worker's stamp rides on beat's tick through the broker: allow the tick's own
+        # expiry (see worker.py) on top of the beat allowance.
+        return self.beat_stale_after + max(2 * self.dispatch_interval_seconds, 10.0)
+
+    @property
+    def reminder_lag_limit(self) -> float:
+        """Seconds a due reminder may stay unsent before readiness fails."""
+        if self.health_reminder_lag_seconds is not None:
+            return self.health_reminder_lag_seconds
+        # Ten dispatch rounds, at least five minutes: long enough for a provider's brief
+        # hiccup and its retry, short enough that a same-day reminder is still useful.
+        return max(10 * self.dispatch_interval_seconds, 300.0)
 
     @property
     def is_sqlite(self) -> bool:
@@ -180,6 +212,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limit_storage_uri=rate_limit_uri,
         patient_link_days_after_last_fraction=link_days,
         simulation_dir=Path(env["SIMULATION_DIR"]) if env.get("SIMULATION_DIR") else None,
+        health_beat_stale_seconds=_positive(env, "HEALTH_BEAT_STALE_SECONDS"),
+        health_worker_stale_seconds=_positive(env, "HEALTH_WORKER_STALE_SECONDS"),
+        health_reminder_lag_seconds=_positive(env, "HEALTH_REMINDER_LAG_SECONDS"),
+        health_broker_timeout_seconds=_positive(env, "HEALTH_BROKER_TIMEOUT_SECONDS") or 2.0,
     )
 
 
@@ -211,3 +247,17 @@ def load_settings_or_exit() -> Settings:
         return load_settings()
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def _positive(env: dict[str, str], name: str) -> float | None:
+    """An optional number of seconds above zero; None when unset."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{name} must be a number of seconds above 0")
+    return value
