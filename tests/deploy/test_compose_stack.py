@@ -1,11 +1,15 @@
 """The compose stack's app services, run as the processes compose would start (no container
 engine runs on the test machines): migrate, then web, worker and beat on a fresh PostgreSQL
 database and a Redis server of the test's own, answering their health endpoints and the
-healthchecks written in docker-compose.yml."""
+healthchecks written in docker-compose.yml, with the TLS proxy (Caddy, deploy/Caddyfile) in
+front."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -13,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +25,7 @@ import sqlalchemy as sa
 from tests.conftest import POSTGRES_ADMIN_URL, port_open, unavailable
 from tests.deploy.compose_services import (
     APP_SERVICES,
+    REPO_ROOT,
     ServiceProcesses,
     compose_services,
     free_port,
@@ -38,6 +44,7 @@ OPERATOR_VARIABLES = {
     "PUBLIC_BASE_URL": "https://clinic.example.org",
     "DOMAIN": "clinic.example.org",
 }
+CADDYFILE = REPO_ROOT / "deploy" / "Caddyfile"
 START_TIMEOUT = 90.0
 
 
@@ -199,3 +206,69 @@ def test_worker_and_beat_pass_their_healthchecks(stack: Stack, name: str) -> Non
         f"the {name} healthcheck {stack.healthcheck(name)} passing",
         stack.processes,
     )
+
+
+def _proxy_caddyfile(stack: Stack, http_port: int, https_port: int, admin_port: int) -> str:
+    """deploy/Caddyfile as this machine can run it: the compose network's `web` host and the
+    fixed ports (80, 443, the admin's 2019) become the test's; nothing else changes."""
+    text = CADDYFILE.read_text()
+    for container, local in (
+        ("reverse_proxy web:5000", f"reverse_proxy 127.0.0.1:{stack.web_port}"),
+        ("admin 127.0.0.1:2019", f"admin 127.0.0.1:{admin_port}"),
+    ):
+        assert container in text, container
+        text = text.replace(container, local)
+    # Ports of the test's own; the local CA's root is never added to this machine's trust store.
+    options = f"\thttp_port {http_port}\n\thttps_port {https_port}\n\tskip_install_trust\n"
+    return text.replace("{\n", "{\n" + options, 1)
+
+
+def test_the_tls_proxy_serves_web_over_https(stack: Stack, tmp_path: Path) -> None:
+    binary = shutil.which("caddy")
+    if binary is None:
+        unavailable("caddy is not installed")
+    http_port, https_port, admin_port = free_port(), free_port(), free_port()
+    config = tmp_path / "Caddyfile"
+    config.write_text(_proxy_caddyfile(stack, http_port, https_port, admin_port))
+    # `localhost` gets a certificate from Caddy's own local CA, as DOMAIN gets a public one.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DOMAIN": "localhost",
+    }
+    stack.processes.start(
+        "proxy", [binary, "run", "--adapter", "caddyfile", "--config", str(config)], env
+    )
+    root_ca = tmp_path / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+
+    def answers_over_tls() -> tuple[int, dict] | None:
+        if not root_ca.exists():
+            return None
+        # Only Caddy's local CA is trusted: the certificate must be the one it issued.
+        context = ssl.create_default_context(cafile=str(root_ca))
+        try:
+            with urllib.request.urlopen(
+                f"https://localhost:{https_port}/healthz", timeout=5, context=context
+            ) as response:
+                return response.status, json.loads(response.read())
+        except (urllib.error.URLError, OSError):
+            return None
+
+    try:
+        status, body = _wait_for(
+            answers_over_tls, "web answering through the TLS proxy", stack.processes
+        )
+        assert status == 200 and body["status"] == "ok"
+        # Plain http is redirected to https, never served.
+        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+        connection.request("GET", "/healthz", headers={"Host": "localhost"})
+        response = connection.getresponse()
+        assert response.status in (301, 308)
+        assert response.getheader("Location") == "https://localhost/healthz"
+        connection.close()
+    finally:
+        proxy = stack.processes.running.pop("proxy")
+        proxy.terminate()
+        proxy.wait(20)
