@@ -12,7 +12,7 @@ from alembic import context
 
 import notifications.models  # noqa: F401  (registers the outbox tables on Base.metadata)
 from bootstrap import make_engine
-from config import load_settings
+from config import load_settings_or_exit
 from scheduler.models import Base
 
 config = context.config
@@ -24,7 +24,8 @@ def _database_url() -> str:
     return (
         config.attributes.get("database_url")
         or context.get_x_argument(as_dictionary=True).get("database_url")
-        or load_settings().database_url
+        # Bad settings stop the migration with one error line, as they stop every other process.
+        or load_settings_or_exit().database_url
     )
 
 

@@ -1,4 +1,4 @@
-"""In production mode web, worker and beat, started with the commands of docker-compose.yml,
+"""In production mode migrate, web, worker and beat, started with docker-compose.yml's commands,
 refuse unsafe settings at once: a non-zero exit and one error line, before connecting to anything
 (the data store addresses here lead nowhere, so a process that went on would hang or retry)."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.compose_services import (
+    REPO_ROOT,
     compose_services,
     free_port,
     local_path,
@@ -38,7 +39,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+@pytest.mark.parametrize("name", ["migrate", "web", "worker", "beat"])
 def test_service_refuses_unsafe_production_settings(name: str, case: str, tmp_path: Path) -> None:
     service = compose_services()[name]
     changes, problem = CASES[case]
@@ -55,8 +56,9 @@ def test_service_refuses_unsafe_production_settings(name: str, case: str, tmp_pa
         local_web_port(local_path(part, tmp_path), port)
         for part in service_command(service, OPERATOR_VARIABLES)
     ]
+    # From the checkout, as the image runs from /app (alembic.ini and migrations/ are there).
     result = subprocess.run(
-        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
