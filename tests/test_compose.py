@@ -177,7 +177,7 @@ def test_worker_and_beat_are_checked_by_their_heartbeat(
 
 
 def test_web_checks_its_settings_before_forking_workers(services: dict[str, dict]) -> None:
-    assert "--config=python:web.gunicorn_config" in services["web"]["command"]
+    assert "--config=python:web.gunicorn_conf" in services["web"]["command"]
 
 
 def test_backups_run_only_when_asked(services: dict[str, dict]) -> None:

@@ -1,4 +1,4 @@
-"""Gunicorn hooks of the web service: `gunicorn --config python:web.gunicorn_config ...`."""
+"""Gunicorn hooks of the web service: `gunicorn --config python:web.gunicorn_conf ...`."""
 
 from __future__ import annotations
 
