@@ -60,6 +60,19 @@ def test_a_taken_port_refuses_the_run_before_anything_starts(tmp_path: Path) -> 
     assert not instance_dir.exists()
 
 
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "５０００"])
+def test_a_port_that_is_not_a_port_number_is_refused(tmp_path: Path, port: str) -> None:
+    env = {**_environment(tmp_path / "instance", 5000), "PORT": port}
+    result = subprocess.run(
+        LAUNCHER, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: PORT must be a port number from 1 to 65535 (got {port!r})"
+    )
+    assert not (tmp_path / "instance").exists()
+
+
 def test_a_second_run_on_the_same_instance_folder_is_refused(tmp_path: Path) -> None:
     # Another port, the same data: its beat would dispatch every reminder a second time.
     instance_dir = tmp_path / "instance"
