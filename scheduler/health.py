@@ -45,6 +45,13 @@ class CheckName(enum.StrEnum):
     TASK_FAILURES = "task_failures"
 
 
+# The checks that read the database, with their units: not known when it cannot be read.
+_READ_FROM_DATABASE = (
+    (CheckName.BEAT, "s"),
+    (CheckName.WORKER, "s"),
+    (CheckName.REMINDER_LAG, "s"),
+    (CheckName.TASK_FAILURES, "count"),
+)
 # The checks whose failure stops reminders: the banner on staff pages says so.
 REMINDER_PATH = frozenset(
     {CheckName.DATABASE, CheckName.BROKER, CheckName.BEAT, CheckName.WORKER, CheckName.REMINDER_LAG}
@@ -111,12 +118,7 @@ def readiness(
         checks.append(check_broker(settings.broker_url, settings.health_broker_timeout_seconds))
     if checks[0].status == Status.FAIL:
         # Everything else lives in the database: say so rather than guess.
-        for name, unit in (
-            (CheckName.BEAT, "s"),
-            (CheckName.WORKER, "s"),
-            (CheckName.REMINDER_LAG, "s"),
-            (CheckName.TASK_FAILURES, "count"),
-        ):
+        for name, unit in _READ_FROM_DATABASE:
             checks.append(Check(name, Status.FAIL, None, unit, "not known: database unreachable"))
         return HealthReport(now, tuple(checks))
     try:
@@ -129,12 +131,7 @@ def readiness(
         )
     except sa.exc.SQLAlchemyError as exc:
         done = {c.name for c in checks}
-        for name, unit in (
-            (CheckName.BEAT, "s"),
-            (CheckName.WORKER, "s"),
-            (CheckName.REMINDER_LAG, "s"),
-            (CheckName.TASK_FAILURES, "count"),
-        ):
+        for name, unit in _READ_FROM_DATABASE:
             if name not in done:
                 detail = f"not known: reading it failed ({type(exc).__name__})"
                 checks.append(Check(name, Status.FAIL, None, unit, detail))
