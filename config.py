@@ -99,12 +99,11 @@ class Settings:
 
     @property
     def worker_stale_after(self) -> float:
-        """Seconds without a worker running the heartbeat tick after which it counts as stopped."""
+        """Seconds without a worker's heartbeat after which no worker counts as running."""
         if self.health_worker_stale_seconds is not None:
             return self.health_worker_stale_seconds
-        # The worker's stamp rides on beat's tick through the broker: allow the tick's own
-        # expiry (see worker.py) on top of the beat allowance.
-        return self.beat_stale_after + max(2 * self.dispatch_interval_seconds, 10.0)
+        # A worker stamps every interval, as beat ticks: the same allowance.
+        return max(3 * self.dispatch_interval_seconds, 15.0)
 
     @property
     def reminder_lag_limit(self) -> float:

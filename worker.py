@@ -90,8 +90,8 @@ def make_celery(settings: Settings) -> Celery:
             },
         },
     )
-    # Beat stamps its own heartbeat and workers record failed tasks (see the module).
-    process_hooks.connect()
+    # Beat and workers stamp their own heartbeats; workers record failed tasks (see the module).
+    process_hooks.connect(app)
     return app
 
 

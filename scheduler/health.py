@@ -45,6 +45,13 @@ class CheckName(enum.StrEnum):
     TASK_FAILURES = "task_failures"
 
 
+# The checks that read the database, with their units: not known when it cannot be read.
+_READ_FROM_DATABASE = (
+    (CheckName.BEAT, "s"),
+    (CheckName.WORKER, "s"),
+    (CheckName.REMINDER_LAG, "s"),
+    (CheckName.TASK_FAILURES, "count"),
+)
 # The checks whose failure stops reminders: the banner on staff pages says so.
 REMINDER_PATH = frozenset(
     {CheckName.DATABASE, CheckName.BROKER, CheckName.BEAT, CheckName.WORKER, CheckName.REMINDER_LAG}
@@ -111,35 +118,20 @@ def readiness(
         checks.append(check_broker(settings.broker_url, settings.health_broker_timeout_seconds))
     if checks[0].status == Status.FAIL:
         # Everything else lives in the database: say so rather than guess.
-        for name, unit in (
-            (CheckName.BEAT, "s"),
-            (CheckName.WORKER, "s"),
-            (CheckName.REMINDER_LAG, "s"),
-            (CheckName.TASK_FAILURES, "count"),
-        ):
+        for name, unit in _READ_FROM_DATABASE:
             checks.append(Check(name, Status.FAIL, None, unit, "not known: database unreachable"))
         return HealthReport(now, tuple(checks))
     try:
         seen = heartbeats.last_seen(session)
-        beat = check_beat(seen.get(heartbeats.BEAT), settings, now=now)
-        checks.append(beat)
-        checks.append(
-            check_worker(
-                seen.get(heartbeats.WORKER), settings, now=now, beat_ok=beat.status == Status.OK
-            )
-        )
+        checks.append(check_beat(seen.get(heartbeats.BEAT), settings, now=now))
+        checks.append(check_worker(seen.get(heartbeats.WORKER), settings, now=now))
         checks.append(check_reminder_lag(oldest_unsent_due_at(session, now), settings, now=now))
         checks.append(
             check_task_failures(task_failures.count_since(session, now - RECENT_FAILURES_WINDOW))
         )
     except sa.exc.SQLAlchemyError as exc:
         done = {c.name for c in checks}
-        for name, unit in (
-            (CheckName.BEAT, "s"),
-            (CheckName.WORKER, "s"),
-            (CheckName.REMINDER_LAG, "s"),
-            (CheckName.TASK_FAILURES, "count"),
-        ):
+        for name, unit in _READ_FROM_DATABASE:
             if name not in done:
                 detail = f"not known: reading it failed ({type(exc).__name__})"
                 checks.append(Check(name, Status.FAIL, None, unit, detail))
@@ -200,20 +192,15 @@ def check_beat(seen: datetime | None, settings: Settings, *, now: datetime) -> C
     return Check(CheckName.BEAT, Status.OK, age, "s", f"ticked {_span(age)} ago")
 
 
-def check_worker(
-    seen: datetime | None, settings: Settings, *, now: datetime, beat_ok: bool = True
-) -> Check:
+def check_worker(seen: datetime | None, settings: Settings, *, now: datetime) -> Check:
     age = _age(seen, now)
     limit = settings.worker_stale_after
-    # The worker's stamp rides on beat's tick: with beat stopped, a stale worker row says
-    # nothing about the worker itself, and the detail says so.
-    because = "" if beat_ok else "; beat is not ticking, so no tick reached it"
     if age is None:
-        return Check(CheckName.WORKER, Status.FAIL, None, "s", f"has never run a tick{because}")
+        return Check(CheckName.WORKER, Status.FAIL, None, "s", "no worker has ever run")
     if age > limit:
-        detail = f"no tick run for {_span(age)} (limit {_span(limit)}){because}"
+        detail = f"no worker seen for {_span(age)} (limit {_span(limit)})"
         return Check(CheckName.WORKER, Status.FAIL, age, "s", detail)
-    return Check(CheckName.WORKER, Status.OK, age, "s", f"ran a tick {_span(age)} ago")
+    return Check(CheckName.WORKER, Status.OK, age, "s", f"seen {_span(age)} ago")
 
 
 def oldest_unsent_due_at(session: Session, now: datetime) -> datetime | None:

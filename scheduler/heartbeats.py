@@ -1,13 +1,13 @@
 """Liveness stamps of the background processes, one `worker_heartbeats` row each.
 
-Two rows, so that each process can be seen on its own:
-- `beat`: written by the beat process itself each time it publishes the heartbeat tick
-  (worker.py connects the hook in beat only). Fresh means beat is scheduling and reaches the
-  broker.
-- `worker`: written when a worker runs that tick (scheduler.tasks.record_heartbeat). Fresh
-  means a worker takes tasks from the broker and can reach the database.
-A fresh `beat` with a stale `worker` is a stopped worker; both stale is a stopped beat (and
-says nothing about the workers).
+Two rows, so that each process can be seen on its own (scheduler.process_hooks):
+- `beat`: written by the beat process itself each time it publishes the heartbeat tick. Fresh
+  means beat is scheduling and reaches the broker.
+- `worker`: written by every worker every DISPATCH_INTERVAL_SECONDS while it is connected to
+  the broker, and when it runs beat's heartbeat tick (scheduler.tasks.record_heartbeat). Fresh
+  means at least one worker is running, connected and able to write to the database.
+A worker that runs but cannot keep up (every pool process busy) shows as reminder lag instead
+(scheduler.health).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from scheduler import heartbeats
 def record_heartbeat() -> None:
     """Stamp the `worker` heartbeat: a worker took this tick from the broker and ran it.
 
-    Beat enqueues it every `dispatch_interval_seconds` (and stamps its own `beat` row as it
-    does, see worker.py); the reminder dispatcher rides on the same schedule, so a stale
-    `worker` row means reminders are not being dispatched.
+    Beat enqueues it every `dispatch_interval_seconds` and stamps its own `beat` row as it
+    does (scheduler.process_hooks); workers also stamp `worker` on their own timer, so this
+    is the round trip through the broker on top.
     """
     # The engine is built on first use inside the pool process (never at import) and kept by
     # bootstrap, one per database URL.

@@ -247,7 +247,7 @@ def _heartbeat_check(name: str) -> None:
 
 @health_group.command("worker")
 def health_worker_command() -> None:
-    """A worker ran beat's heartbeat tick recently (so it takes tasks from the broker)."""
+    """A worker, connected to the broker, stamped its heartbeat recently."""
     _heartbeat_check("worker")
 
 

@@ -20,12 +20,12 @@ def _settings(**env: str):
 def test_limits_follow_the_dispatch_interval_by_default() -> None:
     default = _settings()
     assert default.beat_stale_after == 90  # three 30 s ticks
-    assert default.worker_stale_after == 90 + 60  # plus the tick's own expiry
+    assert default.worker_stale_after == 90  # a worker stamps as often as beat ticks
     assert default.reminder_lag_limit == 300
     fast = _settings(DISPATCH_INTERVAL_SECONDS="1")
     # Never so tight that one late tick on a busy host reads as an outage.
     assert fast.beat_stale_after == 15
-    assert fast.worker_stale_after == 25
+    assert fast.worker_stale_after == 15
     assert fast.reminder_lag_limit == 300
     slow = _settings(DISPATCH_INTERVAL_SECONDS="60")
     assert (slow.beat_stale_after, slow.reminder_lag_limit) == (180, 600)
@@ -64,15 +64,15 @@ def test_a_stamp_ahead_of_the_clock_counts_as_fresh() -> None:
     assert (check.status, check.figure) == (Status.OK, 0.0)
 
 
-def test_worker_staleness_names_a_stopped_beat_as_the_likely_cause() -> None:
-    settings = _settings()
-    stale = NOW - timedelta(seconds=151)
-    alone = health.check_worker(stale, settings, now=NOW, beat_ok=True)
-    assert alone.status == Status.FAIL and "beat" not in alone.detail
-    with_beat = health.check_worker(stale, settings, now=NOW, beat_ok=False)
-    assert with_beat.status == Status.FAIL and "beat is not ticking" in with_beat.detail
+def test_worker_is_stopped_after_its_limit() -> None:
+    settings = _settings(HEALTH_WORKER_STALE_SECONDS="150")
+    stale = health.check_worker(NOW - timedelta(seconds=151), settings, now=NOW)
+    assert (stale.status, stale.figure) == (Status.FAIL, 151)
+    assert stale.detail == "no worker seen for 2 min (limit 2 min)"
     fresh = health.check_worker(NOW - timedelta(seconds=150), settings, now=NOW)
-    assert fresh.status == Status.OK and fresh.figure == 150
+    assert (fresh.status, fresh.figure, fresh.detail) == (Status.OK, 150, "seen 2 min ago")
+    never = health.check_worker(None, settings, now=NOW)
+    assert (never.status, never.figure) == (Status.FAIL, None)
 
 
 @pytest.mark.parametrize(
