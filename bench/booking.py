@@ -125,7 +125,13 @@ def _start_server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, limit: float = 30.0) -> None:
+# On a machine shared with other work, importing the app in each worker can take a while.
+READY_LIMIT_SECONDS = 120.0
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], base: str, limit: float = READY_LIMIT_SECONDS
+) -> None:
     deadline = clock.monotonic() + limit
     while clock.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,7 +142,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], base: str, limit: float = 30.0) -
         except requests.RequestException:
             pass
         clock.sleep(0.2)
-    raise RuntimeError("gunicorn did not answer /healthz within 30 s")
+    raise RuntimeError(f"gunicorn did not answer /healthz within {limit:.0f} s")
 
 
 def _stop_server(proc: subprocess.Popen[bytes]) -> None:
