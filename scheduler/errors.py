@@ -114,3 +114,23 @@ class NearbyCourseWarning(ServiceError):
     def __init__(self, detail: str, nearby_courses: list[NearbyCourse]) -> None:
         super().__init__(detail, nearby_courses=list(nearby_courses))
         self.nearby_courses = list(nearby_courses)
+
+
+class NoScheduleAvailable(ServiceError):
+    """Nothing can be booked for the course: ``explanation`` names the cause (a code of
+    ``scheduler.search.EXPLANATION_CODES``) and the earliest start that would fit."""
+
+    status = 409
+    title = "No schedule can be booked"
+
+    def __init__(self, detail: str, explanation: dict[str, Any]) -> None:
+        super().__init__(detail, explanation=explanation)
+        self.explanation = explanation
+
+
+class OptionsTaken(ServiceError):
+    """Every option found for the course was booked by concurrent requests before this one
+    could take it, however many times it looked again."""
+
+    status = 409
+    title = "Every option was taken by other bookings"

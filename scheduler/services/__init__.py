@@ -9,10 +9,12 @@ deadlock is run again from the start. A lost race surfaces as :class:`Conflict` 
 it, and on SQLite the write lock taken at BEGIN makes the overlap check and the insert one
 step.
 
-One module per job (proposing, booking, moving, outcomes, repair, downtime, pathway) over the shared
-loaders, events and guards in ``common``; callers use this package's names.
+One module per job (proposing, booking, booking the best option, moving, outcomes, repair,
+downtime, pathway) over the shared loaders, events and guards in ``common``; callers use this
+package's names.
 """
 
+from scheduler.services.best_option import BEST_OPTION_ATTEMPTS, BestBooking, book_best_option
 from scheduler.services.booking import NEARBY_COURSE_DAYS, book_course, nearby_courses
 from scheduler.services.common import (
     CONFLICT_RULES,
@@ -71,6 +73,9 @@ from scheduler.services.repair import (
 from scheduler.unit_of_work import RACE_RETRIES, RETRYABLE_SQLSTATES
 
 __all__ = [
+    "BEST_OPTION_ATTEMPTS",
+    "BestBooking",
+    "book_best_option",
     "CONFLICT_RULES",
     "CoursePathway",
     "PathwayOptions",

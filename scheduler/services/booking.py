@@ -149,9 +149,7 @@ def book_course(
     (else :class:`NearbyCourseWarning`); the acknowledgement is kept in the booking event.
     """
     now = _now(now)
-    course = _get_course(session, course_id)
-    if course.status != CourseStatus.DRAFT or _scheduled(course):
-        raise StateConflict(f"course {course_id} is {course.status}; only a draft can be booked")
+    course = bookable_course(session, course_id)
     protocol = course.protocol
     rules = rules_from_protocol(protocol)
     numbers = sorted(p.number for p in placements)
@@ -190,6 +188,34 @@ def book_course(
         window,
     )
     overridden = bool(violations)
+    nearby = checked_nearby_courses(session, course, window, acknowledged_course_ids)
+    add_fractions(session, course, planned, override_reason if overridden else None, now=now)
+    _flush_or_conflict(session, {f.linac_id for f in planned}, course.patient_id, window)
+    return record_booked(
+        session,
+        course,
+        planned,
+        actor_id=actor_id,
+        now=now,
+        override_reason=override_reason if overridden else None,
+        violations=[v.code for v in violations],
+        nearby=nearby,
+    )
+
+
+def bookable_course(session: Session, course_id: int) -> Course:
+    """The course with its fractions, if it is a draft with nothing scheduled."""
+    course = _get_course(session, course_id)
+    if course.status != CourseStatus.DRAFT or _scheduled(course):
+        raise StateConflict(f"course {course_id} is {course.status}; only a draft can be booked")
+    return course
+
+
+def checked_nearby_courses(
+    session: Session, course: Course, window: Interval, acknowledged_course_ids: Collection[int]
+) -> list[NearbyCourse]:
+    """The patient's nearby courses (see :func:`_nearby_courses`); raise
+    :class:`NearbyCourseWarning` unless every one of them is acknowledged."""
     nearby = _nearby_courses(session, course, window)
     acknowledged = set(acknowledged_course_ids)
     if any(n.course_id not in acknowledged for n in nearby):
@@ -198,11 +224,38 @@ def book_course(
             f"{NEARBY_COURSE_DAYS} days of it; acknowledge it to book",
             nearby,
         )
+    return nearby
+
+
+def add_fractions(
+    session: Session,
+    course: Course,
+    planned: Sequence[PlannedFraction],
+    override_reason: str | None,
+    *,
+    now: datetime,
+) -> None:
+    """Add the course's fraction rows and mark it booked (not flushed: the caller flushes and
+    turns a lost race into what it needs)."""
     for f in planned:
-        session.add(_new_fraction(course, f, override_reason if overridden else None, now=now))
+        session.add(_new_fraction(course, f, override_reason, now=now))
     course.status = CourseStatus.BOOKED
     course.updated_at = now
-    _flush_or_conflict(session, {f.linac_id for f in planned}, course.patient_id, window)
+
+
+def record_booked(
+    session: Session,
+    course: Course,
+    planned: Sequence[PlannedFraction],
+    *,
+    actor_id: int | None,
+    now: datetime,
+    override_reason: str | None = None,
+    violations: Sequence[str] = (),
+    nearby: Sequence[NearbyCourse] = (),
+) -> Course:
+    """The booking event (and with it the patient's messages) of a course whose fractions
+    are flushed; the course as it now stands."""
     _event(
         session,
         BookingEventKind.COURSE_BOOKED,
@@ -210,8 +263,8 @@ def book_course(
         actor_id=actor_id,
         now=now,
         fractions=[_fraction_payload(f) for f in planned],
-        override_reason=override_reason if overridden else None,
-        violations=[v.code for v in violations],
+        override_reason=override_reason,
+        violations=list(violations),
         nearby_courses_acknowledged=[n.course_id for n in nearby],
     )
     session.flush()

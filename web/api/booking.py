@@ -143,8 +143,33 @@ def book_course(course_id: int, body: s.BookingIn):
     violations, and the overridable ones may be booked with an ``override_reason``. When the
     patient has another active course overlapping the schedule or within 7 days of it, the
     answer is a 409 of type ``nearby-course-warning`` listing those courses
-    (``nearby_courses``); book again with their ids in ``acknowledged_course_ids``."""
+    (``nearby_courses``); book again with their ids in ``acknowledged_course_ids``.
+
+    With ``{"best": true}`` (optionally ``earliest`` and ``preferred_window``, as for
+    proposals) the server books the best option now, in this one request: it proposes, books
+    the first proposal, and when a concurrent booking takes that time first it looks again and
+    books the next best, up to 6 times. Options that rank equally are spread over concurrent
+    requests. When nothing fits the answer is a 409 of type ``no-schedule-available`` whose
+    ``explanation`` names the cause (its ``code``, as in proposals) and the earliest start
+    that would fit; when other bookings took every option it found, a 409 of type
+    ``options-taken`` (ask again)."""
     session = get_session()
+    if body.best:
+        window = body.preferred_window
+        booked = services.book_best_option(
+            session,
+            course_id,
+            earliest=body.earliest,
+            preferred_window=None if window is None else (window.start, window.end),
+            acknowledged_course_ids=body.acknowledged_course_ids,
+            actor_id=current_user_id(),
+        )
+        # Which way the schedule was chosen, and how contended it was, as ids and counts only.
+        add_audit_detail(best_option=True, lost_races=booked.lost_races)
+        if body.acknowledged_course_ids:
+            add_audit_detail(acknowledged_nearby_courses=body.acknowledged_course_ids)
+        return course_out(booked.course)
+    assert body.fractions is not None  # BookingIn takes either fractions or best
     placements = _placements(session, course_id, body.fractions)
     course = services.book_course(
         session,

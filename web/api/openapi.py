@@ -24,7 +24,10 @@ ERROR_DESCRIPTIONS = {
     409: (
         "The slot is taken (`conflicts`), the record's state does not allow this, or the "
         "patient has another course close to this one that must be acknowledged first "
-        "(type `urn:sbrt-scheduler:problem:nearby-course-warning`, `nearby_courses`)"
+        "(type `urn:sbrt-scheduler:problem:nearby-course-warning`, `nearby_courses`); when "
+        "booking the best option, nothing fits (type "
+        "`urn:sbrt-scheduler:problem:no-schedule-available`, `explanation`) or other bookings "
+        "took every option found (type `urn:sbrt-scheduler:problem:options-taken`)"
     ),
     415: "The body is not application/json",
     422: "Invalid input; `errors` names each field, `violations` each broken rule",
@@ -60,6 +63,12 @@ class ViolationOut(BaseModel):
     overridable: bool = False
 
 
+class ProblemExplanationOut(BaseModel):
+    code: str
+    message: str
+    earliest_feasible: str | None = None
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details."""
 
@@ -73,6 +82,7 @@ class Problem(BaseModel):
     conflicts: list[ConflictOut] | None = None
     violations: list[ViolationOut] | None = None
     nearby_courses: list[NearbyCourseOut] | None = None
+    explanation: ProblemExplanationOut | None = None
 
 
 def build_document(routes: ApiRoutes) -> dict[str, Any]:

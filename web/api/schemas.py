@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from scheduler import records
 from scheduler.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, MIN_PASSWORD_SCORE
@@ -800,7 +807,30 @@ class PlacementIn(Input):
 
 
 class BookingIn(Input):
-    fractions: Annotated[list[PlacementIn], Field(min_length=1, max_length=records.MAX_FRACTIONS)]
+    fractions: (
+        Annotated[
+            list[PlacementIn],
+            Field(
+                min_length=1,
+                max_length=records.MAX_FRACTIONS,
+                description="Where each fraction goes (e.g. one of the proposals); or `best`",
+            ),
+        ]
+        | None
+    ) = None
+    best: bool = Field(
+        False,
+        description=(
+            "Book the best option now instead of given `fractions`: the server proposes and "
+            "books in one step, and looks again when a concurrent booking takes its choice"
+        ),
+    )
+    earliest: Day | None = Field(
+        None, description="With `best`: local date to start from; default: ready-to-treat date"
+    )
+    preferred_window: TimeWindow | None = Field(
+        None, description="With `best`: the patient's preferred local times of day"
+    )
     override_reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     acknowledged_course_ids: Annotated[
         list[Id],
@@ -813,6 +843,17 @@ class BookingIn(Input):
             ),
         ),
     ] = []
+
+    @model_validator(mode="after")
+    def _one_way_of_booking(self) -> BookingIn:
+        if self.best == (self.fractions is not None):
+            raise ValueError("give either `fractions` or `best: true`")
+        if not self.best and (self.earliest is not None or self.preferred_window is not None):
+            raise ValueError("`earliest` and `preferred_window` go with `best: true`")
+        if self.best and self.override_reason is not None:
+            # The best option keeps every rule; nothing is there to override.
+            raise ValueError("`override_reason` goes with `fractions`, not with `best`")
+        return self
 
 
 class MoveIn(Input):
