@@ -83,7 +83,8 @@ $(NPM_STAMP): package.json package-lock.json
 run: seed $(NPM_STAMP)
 	@echo "Starting web on http://127.0.0.1:$${PORT:-5000}, Celery worker and beat (Ctrl-C stops all)"
 	@# honcho runs each Procfile line through the shell, so the venv's tools must be on PATH.
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# Log lines as text for a terminal (production logs JSON), unless LOG_FORMAT says otherwise.
+	LOG_FORMAT=$${LOG_FORMAT:-text} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 test: $(DEV_STAMP) $(NPM_STAMP)
 	$(BIN)/ruff check .

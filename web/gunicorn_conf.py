@@ -1,0 +1,37 @@
+"""gunicorn settings for the web app: `gunicorn -c python:web.gunicorn_conf 'web:create_app()'`.
+
+Metrics: each gunicorn worker counts in files of its own under PROMETHEUS_MULTIPROC_DIR and a
+scrape of /metrics, whichever worker answers it, sums them all. The directory is emptied when
+the server starts (a temporary one is made when none is set), and a worker's live figures are
+dropped when it exits. Logs: gunicorn's own lines go out in the app's format (LOG_FORMAT), and
+the access log, written by web.access_log.RedactingLogger, never holds a link's token or a
+query's values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Address, worker count and log destinations stay on the command line, where the Procfile and
+# docker-compose.yml show them.
+logger_class = "web.access_log.RedactingLogger"
+# The request id of each line, to find the app's own log lines of that request.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+
+def on_starting(server: Any) -> None:
+    from scheduler.observability.exposition import prepare_multiprocess_dir
+
+    server.sbrt_metrics_dir = prepare_multiprocess_dir("sbrt-metrics-web-")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from scheduler.observability.exposition import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    from scheduler.observability.exposition import remove_multiprocess_dir
+
+    remove_multiprocess_dir(getattr(server, "sbrt_metrics_dir", None))
