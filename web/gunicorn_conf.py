@@ -15,8 +15,9 @@ from typing import Any
 # Address, worker count and log destinations stay on the command line, where the Procfile and
 # docker-compose.yml show them.
 logger_class = "web.access_log.RedactingLogger"
-# The request id of each line, to find the app's own log lines of that request.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+# Without the default format's user agent and referer (a referer can be a patient link); the
+# request id is added to every line by the log format itself (scheduler.observability.logs).
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
 def on_starting(server: Any) -> None:

@@ -1,0 +1,3 @@
+"""The API tests' app, client and reference data, for the metrics and logging tests."""
+
+from tests.api.conftest import app, client, db, seed  # noqa: F401
