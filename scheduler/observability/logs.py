@@ -64,7 +64,8 @@ def formatter(log_format: str) -> logging.Formatter:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
     if log_format == "text":
-        return RedactingTextFormatter(TEXT_FORMAT)
+        # Records that did not pass a ContextFilter (a handler added elsewhere) still format.
+        return RedactingTextFormatter(TEXT_FORMAT, defaults={"service": "-", "request_id": "-"})
     raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}")
 
 
@@ -88,3 +89,5 @@ def configure_logging(log_format: str, level: str, *, service: str) -> None:
             root.removeHandler(handler)
     root.addHandler(make_handler(log_format, service))
     root.setLevel(level.upper())
+    # Python's warnings become log records too, in the same format.
+    logging.captureWarnings(True)
