@@ -76,10 +76,29 @@ def test_worker_metrics_count_what_the_provider_saw_and_logs_carry_request_ids(
         timeout=30,
     )
 
+    # A task that raises: the heartbeat's name is longer than its column.
+    with app.app_context():
+        task_queue.enqueue("scheduler.tasks.record_heartbeat", "x" * 300)
     base = f"http://127.0.0.1:{port}/metrics"
     assert get(base)[0] == 401
-    status, text = get(base, {"Authorization": "Bearer tkn-123"})
-    assert status == 200
+    failures = "sbrt_task_failures_total"
+
+    def scraped_after_the_failure() -> str | None:
+        page = get(base, {"Authorization": "Bearer tkn-123"})[1]
+        return page if value(page, failures) >= 1 else None
+
+    text = pipeline.wait_for("the failed task counted", scraped_after_the_failure, timeout=30)
+    assert value(text, failures) == 1
+    assert value(text, failures, task="scheduler.tasks.record_heartbeat", exception="DataError")
+    assert (
+        value(
+            text,
+            "sbrt_task_duration_seconds_count",
+            task="scheduler.tasks.record_heartbeat",
+            state="FAILURE",
+        )
+        == 1
+    )
     answered = Counter(r.status for r in fake_twilio.create_requests)
     assert answered[400] == 1 and answered[201] >= 1
     assert (
@@ -97,7 +116,6 @@ def test_worker_metrics_count_what_the_provider_saw_and_logs_carry_request_ids(
         value(text, "sbrt_task_duration_seconds_count", task="notifications.dispatch_due_reminders")
         >= 1
     )
-    assert value(text, "sbrt_task_failures_total") == 0
 
     # Every line is JSON; each send's line shares its id with the dispatch tick that queued it.
     lines = _json_lines(log)
