@@ -15,6 +15,9 @@ from typing import Any
 # Address, worker count and log destinations stay on the command line, where the Procfile and
 # docker-compose.yml show them.
 logger_class = "web.access_log.RedactingLogger"
+# gunicorn's control socket lives at one path per user, shared by every gunicorn that user
+# runs on the machine; nothing here uses it, so a second server cannot take it from the first.
+control_socket_disable = True
 # Without the default format's user agent and referer (a referer can be a patient link); the
 # request id is added to every line by the log format itself (scheduler.observability.logs).
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
