@@ -50,13 +50,23 @@ def connect_process(settings: Settings) -> None:
         level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
         configure_logging(settings.log_format, level or settings.log_level, service=service)
 
+    made: list[str] = []
+
     def prepare_metrics(**_: Any) -> None:
         # In the worker's main process, before the pool forks: every child then counts in a
         # file of its own in this directory, and the main process serves their sum.
         if settings.worker_metrics_port is not None:
             from scheduler.observability.exposition import prepare_multiprocess_dir
 
-            prepare_multiprocess_dir("sbrt-metrics-worker-")
+            path = prepare_multiprocess_dir("sbrt-metrics-worker-")
+            if path:
+                made.append(path)
+
+    def remove_metrics_dir(**_: Any) -> None:
+        from scheduler.observability.exposition import remove_multiprocess_dir
+
+        for path in made:
+            remove_multiprocess_dir(path)
 
     def serve_metrics(**_: Any) -> None:
         if settings.worker_metrics_port is None:
@@ -93,6 +103,9 @@ def connect_process(settings: Settings) -> None:
     signals.setup_logging.connect(setup_logging, weak=False, dispatch_uid="sbrt-logging")
     signals.celeryd_init.connect(prepare_metrics, weak=False, dispatch_uid="sbrt-metrics-dir")
     signals.worker_ready.connect(serve_metrics, weak=False, dispatch_uid="sbrt-metrics-serve")
+    signals.worker_shutdown.connect(
+        remove_metrics_dir, weak=False, dispatch_uid="sbrt-metrics-remove"
+    )
     signals.worker_process_shutdown.connect(
         process_exited, weak=False, dispatch_uid="sbrt-metrics-exit"
     )
