@@ -50,5 +50,5 @@ RUN useradd --create-home --uid 10001 app \
 USER app
 
 EXPOSE 5000
-CMD ["gunicorn", "--bind=0.0.0.0:5000", "--workers=2", "--access-logfile=-", \
-     "--logger-class=web.access_log.RedactingLogger", "web:create_app()"]
+CMD ["gunicorn", "--config=python:web.gunicorn_conf", "--bind=0.0.0.0:5000", "--workers=2", \
+     "--access-logfile=-", "web:create_app()"]

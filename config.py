@@ -80,6 +80,15 @@ class Settings:
     health_worker_stale_seconds: float | None = None
     health_reminder_lag_seconds: float | None = None
     health_broker_timeout_seconds: float = 2.0
+    # Log lines as JSON objects (one per line, for a log collector) or as text for a terminal.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    # When set, /metrics (web) and the worker's metrics port answer only requests carrying
+    # `Authorization: Bearer <token>`; unset, they answer anyone who can reach them.
+    metrics_token: str | None = None
+    # The worker serves its metrics over HTTP on this port (off when None).
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
 
     @property
     def simulations_path(self) -> Path:
@@ -183,6 +192,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         or env.get("RATE_LIMIT_REDIS_URL")
         or (broker_url if broker_url.split(":", 1)[0] in ("redis", "rediss") else "memory://")
     )
+    log_format = (env.get("LOG_FORMAT") or "json").strip().lower()
+    if log_format not in ("json", "text"):
+        raise ValueError("LOG_FORMAT must be json or text")
+    log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    port_text = env.get("WORKER_METRICS_PORT")
+    worker_metrics_port = int(port_text) if port_text else None
+    if worker_metrics_port is not None and not 1 <= worker_metrics_port <= 65535:
+        raise ValueError("WORKER_METRICS_PORT must be a port number (1 to 65535)")
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -215,6 +234,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         health_worker_stale_seconds=_positive(env, "HEALTH_WORKER_STALE_SECONDS"),
         health_reminder_lag_seconds=_positive(env, "HEALTH_REMINDER_LAG_SECONDS"),
         health_broker_timeout_seconds=_positive(env, "HEALTH_BROKER_TIMEOUT_SECONDS") or 2.0,
+        log_format=log_format,
+        log_level=log_level,
+        metrics_token=env.get("METRICS_TOKEN") or None,
+        worker_metrics_port=worker_metrics_port,
+        worker_metrics_host=env.get("WORKER_METRICS_HOST") or "127.0.0.1",
     )
 
 

@@ -12,6 +12,7 @@ from kombu import Queue
 
 from config import Settings, load_settings_or_exit
 from scheduler import process_hooks
+from scheduler.observability.celery_signals import connect_process
 
 # Redis redelivers a message that has been taken but not acknowledged once this many seconds
 # have passed. Celery's default (1 h) is sized for long ETA/countdown tasks, which we never use:
@@ -92,6 +93,9 @@ def make_celery(settings: Settings) -> Celery:
     )
     # Beat and workers stamp their own heartbeats; workers record failed tasks (see the module).
     process_hooks.connect(app)
+    # Logging (JSON lines with request ids), task metrics and the worker's metrics port; the
+    # handlers act only when a worker or beat starts, never at import.
+    connect_process(settings)
     return app
 
 

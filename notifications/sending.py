@@ -45,6 +45,7 @@ from scheduler.models import (
     Patient,
     PatientLink,
 )
+from scheduler.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ BACKOFF_CAP = timedelta(minutes=30)
 # arrived there and send it again.
 RECONCILE_GRACE = timedelta(minutes=2)
 PERMANENT_SMS_FLAG = "the SMS provider refused this number"
+# The reason on a retry held until the patient's message window opens: not late, but waiting.
+WINDOW_WAIT_REASON = "waiting for the message window"
 
 
 @dataclass(frozen=True)
@@ -376,7 +379,7 @@ def _defer_to_window(
     if fraction is not None and opens >= fraction.starts_at:
         _finish(row, ReminderStatus.SUPPRESSED, "no time left inside the message window", now)
         return
-    _finish(row, ReminderStatus.PENDING, "waiting for the message window", now)
+    _finish(row, ReminderStatus.PENDING, WINDOW_WAIT_REASON, now)
     row.next_attempt_at = opens
 
 
@@ -393,6 +396,21 @@ class Held:
 
 def deliver_one(prepared: Prepared, channels: Channels) -> SendResult:
     """The provider call itself; no database session is open here."""
+    began = monotonic()
+    result = _call_provider(prepared, channels)
+    metrics.record_send(prepared.channel, result.outcome, result.error_code, monotonic() - began)
+    # Ids and codes only: the message, its address and its link stay out of the log.
+    log.info(
+        "reminder %s by %s: %s%s",
+        prepared.reminder_id,
+        prepared.channel,
+        result.outcome,
+        f" ({result.error_code})" if result.error_code else "",
+    )
+    return result
+
+
+def _call_provider(prepared: Prepared, channels: Channels) -> SendResult:
     try:
         if prepared.sms is not None:
             return channels.sms.send_sms(prepared.sms)

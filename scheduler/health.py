@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from notifications.models import Reminder
 from notifications.outbox import OPEN_STATUSES
+from notifications.sending import WINDOW_WAIT_REASON
 from scheduler import heartbeats, task_failures
 
 # Task failures within this window make the failures check a warning.
@@ -207,14 +208,21 @@ def oldest_unsent_due_at(session: Session, now: datetime) -> datetime | None:
     """When the longest-waiting reminder that is due and not yet sent fell due.
 
     Waiting for a retry counts as waiting: a provider that keeps failing shows as a growing
-    lag. `unknown` sends are excluded (the provider may have them; reconciling settles them).
+    lag. One held until the patient's message window opens does not: it is on time for the
+    window (otherwise every night's early reminders would read as a stalled service).
+    `unknown` sends are excluded (the provider may have them; reconciling settles them).
     """
     # Through the table, not the mapped class: a web session narrowed to one user's
     # departments (scheduler.access) must still see every department's outbox here. Health is
     # about the whole service, and the answer names no record.
     reminders = Reminder.__table__
+    waiting_for_window = sa.and_(
+        reminders.c.status_reason == WINDOW_WAIT_REASON, reminders.c.next_attempt_at > now
+    )
     query = sa.select(sa.func.min(reminders.c.due_at)).where(
-        reminders.c.status.in_(OPEN_STATUSES), reminders.c.due_at <= now
+        reminders.c.status.in_(OPEN_STATUSES),
+        reminders.c.due_at <= now,
+        sa.not_(sa.func.coalesce(waiting_for_window, False)),
     )
     value = session.scalar(query)
     if value is None:

@@ -107,6 +107,8 @@ def run_environment(port: int) -> dict[str, str]:
     # Procfile lines run through the shell: this interpreter's tools come first on PATH.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Log lines as text for a terminal (production logs JSON), unless LOG_FORMAT says otherwise.
+    env["LOG_FORMAT"] = env.get("LOG_FORMAT") or "text"
     return env
 
 

@@ -16,6 +16,8 @@ SETTINGS_KEY = "sbrt.settings"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from scheduler.observability.celery_signals import connect_publishing
+    from scheduler.observability.logs import configure_logging
     from web import (
         api,
         auth,
@@ -26,8 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         health,
         input_guard,
         messages,
+        metrics,
         patient,
         ratelimit,
+        request_ids,
         security,
         ui,
         views,
@@ -35,6 +39,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     settings = settings or load_settings()
+    configure_logging(settings.log_format, settings.log_level, service="web")
+    # Tasks queued by a request carry its id to the worker's log lines.
+    connect_publishing()
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -53,7 +60,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
         )
-    db.init_app(app, bootstrap.session_factory(settings))
+    sessions = bootstrap.session_factory(settings)
+    db.init_app(app, sessions)
+    request_ids.init_app(app)
+    metrics.init_app(app, settings, sessions)
     errors.init_app(app)
     input_guard.init_app(app)  # before any route: it sets the converter ids are read with
     # Before CSRF: a flood is refused as such before its forms are looked at.
