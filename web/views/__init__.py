@@ -13,9 +13,20 @@ from web.views import (
     patients,
     roster,
     whatif,
+    worklist,
 )
 
 
 def init_app(app: Flask) -> None:
-    for module in (patients, calendar, downtime, admin, patient_links, pathway, roster, whatif):
+    for module in (
+        worklist,
+        patients,
+        calendar,
+        downtime,
+        admin,
+        patient_links,
+        pathway,
+        roster,
+        whatif,
+    ):
         app.register_blueprint(module.bp)
