@@ -24,11 +24,12 @@ START_AND_TICK_TIMEOUT = 40.0  # seconds for both processes to start and the fir
 STOP_TIMEOUT = 15.0
 
 
-def _read_heartbeat(engine: sa.Engine) -> datetime | None:
+def _read_heartbeat(engine: sa.Engine, name: str = "worker") -> datetime | None:
     with engine.connect() as conn:
         try:
             value = conn.execute(
-                sa.text("SELECT last_seen_at FROM worker_heartbeats WHERE name = 'beat-tick'")
+                sa.text("SELECT last_seen_at FROM worker_heartbeats WHERE name = :name"),
+                {"name": name},
             ).scalar_one_or_none()
         except sa.exc.OperationalError:  # a writer holds the lock; ask again on the next poll
             return None

@@ -12,6 +12,7 @@ from web.views import (
     patient_links,
     patients,
     roster,
+    system,
     whatif,
     worklist,
 )
@@ -27,6 +28,7 @@ def init_app(app: Flask) -> None:
         patient_links,
         pathway,
         roster,
+        system,
         whatif,
     ):
         app.register_blueprint(module.bp)
