@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from notifications.models import InboundMessage, Reminder, ReminderStatus
-from scheduler import access, worklist
+from scheduler import access, heartbeats, worklist
 from scheduler.models import AuditEntry, Fraction, User
 from tests.access_world import build_other_department
 from tests.api.conftest import Seed
@@ -329,3 +329,33 @@ def test_the_counts_are_one_statement(db: Session, day: Day) -> None:
     db.rollback()
     assert (counts.courses, counts.failed, counts.replies) == (0, 1, 1)
     assert len([s for s in statements if "count(" in s.lower()]) == 1
+
+
+def _health_panel(page: str) -> str:
+    found = re.search(r'<section class="card worklist-health".*?</section>', page, re.S)
+    assert found, "no health panel"
+    return " ".join(re.sub("<[^>]+>", " ", found[0]).split())
+
+
+def test_the_health_panel_says_whether_reminders_go_out(
+    client: FlaskClient, signed_in: SignIn, db: Session, seed: Seed, clock: None
+) -> None:
+    signed_in(client, "scheduler")
+    # Nothing has ever ticked: the reminders would not go out.
+    panel = _health_panel(_html(client.get("/")))
+    assert panel.startswith("System health Reminders are stalled")
+    assert "fail Scheduler (beat): has never ticked" in panel
+    assert "fail Worker: no worker has ever run" in panel
+    assert "System page" not in panel  # admins only
+
+    now = datetime.now(UTC)
+    heartbeats.stamp(db, heartbeats.BEAT, now)
+    heartbeats.stamp(db, heartbeats.WORKER, now)
+    db.commit()
+    panel = _health_panel(_html(client.get("/")))
+    assert panel.startswith("System health Reminders are going out.")
+    assert "ok Scheduler (beat): ticked 0 s ago" in panel
+    assert "ok Database: answers" in panel
+
+    signed_in(client, "admin")
+    assert "System page" in _health_panel(_html(client.get("/")))

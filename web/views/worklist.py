@@ -12,12 +12,13 @@ with what happened, a missed session's rebooking included.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from notifications import outbox
-from scheduler import services, worklist
+from scheduler import health, services, worklist
 from scheduler.errors import Conflict, InvalidInput, StateConflict
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
@@ -28,7 +29,7 @@ from scheduler.models import (
     Role,
 )
 from scheduler.timeutil import format_local, to_local
-from web import audit
+from web import SETTINGS_KEY, audit
 from web.auth import session_user
 from web.db import get_session
 from web.messages import mask_phone
@@ -36,6 +37,7 @@ from web.ui import done, has_role, role_required
 from web.views.patients import _fraction_or_404, _queued_summary, _span
 
 bp = Blueprint("worklist", __name__)
+log = logging.getLogger(__name__)
 
 READINESS_NAMES = {
     "plan_approved_at": "plan approval",
@@ -47,6 +49,26 @@ def _actor_id() -> int:
     user = session_user()
     assert user is not None  # role_required signed the user in
     return user.id
+
+
+def _health() -> health.HealthReport | None:
+    """The readiness checks, or None when they cannot be worked out.
+
+    Without the broker check, as the stalled-reminders banner does: connecting to the broker
+    could hold the page for its timeout, and a stopped broker shows as a silent worker. In a
+    savepoint, so that the page's own unit of work is left as it was.
+    """
+    session = get_session()
+    settings = current_app.extensions[SETTINGS_KEY]
+    try:
+        savepoint = session.begin_nested()
+        try:
+            return health.readiness(session, settings, now=datetime.now(UTC), broker=False)
+        finally:
+            savepoint.rollback()
+    except Exception as exc:  # noqa: BLE001 - the panel must never break the worklist
+        log.warning("the worklist's health panel could not be worked out: %s", type(exc).__name__)
+        return None
 
 
 def _missing_readiness(course) -> list[str]:  # type: ignore[no-untyped-def]
@@ -98,6 +120,7 @@ def index():
         actionable=ACTIVE_FRACTION_STATUSES,
         has_departments=bool(found.days),
         summary=summary,
+        health=_health(),
         mask_phone=mask_phone,
     )
 
