@@ -8,12 +8,14 @@ scheduler books and moves, admin manages).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import Flask, abort, flash, g, redirect, request, url_for
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import worklist
 from scheduler.models import Role
@@ -21,6 +23,7 @@ from web.auth import session_user
 from web.db import get_session
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 # Higher roles can do everything lower ones can.
 ROLE_RANK = {Role.VIEWER: 0, Role.SCHEDULER: 1, Role.ADMIN: 2}
@@ -94,12 +97,17 @@ def _counts(endpoints: set[str]) -> worklist.AttentionCounts:
     """The counts of the menu items this user sees, queried once per request."""
     if "nav_counts" not in g:
         wanted = {NAVIGATION_COUNTS[e][0] for e in endpoints if e in NAVIGATION_COUNTS}
-        g.nav_counts = worklist.attention_counts(
-            get_session(),
-            courses="courses" in wanted,
-            failed="failed" in wanted,
-            replies="replies" in wanted,
-        )
+        try:
+            g.nav_counts = worklist.attention_counts(
+                get_session(),
+                courses="courses" in wanted,
+                failed="failed" in wanted,
+                replies="replies" in wanted,
+            )
+        except SQLAlchemyError as exc:
+            # An error page after a database failure still shows its menu, without counts.
+            log.warning("the menu's counts could not be read: %s", type(exc).__name__)
+            g.nav_counts = worklist.AttentionCounts(None, None, None)
     return g.nav_counts
 
 
