@@ -151,7 +151,7 @@ def test_signed_out_the_home_page_asks_to_sign_in(client: FlaskClient, seed: See
 
 
 def test_a_scheduler_sees_the_day_and_what_waits(
-    client: FlaskClient, signed_in: SignIn, day: Day, clock: None
+    client: FlaskClient, signed_in: SignIn, day: Day, clock: None, db: Session
 ) -> None:
     signed_in(client, "scheduler")
     page = _html(client.get("/"))
@@ -187,6 +187,15 @@ def test_a_scheduler_sees_the_day_and_what_waits(
     )
     assert _nav_counts(page) == {"Messages": "1", "Inbox": "1"}
     assert '<a href="/" aria-current="page">Today</a>' in page
+    # One audit entry a page view (signing in fetched the page once already), naming the
+    # sessions it showed.
+    viewed = db.scalars(
+        sa.select(AuditEntry).where(AuditEntry.subject_type == "worklist").order_by(AuditEntry.id)
+    ).all()[-1]
+    assert viewed.action == "view" and sorted(viewed.detail["fractions"]) == sorted(
+        [day.morning[0], day.afternoon[0]]
+    )
+    db.rollback()
 
 
 def test_a_viewer_sees_the_day_without_actions_or_replies(

@@ -23,6 +23,7 @@ from scheduler.errors import Conflict, InvalidInput, StateConflict
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
     MISSED_REASON_LABELS,
+    Course,
     CourseStatus,
     FractionStatus,
     MissedReason,
@@ -34,6 +35,9 @@ from web.auth import session_user
 from web.db import get_session
 from web.messages import mask_phone
 from web.ui import done, has_role, role_required
+
+# The course page's loader (one authorisation path for every page that acts on a fraction)
+# and its wording of a session's time and of the messages an action queued.
 from web.views.patients import _fraction_or_404, _queued_summary, _span
 
 bp = Blueprint("worklist", __name__)
@@ -71,7 +75,7 @@ def _health() -> health.HealthReport | None:
         return None
 
 
-def _missing_readiness(course) -> list[str]:  # type: ignore[no-untyped-def]
+def _missing_readiness(course: Course) -> list[str]:
     """What stands between a tentative first fraction and treatment."""
     return [name for column, name in READINESS_NAMES.items() if getattr(course, column) is None]
 
