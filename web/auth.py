@@ -1,4 +1,4 @@
-"""Staff sign-in with a session cookie, CSRF tokens, and the small index page.
+"""Staff sign-in with a session cookie and CSRF tokens.
 
 Pages are rendered server-side without JavaScript. Every state-changing form carries the
 session's CSRF token; web/csrf.py checks it before any view runs.
@@ -122,12 +122,12 @@ def _safe_next(target: str | None) -> str:
     them, or anything else not printable, sends the user to the start page instead.
     """
     if not target:
-        return url_for("auth.index")
+        return url_for("worklist.index")
     if "\\" in target or not target.isprintable():
-        return url_for("auth.index")
+        return url_for("worklist.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("auth.index")
+        return url_for("worklist.index")
     return target
 
 
@@ -136,11 +136,6 @@ def render_page(title: str, body: str, *, error: str | None = None, status: int 
     # The inner template was rendered with autoescaping on, so its output is safe markup.
     inner = Markup(render_template_string(body, **ctx))
     return render_template("simple.html", title=title, body=inner, error=error), status
-
-
-@bp.get("/")
-def index():
-    return render_template("index.html", title="SBRT scheduler")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -259,7 +254,7 @@ def change_password():
     keep_own_session(user)
     audit.record("update", "user", user.id, actor_id=user.id, password="changed")
     flash("Your password is changed; every other session of yours has ended.", "success")
-    return redirect(url_for("auth.index"))
+    return redirect(url_for("worklist.index"))
 
 
 def init_app(app: Flask) -> None:

@@ -14,11 +14,13 @@ from web.views import (
     roster,
     system,
     whatif,
+    worklist,
 )
 
 
 def init_app(app: Flask) -> None:
     for module in (
+        worklist,
         patients,
         calendar,
         downtime,
