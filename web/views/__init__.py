@@ -7,6 +7,7 @@ from flask import Flask
 from web.views import (
     admin,
     calendar,
+    calendar_export,
     downtime,
     pathway,
     patient_links,
@@ -17,5 +18,15 @@ from web.views import (
 
 
 def init_app(app: Flask) -> None:
-    for module in (patients, calendar, downtime, admin, patient_links, pathway, roster, whatif):
+    for module in (
+        patients,
+        calendar,
+        calendar_export,
+        downtime,
+        admin,
+        patient_links,
+        pathway,
+        roster,
+        whatif,
+    ):
         app.register_blueprint(module.bp)
