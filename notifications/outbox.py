@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from notifications import policy
 from notifications.models import Reminder, ReminderStatus
+from notifications.phone_display import dial_string, national_phone
 from notifications.types import (
     CourseSnapshot,
     FractionSnapshot,
@@ -119,10 +120,11 @@ def course_snapshot(
         fraction_count=protocol.fractions,
         ready_to_treat=course.ready_to_treat,
         clinic_name=department.name,
-        clinic_phone=department.phone,
+        clinic_phone=national_phone(department.phone, department.holiday_country),
         department_timezone=department.timezone,
         prep_instructions=protocol.prep_instructions,
         settings=reminder_settings(department, protocol),
+        clinic_phone_dial=dial_string(department.phone, department.holiday_country),
     )
 
 

@@ -33,6 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from notifications.policy import ACTIVE_STATUSES, awaiting_readiness
 from notifications.sandbox import BoundedSandboxedEnvironment, compile_bounded, render_bounded
 from notifications.types import Channel, CourseSnapshot, FractionSnapshot, Kind
+from notifications.zone_names import zone_name
 from scheduler.protocols import PREP_INSTRUCTIONS
 from scheduler.timeutil import to_local
 
@@ -425,6 +426,8 @@ def message_context(
         "clinic_phone": course.clinic_phone,
         "link": link,
         "timezone": tz,
+        # What patients read: "Central European Time", not "Europe/Berlin".
+        "timezone_name": zone_name(tz, lang),
         "awaiting_readiness": awaiting,
         "fraction_count": course.fraction_count,
         "fractions": fractions,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox
 from notifications.models import InboundMessage, ProviderEvent, Reminder, ReminderStatus
+from notifications.phone_display import national_phone
 from notifications.types import Channel
 from scheduler import links, services
 from scheduler.models import (
@@ -351,7 +352,12 @@ def _reply_text(
         key = "help"
     return _TEXTS[language][key].format(
         clinic=sms_clinic_name(department, language),
-        phone=(department.phone if department is not None else None) or _NO_PHONE[language],
+        phone=(
+            national_phone(department.phone, department.holiday_country)
+            if department is not None
+            else None
+        )
+        or _NO_PHONE[language],
     )
 
 

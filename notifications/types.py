@@ -74,6 +74,8 @@ class CourseSnapshot:
     department_timezone: str
     prep_instructions: str
     settings: ReminderSettings = field(default_factory=ReminderSettings)
+    # clinic_phone is as patients read it (national format); this is for tel: links (E.164).
+    clinic_phone_dial: str | None = None
 
 
 @dataclass(frozen=True)

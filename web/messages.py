@@ -1,7 +1,9 @@
 """Message pages: every patient message with its status, the problem queue and the inbox.
 
-- ``/messages``: the latest messages of every patient (with no Twilio or SMTP settings this is
-  where `make run` delivers: the local outbox).
+- ``/messages``: the message log, by when each message was or will be sent, filtered by
+  status, channel, patient and dates (web/message_log.py). With no Twilio or SMTP settings
+  this is where `make run` delivers: the local outbox, where staff can also type a patient's
+  SMS reply (web/outbox_replies.py).
 - ``/patients/<id>/messages`` and ``/courses/<id>/messages``: one patient's or one course's
   timeline, each message with its status, reason, times and the text the patient got.
 - ``/messages/problems`` (admin): failed and unknown messages, with retry and suppress.
@@ -23,7 +25,14 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask import request as flask_request
 from sqlalchemy.orm import Session, selectinload
 
-from notifications import outbox, rendering, sandbox, staff_actions, template_store
+from notifications import (
+    outbox,
+    rendering,
+    reply_simulation,
+    sandbox,
+    staff_actions,
+    template_store,
+)
 from notifications.models import InboundMessage, Reminder, ReminderStatus
 from notifications.staff_actions import PROBLEM_STATUSES
 from notifications.types import Channel, Kind, PlannedReminder
@@ -31,7 +40,7 @@ from scheduler import links
 from scheduler.errors import InvalidInput, NotFound, StateConflict
 from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
-from web import audit
+from web import audit, message_log, outbox_replies
 from web.auth import session_user
 from web.db import get_session
 from web.ui import done, role_required
@@ -154,6 +163,11 @@ def _reminders(where: Any = None, *, newest_first: bool = True) -> sa.Select[tup
     return query.order_by(Reminder.due_at, Reminder.id)
 
 
+def _simulating() -> bool:
+    """Whether the pages offer to simulate patients' replies (no Twilio settings)."""
+    return reply_simulation.allowed(current_app.extensions["sbrt.settings"])
+
+
 def _actor_id() -> int | None:
     user = session_user()
     return user.id if user is not None else None
@@ -163,10 +177,23 @@ def _actor_id() -> int | None:
 @role_required(Role.VIEWER)
 def messages():
     session = get_session()
-    rows = list(session.scalars(_reminders().limit(PAGE_SIZE)))
-    return render_template(
-        "messages/log.html", title="Patient messages", rows=_shown(session, rows)
+    wanted = message_log.parse_filter(flask_request.args)
+    rows = []
+    if not wanted.errors:
+        rows = list(session.scalars(message_log.log_query(session, wanted, PAGE_SIZE)))
+    page = render_template(
+        "messages/log.html",
+        title="Patient messages",
+        rows=_shown(session, rows),
+        wanted=wanted,
+        statuses=message_log.STATUSES,
+        channels=message_log.CHANNELS,
+        orders=message_log.ORDERS,
+        page_size=PAGE_SIZE,
+        simulate_replies=_simulating(),
     )
+    # A filter that cannot be read is the caller's mistake, said on the page, not a 500.
+    return (page, 400) if wanted.errors else page
 
 
 @bp.get("/patients/<int:patient_id>/messages")
@@ -186,6 +213,7 @@ def patient_timeline(patient_id: int):
         patient_id=patient.id,
         course_id=None,
         patient=patient,
+        simulate_replies=_simulating(),
     )
 
 
@@ -207,6 +235,7 @@ def course_timeline(course_id: int):
         patient_id=patient.id,
         course_id=course.id,
         patient=patient,
+        simulate_replies=_simulating(),
     )
 
 
@@ -316,3 +345,4 @@ def mark_handled(message_id: int):
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    outbox_replies.init_app(app)

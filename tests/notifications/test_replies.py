@@ -161,7 +161,7 @@ def test_a_tentative_first_fraction_is_not_confirmed_and_a_person_is_asked(sessi
     patient_id = _book(session, w, ready=False)
     result = _inbound(session, "SM1", "CONFIRM")
     assert not result.confirmed and result.needs_attention
-    assert result.reply and "please call +12125550100" in result.reply
+    assert result.reply and "please call (212) 555-0100" in result.reply
     assert _fractions(session, patient_id)[0].status == FractionStatus.TENTATIVE
     row = session.get(InboundMessage, result.inbound_id)
     assert row.needs_attention and row.handled_at is None and row.patient_id == patient_id
@@ -258,7 +258,7 @@ def test_unknown_number_and_free_text_go_to_the_inbox(session):
     stranger = _inbound(session, "SM2", "C", sender="+13105550199")
     assert stranger.patient_id is None and stranger.needs_attention and not stranger.confirmed
     # One department: the stranger is told whom to call.
-    assert stranger.reply and "+12125550100" in stranger.reply
+    assert stranger.reply and "(212) 555-0100" in stranger.reply
     row = session.get(InboundMessage, free.inbound_id)
     assert row.body == "Can I come at 3pm instead?" and row.handled_at is None
 
@@ -270,7 +270,7 @@ def test_help_answers_in_the_patients_language(session):
     result = _inbound(session, "SM1", "AYUDA")
     assert result.action is ReplyAction.HELP
     assert result.reply == (
-        "Su clinica: para ayuda con sus citas llame al +12125550100. "
+        "Su clinica: para ayuda con sus citas llame al (212) 555-0100. "
         "Responda STOP para no recibir mensajes."
     )
 

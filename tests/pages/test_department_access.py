@@ -150,8 +150,8 @@ def test_pages_show_nothing_of_another_department(
 
 @pytest.mark.parametrize(
     "url",
-    ["/", "/calendar/week", "/calendar/day", "/messages/inbox", "/messages/problems",
-     "/downtime", "/admin/linacs"],
+    ["/", "/calendar/week", "/calendar/day", "/calendar/week.csv", "/calendar/day.csv",
+     "/messages", "/messages/inbox", "/messages/problems", "/downtime", "/admin/linacs"],
 )  # fmt: skip
 def test_an_admin_sees_every_department(
     client: FlaskClient, other: OtherDepartment, signed_in: SignIn, url: str
@@ -175,7 +175,9 @@ def test_members_see_their_own_department(
 
 
 @pytest.mark.parametrize("caller", CALLERS)
-@pytest.mark.parametrize("url", ["/calendar/week", "/calendar/day"])
+@pytest.mark.parametrize(
+    "url", ["/calendar/week", "/calendar/day", "/calendar/week.csv", "/calendar/day.csv"]
+)
 def test_calendars_of_another_department_are_not_found(
     client: FlaskClient, other: OtherDepartment, as_caller: Any, url: str, caller: str
 ) -> None:

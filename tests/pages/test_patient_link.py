@@ -136,7 +136,7 @@ def test_spanish_patient_sees_schedule_in_spanish_and_local_time(
     assert "No coma nada durante unas 2 horas" in page  # preparation, translated
     assert "Test Radiation Oncology" in page and 'href="tel:+12125550100"' in page
     assert "Confirmar mi próxima cita" in page and "Añadir a mi calendario" in page
-    assert "America/Los Angeles" in page
+    assert "Las horas se muestran en hora del Pacífico." in page  # not "America/Los_Angeles"
     # Patients are not staff: no staff navigation, and the tab title names no treatment.
     assert "Sign out" not in page and "SBRT" not in page
     assert course.patient.family_name not in page

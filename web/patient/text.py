@@ -24,7 +24,7 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "first_longer": "The first session is longer: about {minutes} minutes.",
         "about_minutes": "About {minutes} minutes.",
         "past": "past",
-        "times_in": "Times are shown in the {tz} time zone.",
+        "times_in": "Times are shown in {tz}.",
         "no_sessions": "You have no upcoming appointments. If you did not expect this, "
         "please call your clinic.",
         "prep_heading": "How to prepare",
@@ -48,7 +48,7 @@ PAGE_TEXT: dict[str, dict[str, str]] = {
         "first_longer": "La primera sesión es más larga: unos {minutes} minutos.",
         "about_minutes": "Unos {minutes} minutos.",
         "past": "pasada",
-        "times_in": "Las horas se muestran en la zona horaria {tz}.",
+        "times_in": "Las horas se muestran en {tz}.",
         "no_sessions": "No tiene citas próximas. Si no lo esperaba, llame a su centro.",
         "prep_heading": "Cómo prepararse",
         "calendar_button": "Añadir a mi calendario",

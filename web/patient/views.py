@@ -35,7 +35,9 @@ from sqlalchemy.orm import Session
 
 from notifications import outbox, rendering
 from notifications.ics import course_ics, uid_host
+from notifications.phone_display import dial_string, national_phone
 from notifications.policy import awaiting_readiness
+from notifications.zone_names import zone_name
 from scheduler import links, services
 from scheduler.models import (
     ACTIVE_FRACTION_STATUSES,
@@ -86,7 +88,12 @@ def ended_link(session: Session, link: PatientLink) -> Response:
         lang=lang,
         t=text,
         clinic_name=department.name if department else None,
-        clinic_phone=department.phone if department else None,
+        clinic_phone=national_phone(department.phone, department.holiday_country)
+        if department
+        else None,
+        clinic_phone_dial=dial_string(department.phone, department.holiday_country)
+        if department
+        else None,
     )
     # Gone, not missing: the link existed and will not work again.
     return make_response(body, 410)
@@ -234,10 +241,11 @@ def _schedule_context(
         "token": token,
         "clinic_name": snapshot.clinic_name,
         "clinic_phone": snapshot.clinic_phone,
+        "clinic_phone_dial": snapshot.clinic_phone_dial,
         "rows": rows,
         "next": next_card,
         "just_confirmed": request.args.get("confirmed") == "1",
-        "times_in": text["times_in"].format(tz=tz.replace("_", " ")),
+        "times_in": text["times_in"].format(tz=zone_name(tz, lang)),
         "prep": rendering.prep_instructions_for(
             protocol.prep_instructions, lang, site=protocol.site
         ).strip(),

@@ -7,6 +7,7 @@ from flask import Flask
 from web.views import (
     admin,
     calendar,
+    calendar_export,
     downtime,
     pathway,
     patient_links,
@@ -23,6 +24,7 @@ def init_app(app: Flask) -> None:
         worklist,
         patients,
         calendar,
+        calendar_export,
         downtime,
         admin,
         patient_links,

@@ -632,6 +632,7 @@ def week():
         day_url=lambda d: url_for("calendar.day", date=d, **nav),
         linac_url=lambda linac: url_for("calendar.linac_week", linac_id=linac.id, start=first),
         roster_url=url_for("roster.physicist_roster", department_id=department.id),
+        csv_url=url_for("calendar_export.week_csv", start=first, **nav),
         timezone=department.timezone,
         nav=nav,
     )
@@ -673,6 +674,7 @@ def day():
         next_url=url_for("calendar.day", date=shown + timedelta(days=1), **nav),
         today_url=url_for("calendar.day", **nav),
         week_url=url_for("calendar.week", start=_week_start(shown), **nav),
+        csv_url=url_for("calendar_export.day_csv", date=shown, **nav),
         timezone=department.timezone,
         nav=nav,
     )
@@ -732,5 +734,8 @@ def linac_week(linac_id: int):
         next_url=url_for("calendar.linac_week", linac_id=linac.id, start=first + timedelta(7)),
         today_url=url_for("calendar.linac_week", linac_id=linac.id),
         week_url=url_for("calendar.week", start=first, department=department.id),
+        csv_url=url_for(
+            "calendar_export.week_csv", start=first, department=department.id, linac=linac.id
+        ),
         timezone=department.timezone,
     )
