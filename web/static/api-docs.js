@@ -12,7 +12,9 @@
     url: root.getAttribute("data-spec-url"),
     // The default validator badge is an image from validator.swagger.io: no third parties.
     validatorUrl: null,
-    deepLinking: true,
+    // Deep links wrap each path in a link inside the operation's toggle button: a control
+    // inside a control, which screen readers cannot announce properly.
+    deepLinking: false,
     requestInterceptor: function (request) {
       // "Try it out" from a signed-in session: changes need the session's CSRF token.
       if (csrfToken) {
