@@ -91,7 +91,6 @@ class AccessibilityAudit:
 
     source: str
     findings: list[Finding] = field(default_factory=list)
-    checked_urls: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
     _visited: set[str] = field(default_factory=set)
     _checked: set[str] = field(default_factory=set)
@@ -134,7 +133,6 @@ class AccessibilityAudit:
             page.evaluate(self.source)
         violations = page.evaluate(RUN_AXE, list(FAILING_IMPACTS))
         self._seen.add(key)
-        self.checked_urls.append(page.url)
         if violations:
             self.findings.append(Finding(page.url, violations))
 
