@@ -18,6 +18,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from config import Settings
+from tests.browser.accessibility import AccessibilityAudit, AuditedBrowser, axe_source
 from tests.conftest import REPO_ROOT, unavailable
 from web import create_app
 
@@ -48,7 +49,7 @@ def _ensure_chromium() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def chromium() -> Iterator[object]:
     executable = _ensure_chromium()
     if executable is None:
         unavailable("Debian's chromium is not installed and could not be installed")
@@ -62,6 +63,33 @@ def browser() -> Iterator[object]:
         )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> str:
+    return axe_source()
+
+
+@pytest.fixture
+def browser(chromium, axe_script: str) -> Iterator[AuditedBrowser]:  # type: ignore[no-untyped-def]
+    """Chromium whose every page is checked with axe-core (tests/browser/accessibility.py);
+    a serious or critical violation fails the test that visited the page."""
+    audited = AuditedBrowser(chromium, AccessibilityAudit(axe_script))
+    yield audited
+    audited.close_contexts()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # After the test body, still inside its call: a violation fails the test itself (not
+    # its teardown), and a test that failed on its own keeps its own error.
+    result = yield
+    audited = getattr(item, "funcargs", {}).get("browser")
+    if isinstance(audited, AuditedBrowser):
+        audited.audit.finish()
+        if audited.audit.failed():
+            raise AssertionError(audited.audit.report())
+    return result
 
 
 class LiveServer:
@@ -86,8 +114,9 @@ def live_server(settings: Settings, engine) -> Iterator[LiveServer]:  # type: ig
 
 
 @pytest.fixture
-def screenshot(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """Save a full-page screenshot as a test artifact: shot(page, "name")."""
+def screenshot(request: pytest.FixtureRequest, browser: AuditedBrowser):  # type: ignore[no-untyped-def]
+    """Check the page with axe-core, then save a full-page screenshot as a test artifact:
+    shot(page, "name")."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
     backend = params.get("database_url", "db")
@@ -95,6 +124,7 @@ def screenshot(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     suffix = f"{backend}-{params['pinned_instant']}" if "pinned_instant" in params else backend
 
     def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+        browser.audit.check(page)
         path = ARTIFACTS / f"{name}-{suffix}.png"
         page.screenshot(path=str(path), full_page=True)
         return path

@@ -135,11 +135,13 @@ def _sign_in(page: Page, url: str, email: str, password: str, shot: Shot) -> Non
     page.keyboard.type(password)
     with page.expect_navigation():
         page.keyboard.press("Enter")
+    shot(page, "home")
 
 
 def _create_patient_with_the_keyboard(page: Page, shot: Shot) -> int:
     with page.expect_navigation():
         _nav(page, "Patients").click()
+    shot(page, "patients")
     with page.expect_navigation():
         page.get_by_role("link", name="New patient").click()
     # From here on, keyboard only.

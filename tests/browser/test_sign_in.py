@@ -32,6 +32,7 @@ def test_sign_in_with_the_keyboard_and_read_messages(
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert page.get_by_text("Signed in as Demo Scheduler").is_visible()
+    screenshot(page, "home")
     with page.expect_navigation():
         page.get_by_role("link", name="Messages").first.click()
     assert page.get_by_role("heading", name="Patient messages").is_visible()

@@ -71,6 +71,8 @@ def test_an_admin_compares_two_what_if_runs(
     with celery_worker(env, log) as worker:
         _sign_in(page, live_server.url, "admin@example.org", ADMIN_PASSWORD, shot)
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Admin").click()
+        expect(page.get_by_role("navigation", name="Admin")).to_be_visible()
+        shot(page, "admin")
         page.get_by_role("navigation", name="Admin").get_by_role("link", name="What-if").click()
         expect(page.get_by_role("heading", name="What-if planning")).to_be_visible()
         shot(page, "whatif-list-empty")

@@ -1,12 +1,13 @@
 """The OpenAPI 3.1 document, generated from the operation registry and the pydantic models,
-and HTML documentation rendered from that document on the server (no JavaScript, no CDN)."""
+and the page that shows it in Swagger UI served from the app's own static files (no CDN)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template_string
+from flask import Blueprint, Response, current_app, render_template
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
@@ -14,6 +15,9 @@ from web.api.registry import API_PREFIX, MAX_ID, ApiRoutes, Operation
 from web.errors import PROBLEM_MIMETYPE
 
 DOCUMENT_KEY = "sbrt.openapi"
+# Under the static folder; the Makefile copies these files there from swagger-ui-dist.
+SWAGGER_UI_DIR = "vendor/swagger-ui"
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 REF = "#/components/schemas/{model}"
 SECURITY = [{"bearerAuth": []}, {"sessionCookie": []}]
 ERROR_DESCRIPTIONS = {
@@ -251,78 +255,15 @@ def _openapi_json() -> Response:
 
 
 def _docs() -> str:
-    doc = document()
-    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-    for path, methods in doc["paths"].items():
-        for method, operation in methods.items():
-            by_tag.setdefault(operation["tags"][0], []).append((method.upper(), path, operation))
-    return render_template_string(
-        DOCS_TEMPLATE,
-        doc=doc,
-        by_tag=by_tag,
-        schema_name=_schema_name,
-        pretty=lambda value: json.dumps(value, indent=2),
+    # The viewer's files come from npm (package-lock.json) and are copied into the static
+    # folder by `make node_modules/.installed`; without them the page says how to get them.
+    installed = all(
+        Path(current_app.static_folder or "", SWAGGER_UI_DIR, name).is_file()
+        for name in SWAGGER_UI_FILES
     )
-
-
-def _schema_name(schema: dict[str, Any] | None) -> str | None:
-    if not schema:
-        return None
-    if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
-    if schema.get("type") == "array" and "$ref" in schema.get("items", {}):
-        return schema["items"]["$ref"].rsplit("/", 1)[-1]
-    return None
-
-
-DOCS_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ doc.info.title }}</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:72rem;margin:1rem auto;padding:0 1rem;
-line-height:1.4}
-code,pre{font-family:ui-monospace,monospace}pre{background:#f4f4f4;padding:.5rem;overflow:auto}
-.op{border-top:1px solid #ccc;padding:.5rem 0}.method{font-weight:bold;display:inline-block;
-min-width:4.5rem}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2rem .5rem;
-text-align:left;vertical-align:top}nav ul{columns:2}
-</style></head><body>
-<h1>{{ doc.info.title }} <small>v{{ doc.info.version }}</small></h1>
-<p>{{ doc.info.description }}</p>
-<p>Authenticate with <code>Authorization: Bearer &lt;token&gt;</code> or a signed-in session
-(plus the <code>X-CSRF-Token</code> header on changes). Machine-readable:
-<a href="/api/openapi.json">openapi.json</a>.</p>
-<nav><h2>Operations</h2><ul>
-{% for tag, ops in by_tag.items() %}{% for method, path, op in ops %}
-<li><a href="#{{ op.operationId }}"><span class="method">{{ method }}</span>
-<code>{{ path }}</code></a></li>{% endfor %}{% endfor %}
-</ul></nav>
-{% for tag, ops in by_tag.items() %}
-<h2 id="tag-{{ tag }}">{{ tag }}</h2>
-{% for method, path, op in ops %}
-<section class="op" id="{{ op.operationId }}">
-<h3><span class="method">{{ method }}</span> <code>{{ path }}</code></h3>
-<p><strong>{{ op.summary }}</strong></p>
-{% for para in op.description.split("\\n\\n") %}<p>{{ para }}</p>{% endfor %}
-{% if op.parameters %}<table><tr><th>Parameter</th><th>In</th><th>Required</th>
-<th>Schema</th></tr>{% for p in op.parameters %}<tr><td><code>{{ p.name }}</code></td>
-<td>{{ p.in }}</td><td>{{ "yes" if p.required else "no" }}</td>
-<td><code>{{ pretty(p.schema) }}</code></td></tr>{% endfor %}</table>{% endif %}
-{% if op.requestBody %}{% set name = schema_name(
- op.requestBody.content["application/json"].schema) %}
-<p>Body: <a href="#schema-{{ name }}"><code>{{ name }}</code></a> (application/json)</p>
-{% endif %}
-<table><tr><th>Status</th><th>Meaning</th><th>Body</th></tr>
-{% for code, resp in op.responses.items() %}<tr><td>{{ code }}</td>
-<td>{{ resp.description }}</td><td>{% for mime, media in (resp.content or {}).items() %}
-{% set name = schema_name(media.schema) %}<code>{{ mime }}</code>
-{% if name %}<a href="#schema-{{ name }}">{{ name }}</a>
-{% if media.schema.type == "array" %}(array){% endif %}{% endif %}{% endfor %}</td></tr>
-{% endfor %}</table>
-</section>{% endfor %}{% endfor %}
-<h2>Schemas</h2>
-{% for name, schema in doc.components.schemas.items() %}
-<section id="schema-{{ name }}"><h3><code>{{ name }}</code></h3>
-<pre>{{ pretty(schema) }}</pre></section>{% endfor %}
-</body></html>"""
+    return render_template(
+        "api_docs.html", doc=document(), viewer_installed=installed, viewer_dir=SWAGGER_UI_DIR
+    )
 
 
 def blueprint(routes: ApiRoutes) -> Blueprint:
