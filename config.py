@@ -60,10 +60,41 @@ class Settings:
     # What-if simulation runs keep their files here, one subdirectory per run. None: the
     # `simulations` folder of the instance directory.
     simulation_dir: Path | None = None
+    # Health (see scheduler.health). None: derived from dispatch_interval_seconds, so a
+    # faster tick in a test or a drill tightens them too.
+    health_beat_stale_seconds: float | None = None
+    health_worker_stale_seconds: float | None = None
+    health_reminder_lag_seconds: float | None = None
+    health_broker_timeout_seconds: float = 2.0
 
     @property
     def simulations_path(self) -> Path:
         return self.simulation_dir or self.instance_dir / "simulations"
+
+    @property
+    def beat_stale_after(self) -> float:
+        """Seconds without a beat tick after which beat counts as stopped."""
+        if self.health_beat_stale_seconds is not None:
+            return self.health_beat_stale_seconds
+        # Three missed ticks, and never under 15 s: one late tick on a busy host is not an outage.
+        return max(3 * self.dispatch_interval_seconds, 15.0)
+
+    @property
+    def worker_stale_after(self) -> float:
+        """Seconds without a worker's heartbeat after which no worker counts as running."""
+        if self.health_worker_stale_seconds is not None:
+            return self.health_worker_stale_seconds
+        # A worker stamps every interval, as beat ticks: the same allowance.
+        return max(3 * self.dispatch_interval_seconds, 15.0)
+
+    @property
+    def reminder_lag_limit(self) -> float:
+        """Seconds a due reminder may stay unsent before readiness fails."""
+        if self.health_reminder_lag_seconds is not None:
+            return self.health_reminder_lag_seconds
+        # Ten dispatch rounds, at least five minutes: long enough for a provider's brief
+        # hiccup and its retry, short enough that a same-day reminder is still useful.
+        return max(10 * self.dispatch_interval_seconds, 300.0)
 
     @property
     def is_sqlite(self) -> bool:
@@ -153,4 +184,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limit_storage_uri=rate_limit_uri,
         patient_link_days_after_last_fraction=link_days,
         simulation_dir=Path(env["SIMULATION_DIR"]) if env.get("SIMULATION_DIR") else None,
+        health_beat_stale_seconds=_positive(env, "HEALTH_BEAT_STALE_SECONDS"),
+        health_worker_stale_seconds=_positive(env, "HEALTH_WORKER_STALE_SECONDS"),
+        health_reminder_lag_seconds=_positive(env, "HEALTH_REMINDER_LAG_SECONDS"),
+        health_broker_timeout_seconds=_positive(env, "HEALTH_BROKER_TIMEOUT_SECONDS") or 2.0,
     )
+
+
+def _positive(env: dict[str, str], name: str) -> float | None:
+    """An optional number of seconds above zero; None when unset."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"{name} must be a number of seconds above 0")
+    return value

@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Queue
 
 from config import Settings, load_settings
+from scheduler import process_hooks
 
 # Redis redelivers a message that has been taken but not acknowledged once this many seconds
 # have passed. Celery's default (1 h) is sized for long ETA/countdown tasks, which we never use:
@@ -89,6 +90,8 @@ def make_celery(settings: Settings) -> Celery:
             },
         },
     )
+    # Beat and workers stamp their own heartbeats; workers record failed tasks (see the module).
+    process_hooks.connect(app)
     return app
 
 

@@ -56,6 +56,7 @@ from notifications.models import Reminder, ReminderStatus
 from notifications.outbox import OPEN_STATUSES
 from notifications.tasks import SEND_BATCH
 from notifications.types import Channel, Kind
+from scheduler import heartbeats
 from scheduler.models import (
     Course,
     CourseStatus,
@@ -588,7 +589,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 def _heartbeat(engine: sa.Engine) -> datetime | None:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(WorkerHeartbeat.last_seen_at).where(WorkerHeartbeat.name == "beat-tick")
+            sa.select(WorkerHeartbeat.last_seen_at).where(WorkerHeartbeat.name == heartbeats.WORKER)
         ).scalar_one_or_none()
 
 

@@ -600,12 +600,29 @@ class AuditEntry(Base):
 
 
 class WorkerHeartbeat(Base):
-    """Last time a worker component ran its periodic task: shows worker and beat are alive."""
+    """Last time a background process showed it was alive: `beat` (it published its heartbeat
+    tick) and `worker` (a worker ran that tick); see scheduler.heartbeats."""
 
     __tablename__ = "worker_heartbeats"
 
     name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     last_seen_at: Mapped[datetime]
+
+
+class TaskFailure(Base):
+    """A background task that ended in an exception, kept for the admins' System page.
+
+    Only the task's name, the exception's type and a message with anything resembling patient
+    data masked are kept: arguments are never recorded (see scheduler.task_failures).
+    """
+
+    __tablename__ = "task_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_name: Mapped[str] = mapped_column(sa.String(200))
+    exception_type: Mapped[str] = mapped_column(sa.String(200))
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class PatientLink(Base):

@@ -5,38 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from celery import shared_task
-from sqlalchemy.dialects import postgresql, sqlite
 
 import bootstrap
 from config import load_settings
-from scheduler.models import WorkerHeartbeat
-
-# Each backend's INSERT ... ON CONFLICT construct (the only two databases we support).
-_UPSERT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-
-BEAT_TICK = "beat-tick"
+from scheduler import heartbeats
 
 
 @shared_task(name="scheduler.tasks.record_heartbeat", ignore_result=True)
-def record_heartbeat(name: str = BEAT_TICK) -> None:
-    """Stamp the `worker_heartbeats` row `name` with the current time.
+def record_heartbeat() -> None:
+    """Stamp the `worker` heartbeat: a worker took this tick from the broker and ran it.
 
-    Beat enqueues this every `dispatch_interval_seconds` and a worker runs it, so a fresh row
-    shows admins that beat and at least one worker are alive and share the broker; a stale one
-    means one of them is down. The reminder dispatcher joins this same beat schedule.
+    Beat enqueues it every `dispatch_interval_seconds` and stamps its own `beat` row as it
+    does (scheduler.process_hooks); workers also stamp `worker` on their own timer, so this
+    is the round trip through the broker on top.
     """
     # The engine is built on first use inside the pool process (never at import) and kept by
     # bootstrap, one per database URL.
     with bootstrap.session_factory(load_settings())() as session:
-        insert = _UPSERT_INSERT[session.get_bind().dialect.name]
-        # An upsert, not read-then-insert: two ticks running at once must not collide on the
-        # primary key the first time the row is written.
-        stmt = insert(WorkerHeartbeat).values(name=name, last_seen_at=datetime.now(UTC))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[WorkerHeartbeat.name],
-            set_={"last_seen_at": stmt.excluded.last_seen_at},
-        )
-        session.execute(stmt)
+        heartbeats.stamp(session, heartbeats.WORKER, datetime.now(UTC))
         session.commit()
 
 

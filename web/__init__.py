@@ -6,10 +6,7 @@ the CLI can run several differently configured apps in one process.
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import bootstrap
@@ -26,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         csrf,
         db,
         errors,
+        health,
         input_guard,
         messages,
         patient,
@@ -70,15 +68,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     views.init_app(app)
     patient.init_app(app)  # patient link pages and calendar feeds
     cli.init_app(app)
-    app.add_url_rule("/healthz", "healthz", _healthz)
+    health.init_app(app)  # /healthz, /readyz and the staff pages' stalled-reminders banner
     return app
-
-
-def _healthz() -> Any:
-    from web.db import get_session
-
-    try:
-        get_session().execute(sa.text("SELECT 1"))
-    except sa.exc.SQLAlchemyError:
-        return jsonify(status="unavailable", database="unreachable"), 503
-    return jsonify(status="ok", database="ok")

@@ -1,5 +1,6 @@
-"""Flask CLI commands for operators: `flask --app web create-user|create-token|seed-demo`, and
-`flask --app web simulate` (the year simulation)."""
+"""Flask CLI commands for operators: `flask --app web create-user|create-token|seed-demo`,
+`flask --app web simulate` (the year simulation) and `flask --app web health worker|beat`
+(the containers' health checks)."""
 
 from __future__ import annotations
 
@@ -181,8 +182,44 @@ def simulate_command(
     )
 
 
+@click.group("health")
+def health_group() -> None:
+    """Container health checks: exit 0 when that process's heartbeat is fresh, else 1."""
+
+
+def _heartbeat_check(name: str) -> None:
+    from datetime import UTC, datetime
+
+    from scheduler import health
+    from web import SETTINGS_KEY
+
+    settings = current_app.extensions[SETTINGS_KEY]
+    report = health.readiness(_session(), settings, now=datetime.now(UTC), broker=False)
+    database = report.check(health.CheckName.DATABASE)
+    check = report.check(name)
+    if database is None or database.status == health.Status.FAIL:
+        raise click.ClickException(f"{name}: not known, the database is unreachable")
+    if check is None or check.status == health.Status.FAIL:
+        detail = check.detail if check is not None else "not checked"
+        raise click.ClickException(f"{name}: {detail}")
+    click.echo(f"{name}: {check.detail}")
+
+
+@health_group.command("worker")
+def health_worker_command() -> None:
+    """A worker, connected to the broker, stamped its heartbeat recently."""
+    _heartbeat_check("worker")
+
+
+@health_group.command("beat")
+def health_beat_command() -> None:
+    """Beat published its heartbeat tick recently."""
+    _heartbeat_check("beat")
+
+
 def init_app(app: Flask) -> None:
     for command in (
+        health_group,
         create_user_command,
         create_token_command,
         seed_demo_command,

@@ -44,7 +44,7 @@ SHARED_ARGUMENTS = frozenset({"user_id", "token_id", "protocol_id", "feed_id", "
 # Pages that show nothing of any department: signing in and out, the account, patients' own
 # links and feeds (their token is the credential), documentation, static files.
 OUTSIDE = ("/static/", "/p/", "/feeds/", "/api/", "/webhooks/", "/login", "/logout", "/healthz",
-           "/account/")  # fmt: skip
+           "/readyz", "/account/")  # fmt: skip
 CALLERS = ("viewer", "scheduler", "nobody")
 
 

@@ -12,10 +12,21 @@ from web.views import (
     patient_links,
     patients,
     roster,
+    system,
     whatif,
 )
 
 
 def init_app(app: Flask) -> None:
-    for module in (patients, calendar, downtime, admin, patient_links, pathway, roster, whatif):
+    for module in (
+        patients,
+        calendar,
+        downtime,
+        admin,
+        patient_links,
+        pathway,
+        roster,
+        system,
+        whatif,
+    ):
         app.register_blueprint(module.bp)
