@@ -18,8 +18,10 @@ import requests
 import sqlalchemy as sa
 
 from bootstrap import make_session_factory
+from config import Settings, load_settings
 from notifications import sending
 from notifications.models import Reminder, ReminderStatus
+from scheduler import health
 from scheduler.models import Course, Department, Patient
 from tests import factories as f
 from tests.committing import links
@@ -59,6 +61,14 @@ def _watched(pipeline: Pipeline, engine: sa.Engine, ids: list[int], broker: str)
     pipeline.start_beat("beat")
     pipeline.wait_ready()
     return pipeline
+
+
+def _reminder_lag(engine: sa.Engine, settings: Settings) -> health.Check:
+    with make_session_factory(engine)() as session:
+        report = health.readiness(session, settings, now=datetime.now(UTC), broker=False)
+    check = report.check(health.CheckName.REMINDER_LAG)
+    assert check is not None
+    return check
 
 
 def _retrying(engine: sa.Engine, ids: list[int]) -> list[tuple[str, str | None, datetime | None]]:
@@ -210,7 +220,12 @@ def test_twilio_answering_500_backs_off_sends_once_and_shows_the_delay(
     redis_broker, make_pipeline, engine, fake_twilio
 ):
     ids = book_courses(engine, 10).reminder_ids
-    pipeline = _watched(make_pipeline(redis_broker), engine, ids, redis_broker)
+    # Readiness fails once a due reminder has waited 10 s (in production: five minutes).
+    pipeline = _watched(
+        make_pipeline(redis_broker, HEALTH_REMINDER_LAG_SECONDS="10"), engine, ids, redis_broker
+    )
+    base = start_web(pipeline, free_port())
+    settings = load_settings(pipeline.env)
     fake_twilio.outage(TWILIO_DOWN_SECONDS)
     began = time.monotonic()
     make_due(engine, ids, datetime.now(UTC) - timedelta(seconds=1))
@@ -223,9 +238,16 @@ def test_twilio_answering_500_backs_off_sends_once_and_shows_the_delay(
     counts = status_counts(engine, ids)
     assert counts[ReminderStatus.SENT] == counts[ReminderStatus.FAILED] == 0, counts
     assert fake_twilio.messages == {}
+    # The System page and /readyz say reminders are stalled, and for how long.
+    lag = _reminder_lag(engine, settings)
+    assert lag.status == health.Status.FAIL and lag.figure >= 10, lag
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["reminder_lag"]["status"] == "fail"
 
     time.sleep(max(0.0, TWILIO_DOWN_SECONDS - (time.monotonic() - began)))
     pipeline.wait_for("every due reminder sent", lambda: all_final(engine, ids), timeout=180)
+    assert _reminder_lag(engine, settings).status == health.Status.OK
     pipeline.stop_all()
 
     creates = fake_twilio.create_requests
