@@ -20,12 +20,13 @@ NPM_STAMP := node_modules/.installed
 SWAGGER_UI_DIR := web/static/vendor/swagger-ui
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench lint format migrate seed clean lock simulate
+.PHONY: help run test bench load lint format migrate seed clean lock simulate
 
 help:
 	@echo "make run      start web (http://127.0.0.1:5000, PORT=N for another), Celery worker and beat; Ctrl-C stops all"
 	@echo "make test     ruff check, ruff format --check, then pytest (PYTEST_ARGS=... passed on)"
 	@echo "make bench    run the benchmarks (results in bench/RESULTS.md)"
+	@echo "make load     Locust: LOAD_USERS (50) staff for LOAD_MINUTES (5) on the production stack"
 	@echo "make lint     ruff check and format check only"
 	@echo "make format   rewrite files with ruff format and ruff's safe fixes"
 	@echo "make migrate  alembic upgrade head"
@@ -95,6 +96,10 @@ test: $(DEV_STAMP) $(NPM_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
+
+# PostgreSQL (BENCH_POSTGRES_URL) and redis-server needed; exits non-zero on a missed target.
+load: $(DEV_STAMP)
+	$(BIN)/python -m bench.load --record
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

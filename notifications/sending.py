@@ -49,7 +49,12 @@ from scheduler.observability import metrics
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
+# Tries of a message known not to have been sent (429, 5xx, connection refused) before it is
+# given up as failed. Ten spans at least an hour of backoff (see RETRY_SPAN_AT_LEAST): a
+# provider outage of ten minutes or more must delay reminders, never lose them. Six spanned
+# as little as 7.75 minutes, and the ten-minute outage drill (bench/drills.py) saw reminders
+# reach their sixth try.
+MAX_ATTEMPTS = 10
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=30)
 # How long the provider gets to show a message we may have sent before we conclude it never
@@ -83,6 +88,12 @@ def backoff(attempt: int, rng: Callable[[], float] = random.random) -> timedelta
     """Exponential backoff with full jitter: spreads a burst of 429s instead of echoing it."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(attempt - 1, 0)))
     return timedelta(seconds=ceiling.total_seconds() * (0.5 + rng() / 2))
+
+
+# The shortest time from a message's first try to its last, the jitter drawing low every time.
+RETRY_SPAN_AT_LEAST = sum(
+    (backoff(attempt, rng=lambda: 0.0) for attempt in range(1, MAX_ATTEMPTS)), timedelta()
+)
 
 
 def _in_window(now: datetime, tz: str, start: time, end: time) -> bool:

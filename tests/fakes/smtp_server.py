@@ -113,9 +113,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_fake_smtp(**smtp_kwargs: Any) -> FakeSmtp:
+def start_fake_smtp(port: int | None = None, **smtp_kwargs: Any) -> FakeSmtp:
+    """Start on a free loopback port, or on `port` (a server brought back after an outage)."""
     handler = _Handler()
-    port = _free_port()
+    port = port or _free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, **smtp_kwargs)
     controller.start()
     return FakeSmtp(host="127.0.0.1", port=port, _controller=controller, _handler=handler)

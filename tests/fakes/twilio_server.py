@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,6 +214,8 @@ class FakeTwilio:
     _messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     _script: deque[Behaviour] = field(default_factory=deque)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    # An outage: every CreateMessage answered with this status until the monotonic deadline.
+    _outage: tuple[int, float] | None = None
 
     @property
     def base_url(self) -> str:
@@ -258,6 +261,11 @@ class FakeTwilio:
             for _ in range(times):
                 self._script.append(Behaviour(status, code, message, delay, retry_after))
 
+    def outage(self, seconds: float, *, status: int = 500) -> None:
+        """Answer every CreateMessage with `status` for the next `seconds` (0 ends it now)."""
+        with self._lock:
+            self._outage = (status, time.monotonic() + seconds) if seconds > 0 else None
+
     def set_status(self, sid: str, status: str) -> None:
         with self._lock:
             self._messages[sid]["status"] = status
@@ -280,6 +288,8 @@ class FakeTwilio:
 
     def _next_behaviour(self) -> Behaviour:
         with self._lock:
+            if self._outage is not None and time.monotonic() < self._outage[1]:
+                return Behaviour(status=self._outage[0])
             return self._script.popleft() if self._script else Behaviour()
 
     def _store(self, message: dict[str, Any]) -> None:

@@ -156,6 +156,12 @@ class Pipeline:
             env,
         )
 
+    def start_command(
+        self, name: str, command: list[str], ready_marker: str | None = None, **env: str
+    ) -> Process:
+        """Any other process of the stack (a web server, a load generator), run like the rest."""
+        return self._start(name, command, ready_marker, env)
+
     def start_module(self, name: str, module: str, *args: str, ready: str | None = None) -> Process:
         return self._start(name, [sys.executable, "-m", module, *args], ready, {})
 
@@ -349,8 +355,9 @@ class Booked:
     reminder_ids: list[int]
 
 
-def book_courses(engine: sa.Engine, count: int) -> Booked:
-    """Book `count` five-fraction courses a week ahead for SMS-consenting patients.
+def book_courses(engine: sa.Engine, count: int, *, by_email: bool = False) -> Booked:
+    """Book `count` five-fraction courses a week ahead for SMS-consenting patients (with
+    `by_email`: patients who consented to email only).
 
     Each writes a confirmation, a day-before reminder per fraction and the same-day reminders
     that can go out on their session's day (up to 11 reminders), all pending and due later;
@@ -362,12 +369,17 @@ def book_courses(engine: sa.Engine, count: int) -> Booked:
     with make_session_factory(engine)() as session:
         w = f.world(session)
         for i in range(count):
+            contact = (
+                {"email": f"patient{i}@mail.example", "email_consent": True}
+                if by_email
+                else {"sms_consent": True}
+            )
             patient = f.patient(
                 session,
                 w["department"],  # type: ignore[arg-type]
-                sms_consent=True,
                 phone_e164=f"+1212555{1000 + i:04d}",
                 timezone=zone,
+                **contact,
             )
             course = f.course(session, patient, w["liver"])  # type: ignore[arg-type]
             session.commit()

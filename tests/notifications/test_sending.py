@@ -145,6 +145,33 @@ def test_rate_limited_sends_back_off_then_give_up(session, session_factory, fake
     assert len(fake_twilio.create_requests) == sending.MAX_ATTEMPTS
 
 
+def test_an_hour_of_provider_errors_delays_a_reminder_but_never_gives_it_up(
+    session, session_factory, fake_twilio
+):
+    """Twilio answering 500 for an hour: every try in that hour leaves the reminder pending.
+
+    The ten-minute outage drill (bench/drills.py) had reminders reach their sixth try, which
+    was the last one before: a slightly longer outage would have lost them.
+    """
+    _book(session)
+    channels = sending.Channels(sms=_twilio(fake_twilio), email=LocalOutboxChannel())
+    fake_twilio.program(status=500, times=sending.MAX_ATTEMPTS)
+    reminder_id = outbox.claim_due(session, now=AT)[0]
+    at, tries = AT, 0
+    while at < AT + timedelta(hours=1):
+        status = _send(session_factory, reminder_id, channels, at=at, reader=session)
+        tries += 1
+        session.expire_all()
+        row = session.get(Reminder, reminder_id)
+        assert status == ReminderStatus.PENDING, (tries, row.status_reason)
+        assert row.status_reason == "retrying: 500"
+        assert row.next_attempt_at - at >= sending.backoff(tries, rng=lambda: 0.0)
+        at = row.next_attempt_at
+        assert outbox.claim_due(session, now=at) == [reminder_id]
+    assert tries < sending.MAX_ATTEMPTS
+    assert len(fake_twilio.create_requests) == tries
+
+
 @pytest.mark.parametrize("code", [21211, 21610, 21614])
 def test_permanent_errors_are_not_retried_and_flag_the_number(
     session, session_factory, fake_twilio, code
