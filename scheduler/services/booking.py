@@ -268,5 +268,6 @@ def record_booked(
         nearby_courses_acknowledged=[n.course_id for n in nearby],
     )
     session.flush()
-    session.refresh(course)
+    # The outbox has just reloaded the course's fractions (with their ids and versions) and
+    # nothing else of the course is computed by the database: it stands as it was written.
     return course
