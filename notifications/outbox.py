@@ -16,6 +16,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from notifications import policy
 from notifications.models import Reminder, ReminderStatus
@@ -313,13 +314,38 @@ IGNORED_KINDS = frozenset(
 )
 
 
+def _reload_fractions(session: Session, course: Course) -> None:
+    """The course's fractions as they now stand, in one round trip (a refresh of the
+    collection reads the course row first, then the fractions)."""
+    fractions = session.scalars(
+        sa.select(Fraction)
+        .where(Fraction.course_id == course.id)
+        .order_by(Fraction.number, Fraction.id)  # the relationship's own order
+        .execution_options(populate_existing=True)
+    ).all()
+    set_committed_value(course, "fractions", list(fractions))
+
+
+def _loaded_department(course: Course) -> dict[str, object]:
+    """The patient's department and its linac names when the session already holds them (a
+    booking loads them with the course): the snapshot then needs no query of its own."""
+    patient_state = sa.inspect(course.patient)
+    if "department" in patient_state.unloaded:
+        return {}
+    department = course.patient.department
+    if department is None or "linacs" in sa.inspect(department).unloaded:
+        return {}
+    # A course's sessions are only ever on its own department's linacs.
+    return {"department": department, "linacs": {x.id: x.name for x in department.linacs}}
+
+
 def record_booking_event(session: Session, event: BookingEvent, *, now: datetime) -> list[Reminder]:
     """Plan the patient messages a booking change calls for, in the change's transaction."""
     session.flush()  # the event's id and the changed rows' new versions
     course = session.get(Course, event.course_id)
     assert course is not None
-    session.refresh(course, ["fractions"])
-    snapshot = course_snapshot(session, course)
+    _reload_fractions(session, course)
+    snapshot = course_snapshot(session, course, **_loaded_department(course))
     fraction = session.get(Fraction, event.fraction_id) if event.fraction_id else None
     current = (
         next((f for f in snapshot.fractions if f.id == fraction.id), None) if fraction else None

@@ -6,7 +6,8 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.util import identity_key
 
 from scheduler import rules as rulebook
 from scheduler.context import rules_from_protocol
@@ -15,6 +16,7 @@ from scheduler.errors import (
     InvalidInput,
     NearbyCourse,
     NearbyCourseWarning,
+    NotFound,
     StateConflict,
 )
 from scheduler.models import (
@@ -26,6 +28,7 @@ from scheduler.models import (
     Protocol,
 )
 from scheduler.services.common import (
+    _COURSE_OPTIONS,
     SCHEDULED_STATUSES,
     Placement,
     _check_violations,
@@ -203,9 +206,24 @@ def book_course(
     )
 
 
+# The course with what a booking reads, fractions joined in the same round trip: a draft has
+# none (or a few cancelled ones), so the join adds no rows to speak of, where the loader
+# shared with other use cases reads the fractions in a second query.
+_BOOKABLE_COURSE = (
+    sa.select(Course)
+    .options(*_COURSE_OPTIONS, joinedload(Course.fractions))
+    .where(Course.id == sa.bindparam("id"))
+)
+
+
 def bookable_course(session: Session, course_id: int) -> Course:
     """The course with its fractions, if it is a draft with nothing scheduled."""
-    course = _get_course(session, course_id)
+    if session.identity_map.get(identity_key(Course, course_id)) is not None:
+        course = _get_course(session, course_id)
+    else:
+        course = session.scalars(_BOOKABLE_COURSE, {"id": course_id}).unique().one_or_none()
+        if course is None:
+            raise NotFound(f"course {course_id} does not exist")
     if course.status != CourseStatus.DRAFT or _scheduled(course):
         raise StateConflict(f"course {course_id} is {course.status}; only a draft can be booked")
     return course
@@ -268,5 +286,6 @@ def record_booked(
         nearby_courses_acknowledged=[n.course_id for n in nearby],
     )
     session.flush()
-    session.refresh(course)
+    # The outbox has just reloaded the course's fractions (with their ids and versions) and
+    # nothing else of the course is computed by the database: it stands as it was written.
     return course
