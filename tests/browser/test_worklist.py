@@ -238,6 +238,7 @@ def test_a_scheduler_works_through_the_day(
 
     with page.expect_navigation():
         _nav(page, "Inbox").click()
+    browser.audit.check(page)
     with page.expect_navigation():
         page.get_by_role("button", name="Mark handled").click()
     assert _counts(page) == {"Downtime": "1", "Messages": "1"}
@@ -352,6 +353,7 @@ def test_staff_pages_fit_a_phone(
     for path in _staff_pages(world):
         response = page.goto(f"{live_server.url}{path}")
         assert response is not None and response.status == 200, path
+        browser.audit.check(page)
         if not _fits(page):
             wide[path] = (_width(page), page.evaluate(OVERFLOWING, PHONE["width"] + 1))
             screenshot(page, "phone-too-wide-" + re.sub(r"\W+", "-", path).strip("-"))

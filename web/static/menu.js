@@ -26,3 +26,33 @@
     }
   });
 })();
+
+// A table or panel that scrolls sideways (on a phone) must be reachable from the keyboard, or
+// its hidden columns cannot be scrolled into view without a pointer: such a region takes focus.
+(function () {
+  "use strict";
+  function markScrollableRegions() {
+    var main = document.querySelector("main");
+    if (!main) {
+      return;
+    }
+    main.querySelectorAll("*").forEach(function (element) {
+      var overflow = window.getComputedStyle(element).overflowX;
+      var scrolls = (overflow === "auto" || overflow === "scroll") &&
+        element.scrollWidth > element.clientWidth;
+      if (scrolls && !element.hasAttribute("tabindex")) {
+        element.setAttribute("tabindex", "0");
+        element.setAttribute("data-scroll-region", "");
+      } else if (!scrolls && element.hasAttribute("data-scroll-region")) {
+        element.removeAttribute("tabindex");
+        element.removeAttribute("data-scroll-region");
+      }
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", markScrollableRegions);
+  } else {
+    markScrollableRegions();
+  }
+  window.addEventListener("resize", markScrollableRegions);
+})();
