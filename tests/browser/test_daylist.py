@@ -58,12 +58,14 @@ def booked(session: Session, now: datetime) -> tuple[int, date]:
     return course.id, monday
 
 
-def _sign_in(page: Page, live_server: LiveServer) -> None:
+def _sign_in(page: Page, live_server: LiveServer, browser: Browser) -> None:
     page.goto(f"{live_server.url}/login")
+    browser.audit.check(page)
     page.get_by_label("Email").fill("admin@example.org")
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     with page.expect_navigation():
         page.get_by_role("button", name="Sign in").click()
+    browser.audit.check(page)
 
 
 def test_a_reply_typed_into_the_outbox_reaches_the_inbox(
@@ -82,14 +84,17 @@ def test_a_reply_typed_into_the_outbox_reaches_the_inbox(
     watch = PageWatch()
     page = context.new_page()
     watch.attach(page)
-    _sign_in(page, live_server)
+    _sign_in(page, live_server, browser)
     page.goto(f"{live_server.url}/messages")
+    browser.audit.check(page)
     card = page.locator(f"#message-{sms_id}")
     card.get_by_label("Patient replies").fill("Running 10 minutes late")
     card.get_by_role("button", name="Simulate reply").click()
     page.wait_for_url(f"{live_server.url}/messages")
     assert "went to the inbox for a person to read" in page.locator("p.flash").inner_text()
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Inbox").click()
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Inbox").click()
+    browser.audit.check(page)
     row = page.locator("table.inbox tbody tr", has_text="Running 10 minutes late")
     assert row.count() == 1
     assert "RD (MRN-BR-1)" in row.inner_text()
@@ -105,9 +110,10 @@ def test_the_day_list_and_a_course_print_without_navigation_or_controls(
     watch = PageWatch()
     page = context.new_page()
     watch.attach(page)
-    _sign_in(page, live_server)
+    _sign_in(page, live_server, browser)
     day_url = f"{live_server.url}/calendar/day?date={monday.isoformat()}"
     page.goto(day_url)
+    browser.audit.check(page)
     nav = page.get_by_role("navigation", name="Main")
     day_list = page.locator("table.day-list")
     assert day_list.is_hidden()  # on screen the time grid shows the day
@@ -126,10 +132,12 @@ def test_the_day_list_and_a_course_print_without_navigation_or_controls(
 
     # The "Print view" link shows on screen what paper gets, with no script involved.
     page.emulate_media(media="screen")
-    page.get_by_role("link", name="Print view").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Print view").click()
     assert "view=print" in page.url
     assert nav.is_hidden() and page.locator(".tg").is_hidden() and day_list.is_visible()
-    page.get_by_role("link", name="Back to the page").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Back to the page").click()
     assert nav.is_visible() and day_list.is_hidden()
 
     page.emulate_media(media="print")
@@ -142,7 +150,8 @@ def test_the_day_list_and_a_course_print_without_navigation_or_controls(
     page.emulate_media(media="screen")
     assert page.get_by_role("navigation", name="Main").is_visible()
     assert page.get_by_role("heading", name="Readiness").is_visible()
-    page.get_by_role("link", name="Print view").click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Print view").click()
     assert page.get_by_role("heading", name="Readiness").is_hidden()
     assert page.locator("table.fractions").is_visible()
     assert watch.problems == []
