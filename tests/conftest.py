@@ -72,6 +72,13 @@ PINNED_INSTANTS = (
 )
 
 
+# A weekday morning inside every message window and opening hours, for tests about what is
+# sent or shown "now" rather than about dates: at night a due reminder rightly waits for the
+# patient's window, which such a test would misread. Use ``@at_clinic_hours``.
+CLINIC_HOURS = PinnedInstant("clinic-hours", datetime(2026, 12, 8, 10, 0, tzinfo=NEW_YORK))
+at_clinic_hours = pytest.mark.parametrize("pinned_instant", [CLINIC_HOURS], ids=str)
+
+
 # The date arithmetic is Python's, the same on both backends: PostgreSQL repeats a pinned
 # test on the real clock and on the instant whose UTC date is already tomorrow (the one most
 # likely to trip a query on dates), which keeps the suite's added time to a few minutes.

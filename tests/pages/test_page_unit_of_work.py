@@ -3,7 +3,7 @@ stored; when it succeeds, both are, and the entry says the action came through t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -21,8 +21,9 @@ class CommitFailure(RuntimeError):
 
 
 @pytest.fixture
-def failing_audited_commit() -> Iterator[None]:
-    """A commit that would store an audit entry fails, after everything was flushed."""
+def failing_audited_commit() -> Iterator[Callable[[], None]]:
+    """Arms a failure: from then on, a commit that would store an audit entry fails, after
+    everything was flushed. Armed by the test once signed in, since signing in is audited too."""
 
     def note(session: Session, _context: object, _instances: object) -> None:
         if any(isinstance(row, AuditEntry) for row in session.new):
@@ -33,13 +34,20 @@ def failing_audited_commit() -> Iterator[None]:
         if session.info.pop("writes_audit", False):
             raise CommitFailure("the database refused the commit")
 
-    event.listen(Session, "before_flush", note)
-    event.listen(Session, "before_commit", fail)
+    armed = False
+
+    def arm() -> None:
+        nonlocal armed
+        event.listen(Session, "before_flush", note)
+        event.listen(Session, "before_commit", fail)
+        armed = True
+
     try:
-        yield
+        yield arm
     finally:
-        event.remove(Session, "before_flush", note)
-        event.remove(Session, "before_commit", fail)
+        if armed:
+            event.remove(Session, "before_flush", note)
+            event.remove(Session, "before_commit", fail)
 
 
 def _new_patient(client: FlaskClient, csrf: str) -> int:
@@ -64,9 +72,14 @@ def _counts(db: Session) -> tuple[int, int]:
 
 
 def test_a_page_change_and_its_audit_entry_fail_together(
-    client: FlaskClient, seed: Seed, db: Session, signed_in: SignIn, failing_audited_commit: None
+    client: FlaskClient,
+    seed: Seed,
+    db: Session,
+    signed_in: SignIn,
+    failing_audited_commit: Callable[[], None],
 ) -> None:
     csrf = signed_in(client, "scheduler")
+    failing_audited_commit()
     assert _new_patient(client, csrf) == 500
     assert _counts(db) == (0, 0)
 

@@ -17,6 +17,7 @@ from notifications.models import MessageTemplate, Reminder, ReminderStatus
 from scheduler.services import Placement
 from tests.api.conftest import Seed
 from tests.committing import records, services
+from tests.conftest import at_clinic_hours
 
 # The sign-in helper and the cheap password hashing of the message page tests.
 from tests.pages.test_messages_pages import (  # noqa: F401
@@ -61,6 +62,7 @@ def test_runaway_and_broken_templates_get_a_readable_problem_not_a_500(
     assert count == 0
 
 
+@at_clinic_hours  # sent at once, not held for the patient's message window
 def test_a_real_sms_refused_at_send_time_shows_its_reason_on_the_problem_page(
     client: FlaskClient,
     db: Session,
