@@ -13,13 +13,8 @@ import phonenumbers
 
 def national_phone(number: str | None, region: str | None = None) -> str | None:
     """``number`` formatted for a caller in ``region`` (ISO 3166 code); None stays None."""
-    if not number:
-        return number
-    try:
-        parsed = phonenumbers.parse(number, (region or "").upper() or None)
-    except phonenumbers.NumberParseException:
-        return number
-    if not phonenumbers.is_valid_number(parsed):
+    parsed = _parsed(number, region)
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
         return number
     own_region = phonenumbers.region_code_for_number(parsed)
     if region and own_region and own_region != region.upper():
@@ -29,10 +24,17 @@ def national_phone(number: str | None, region: str | None = None) -> str | None:
 
 def dial_string(number: str | None, region: str | None = None) -> str | None:
     """``number`` for a ``tel:`` link: E.164 when it parses, else as stored."""
-    if not number:
-        return number
-    try:
-        parsed = phonenumbers.parse(number, (region or "").upper() or None)
-    except phonenumbers.NumberParseException:
+    parsed = _parsed(number, region)
+    if parsed is None:
         return number
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _parsed(number: str | None, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """The number read as dialled in ``region``; None when empty or not a phone number."""
+    if not number:
+        return None
+    try:
+        return phonenumbers.parse(number, (region or "").upper() or None)
+    except phonenumbers.NumberParseException:
+        return None

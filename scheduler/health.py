@@ -178,30 +178,28 @@ def _age(seen: datetime | None, now: datetime) -> float | None:
 
 
 def check_beat(seen: datetime | None, settings: Settings, *, now: datetime) -> Check:
-    age = _age(seen, now)
-    limit = settings.beat_stale_after
-    if age is None:
-        return Check(CheckName.BEAT, Status.FAIL, None, "s", "has never ticked")
-    if age > limit:
-        return Check(
-            CheckName.BEAT,
-            Status.FAIL,
-            age,
-            "s",
-            f"no tick for {_span(age)} (limit {_span(limit)})",
-        )
-    return Check(CheckName.BEAT, Status.OK, age, "s", f"ticked {_span(age)} ago")
+    return _heartbeat_check(
+        CheckName.BEAT, _age(seen, now), settings.beat_stale_after,
+        never="has never ticked", stale="no tick for", fresh="ticked",
+    )  # fmt: skip
 
 
 def check_worker(seen: datetime | None, settings: Settings, *, now: datetime) -> Check:
-    age = _age(seen, now)
-    limit = settings.worker_stale_after
+    return _heartbeat_check(
+        CheckName.WORKER, _age(seen, now), settings.worker_stale_after,
+        never="no worker has ever run", stale="no worker seen for", fresh="seen",
+    )  # fmt: skip
+
+
+def _heartbeat_check(
+    name: CheckName, age: float | None, limit: float, *, never: str, stale: str, fresh: str
+) -> Check:
+    """A process's heartbeat read against its limit: never stamped or too old fails."""
     if age is None:
-        return Check(CheckName.WORKER, Status.FAIL, None, "s", "no worker has ever run")
+        return Check(name, Status.FAIL, None, "s", never)
     if age > limit:
-        detail = f"no worker seen for {_span(age)} (limit {_span(limit)})"
-        return Check(CheckName.WORKER, Status.FAIL, age, "s", detail)
-    return Check(CheckName.WORKER, Status.OK, age, "s", f"seen {_span(age)} ago")
+        return Check(name, Status.FAIL, age, "s", f"{stale} {_span(age)} (limit {_span(limit)})")
+    return Check(name, Status.OK, age, "s", f"{fresh} {_span(age)} ago")
 
 
 def oldest_unsent_due_at(session: Session, now: datetime) -> datetime | None:

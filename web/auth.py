@@ -114,6 +114,12 @@ def session_user() -> User | None:
     return current_user.user if current_user.is_authenticated else None
 
 
+def session_user_id() -> int | None:
+    """The signed-in staff user's id, as the actor of what a page records; None without one."""
+    user = session_user()
+    return user.id if user is not None else None
+
+
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: an open redirect after sign-in would be a phishing aid.
 

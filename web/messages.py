@@ -41,7 +41,7 @@ from scheduler.errors import InvalidInput, NotFound, StateConflict
 from scheduler.models import Course, Department, Patient, Role
 from scheduler.timeutil import format_local
 from web import audit, message_log, outbox_replies
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session
 from web.ui import done, role_required
 
@@ -168,11 +168,6 @@ def _simulating() -> bool:
     return reply_simulation.allowed(current_app.extensions["sbrt.settings"])
 
 
-def _actor_id() -> int | None:
-    user = session_user()
-    return user.id if user is not None else None
-
-
 @bp.get("/messages")
 @role_required(Role.VIEWER)
 def messages():
@@ -204,7 +199,7 @@ def patient_timeline(patient_id: int):
     if patient is None:
         abort(404)
     rows = list(session.scalars(_reminders(Reminder.patient_id == patient.id, newest_first=False)))
-    audit.record("view", "patient", patient.id, actor_id=_actor_id(), page="messages")
+    audit.record("view", "patient", patient.id, actor_id=session_user_id(), page="messages")
     return render_template(
         "messages/timeline.html",
         title=f"Messages for {_initials(patient)}",
@@ -225,7 +220,7 @@ def course_timeline(course_id: int):
     if course is None:
         abort(404)
     rows = list(session.scalars(_reminders(Reminder.course_id == course.id, newest_first=False)))
-    audit.record("view", "course", course.id, actor_id=_actor_id(), page="messages")
+    audit.record("view", "course", course.id, actor_id=session_user_id(), page="messages")
     patient = course.patient
     return render_template(
         "messages/timeline.html",
@@ -271,7 +266,7 @@ def retry(reminder_id: int):
         session.rollback()  # refused: nothing of it is kept, though the page redirects
         flash(exc.detail, "error")
         return redirect(url_for("messages.problems"))
-    audit.record("retry", "reminder", reminder_id, actor_id=_actor_id(), was=was)
+    audit.record("retry", "reminder", reminder_id, actor_id=session_user_id(), was=was)
     return done(f"Message {reminder_id} queued to be sent again.", "messages.problems")
 
 
@@ -290,7 +285,7 @@ def suppress(reminder_id: int):
         flash(exc.detail, "error")
         return redirect(url_for("messages.problems"))
     # The reason is free text that may name the patient: it stays on the row, not the log.
-    audit.record("suppress", "reminder", reminder_id, actor_id=_actor_id(), was=was)
+    audit.record("suppress", "reminder", reminder_id, actor_id=session_user_id(), was=was)
     return done(f"Message {reminder_id} suppressed; it will not be sent.", "messages.problems")
 
 
@@ -336,10 +331,12 @@ def inbox():
 @role_required(Role.SCHEDULER)
 def mark_handled(message_id: int):
     try:
-        row = staff_actions.mark_reply_handled(get_session(), message_id, actor_id=_actor_id())
+        row = staff_actions.mark_reply_handled(
+            get_session(), message_id, actor_id=session_user_id()
+        )
     except NotFound:
         abort(404)
-    audit.record("handle", "inbound_message", row.id, actor_id=_actor_id())
+    audit.record("handle", "inbound_message", row.id, actor_id=session_user_id())
     return done("Reply marked as handled.", "messages.inbox")
 
 

@@ -24,7 +24,7 @@ from notifications.types import Channel
 from scheduler.errors import InvalidInput
 from scheduler.models import Patient, Role
 from web import SETTINGS_KEY, audit
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import SESSION_FACTORY_KEY, get_session
 from web.ui import role_required
 
@@ -81,12 +81,11 @@ def _simulate(patient: Patient, course_id: int | None) -> object:
         problems = "; ".join(f"{e.field} {e.message}" for e in exc.errors)
         flash(f"{exc.detail} The {problems}.", "error")
         return redirect(target)
-    user = session_user()
     audit.record(
         "simulate_reply",
         "patient",
         patient_id,
-        actor_id=user.id if user else None,
+        actor_id=session_user_id(),
         reply_action=str(result.action),
         inbound_id=result.inbound_id,
     )

@@ -43,7 +43,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import format_local, zone
 from web import SETTINGS_KEY, audit, audit_log, params
-from web.auth import keep_own_session, session_user
+from web.auth import keep_own_session, session_user_id
 from web.db import get_session, transaction
 from web.ui import done, role_required
 
@@ -57,11 +57,6 @@ RESOURCE_KIND_LABELS = {"ct_sim": "CT simulator", "ir_room": "Interventional rad
 
 
 # --- shared helpers -----------------------------------------------------------------------------
-
-
-def _actor_id() -> int | None:
-    user = session_user()
-    return user.id if user is not None else None
 
 
 def _get_or_404(model: type[Any], record_id: int) -> Any:
@@ -307,7 +302,7 @@ def linac_form(linac_id: int | None = None):
         session.rollback()
         return _linac_page(linac, values, _field_errors(exc), 422)
     _audit_revoked_feeds(live_feeds, reason="linac deactivated")
-    audit.record(action, "linac", linac.id, actor_id=_actor_id())
+    audit.record(action, "linac", linac.id, actor_id=session_user_id())
     return done(f"Linac {linac.name} saved.", "admin.linacs")
 
 
@@ -348,7 +343,7 @@ def _audit_revoked_feeds(feed_ids: list[int], *, reason: str) -> None:
             "revoke",
             "calendar_feed",
             feed_id,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
             linac=linac_id,
             reason=reason,
         )
@@ -377,11 +372,11 @@ def create_feed(linac_id: int):
             feed_values={"feed_name": name},
             feed_errors=errors,
         )
-    token = links.issue_feed_token(session, linac.id, name, created_by_id=_actor_id())
+    token = links.issue_feed_token(session, linac.id, name, created_by_id=session_user_id())
     feed_id = session.scalar(
         sa.select(CalendarFeed.id).where(CalendarFeed.token_digest == links.token_digest(token))
     )
-    audit.record("create", "calendar_feed", feed_id, actor_id=_actor_id(), linac=linac.id)
+    audit.record("create", "calendar_feed", feed_id, actor_id=session_user_id(), linac=linac.id)
     # Shown in this response only (not flashed: flashes travel in the session cookie).
     return _linac_page(linac, _linac_values(linac, None), {}, 201, new_feed_url=_feed_url(token))
 
@@ -396,7 +391,7 @@ def revoke_feed(feed_id: int):
     if not live:
         # A second click (or a stale page) changes nothing, so there is nothing to audit.
         return done(f"Feed {name} was already revoked.", "admin.linac_form", linac_id=linac_id)
-    audit.record("revoke", "calendar_feed", feed_id, actor_id=_actor_id(), linac=linac_id)
+    audit.record("revoke", "calendar_feed", feed_id, actor_id=session_user_id(), linac=linac_id)
     return done(
         f"Feed {name} revoked; its URL no longer works.", "admin.linac_form", linac_id=linac_id
     )
@@ -490,7 +485,7 @@ def department(department_id: int):
         return _department_page(
             _get_or_404(Department, department_id), values, _field_errors(exc), 422
         )
-    audit.record("update", "department", row.id, actor_id=_actor_id())
+    audit.record("update", "department", row.id, actor_id=session_user_id())
     return done("Department settings saved.", "admin.department", department_id=row.id)
 
 
@@ -519,7 +514,7 @@ def add_closure(department_id: int):
         return _department_page(
             row, _department_values(row), {}, 422, closure_values=values, closure_errors=errors
         )
-    audit.record("create", "closure", closure.id, actor_id=_actor_id(), department=row.id)
+    audit.record("create", "closure", closure.id, actor_id=session_user_id(), department=row.id)
     return done(f"Closure on {day.isoformat()} added.", "admin.department", department_id=row.id)
 
 
@@ -533,7 +528,7 @@ def remove_closure(closure_id: int):
         "delete",
         "closure",
         closure.id,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         department=department_id,
     )
     records.remove_closure(session, closure.id)  # commits the audit entry with it
@@ -709,7 +704,7 @@ def protocol_form(protocol_id: int | None = None):
     except InvalidInput as exc:
         session.rollback()
         return _protocol_page(protocol, values, _field_errors(exc), 422)
-    audit.record(action, "protocol", protocol.id, actor_id=_actor_id())
+    audit.record(action, "protocol", protocol.id, actor_id=session_user_id())
     return done(f"Protocol {protocol.code} saved.", "admin.protocols")
 
 
@@ -777,7 +772,7 @@ def users():
         "create",
         "user",
         user.id,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         role=user.role,
         departments=user.department_ids,
     )
@@ -850,7 +845,7 @@ def user(user_id: int):
             active=values["active"],
             password=password,
             department_ids=department_ids,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
         )
     except InvalidInput as exc:
         session.rollback()
@@ -871,7 +866,7 @@ def user(user_id: int):
         # An admin changing their own password stays signed in here; every other session ends.
         keep_own_session(row)
     _audit_revoked_feeds(live_feeds, reason="owner deactivated")
-    audit.record("update", "user", row.id, actor_id=_actor_id(), **detail)
+    audit.record("update", "user", row.id, actor_id=session_user_id(), **detail)
     return done(f"User {row.name} saved.", "admin.user", user_id=row.id)
 
 
@@ -889,7 +884,7 @@ def create_token(user_id: int):
     except ServiceError as exc:  # a deactivated user gets no new tokens
         session.rollback()
         return _user_page(row, errors={"token_name": [exc.detail]}, status=409)
-    audit.record("create", "api_token", issued.token.id, actor_id=_actor_id(), user=row.id)
+    audit.record("create", "api_token", issued.token.id, actor_id=session_user_id(), user=row.id)
     # Shown in this response only (not flashed: flashes travel in the session cookie).
     return _user_page(row, new_token=issued.plaintext, status=201)
 
@@ -901,7 +896,7 @@ def revoke_token(token_id: int):
     token = _get_or_404(ApiToken, token_id)
     user_id = token.user_id
     accounts.revoke_api_token(session, token.id)
-    audit.record("revoke", "api_token", token.id, actor_id=_actor_id(), user=user_id)
+    audit.record("revoke", "api_token", token.id, actor_id=session_user_id(), user=user_id)
     return done(f"Token {token.name} revoked.", "admin.user", user_id=user_id)
 
 
@@ -985,7 +980,7 @@ def template_form(kind: str, part: str):
             for lang in template_store.LANGUAGES
         }
         return _template_page(kind, part, sources, checks=checks)
-    result = template_store.save_edits(session, kind, part, sources, user_id=_actor_id())
+    result = template_store.save_edits(session, kind, part, sources, user_id=session_user_id())
     if not result.ok:
         return _template_page(kind, part, sources, checks=result.checks, status=422)
     for edit in result.saved:
@@ -993,7 +988,7 @@ def template_form(kind: str, part: str):
             "update" if edit.template_id is not None else "reset",
             "message_template",
             edit.template_id,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
             kind=kind,
             part=part,
             language=edit.language,
@@ -1015,7 +1010,7 @@ def template_reset(kind: str, part: str, language: str):
         "reset",
         "message_template",
         template_id,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         kind=kind,
         part=part,
         language=language,
@@ -1098,7 +1093,7 @@ def audit_log_csv():
     tz = _zone()
     # The export is itself worth finding in the log: who took a copy, of what.
     with transaction():
-        audit.record("export", "audit_log", None, actor_id=_actor_id(), **filters.as_detail())
+        audit.record("export", "audit_log", None, actor_id=session_user_id(), **filters.as_detail())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = Response(
         stream_with_context(audit_log.csv_lines(get_session(), filters, tz)),

@@ -47,7 +47,7 @@ from scheduler.rules import CoverIndex
 from scheduler.timeutil import days_between, local_window, zone
 from scheduler.types import OpeningHours, Rules
 from web import audit, params
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session
 from web.ui import role_required
 
@@ -504,12 +504,11 @@ def _today(department: Department) -> date:
 
 def _audit(department: Department, first: date, last: date, **detail: Any) -> None:
     # The calendar shows many patients at once: one entry for the range, not one per patient.
-    user = session_user()
     audit.record(
         "view",
         "calendar",
         None,
-        actor_id=user.id if user else None,
+        actor_id=session_user_id(),
         department_id=department.id,
         first=first.isoformat(),
         last=last.isoformat(),

@@ -27,7 +27,7 @@ from scheduler.context import local_day_bounds
 from scheduler.models import Course, Department, Fraction, Linac, Patient, Protocol, Role
 from scheduler.timeutil import zone
 from web import audit, params
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session
 from web.ui import role_required
 from web.views.calendar import SHOWN_STATUSES, _department, _today, _week_start
@@ -146,13 +146,12 @@ def _export(
 ) -> Response:
     linac = _linac(session, department)
     rows = session_rows(session, department, first, last, linac)
-    user = session_user()
     # Many patients at once: one entry for the export, as for a calendar view.
     audit.record(
         "export",
         "calendar",
         None,
-        actor_id=user.id if user else None,
+        actor_id=session_user_id(),
         department_id=department.id,
         linac_id=linac.id if linac else None,
         first=first.isoformat(),

@@ -43,7 +43,7 @@ from scheduler.timeutil import (
     to_local,
 )
 from web import audit, params
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session, transaction
 from web.ui import done, role_required
 
@@ -52,11 +52,6 @@ bp = Blueprint("downtime", __name__)
 KINDS = ("planned", "unplanned")
 MAX_REASON = 300  # Downtime.reason's column length
 UPCOMING_LIMIT = 200
-
-
-def _actor_id() -> int | None:
-    user = session_user()
-    return user.id if user else None
 
 
 def _initials(patient: Patient) -> str:
@@ -141,7 +136,7 @@ def index():
         "view",
         "downtime_queue",
         None,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         courses=[c.id for c in review + incomplete],
         fractions=[f.id for f, _ in unplaceable],
     )
@@ -168,14 +163,14 @@ def reviewed(course_id: int):
                 get_session(),
                 course_id,
                 override_reason=override_reason,
-                actor_id=_actor_id(),
+                actor_id=session_user_id(),
                 now=datetime.now(UTC),
             )
             audit.record(
                 "update",
                 "course",
                 course.id,
-                actor_id=_actor_id(),
+                actor_id=session_user_id(),
                 status=str(course.status),
                 reviewed=True,
                 overridden=override_reason is not None,
@@ -412,14 +407,14 @@ def new():
             kind=form.kind,
             reason=form.reason,
             preview=not apply,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
         )
         if apply:
             audit.record(
                 "create",
                 "downtime",
                 report.downtime_id,
-                actor_id=_actor_id(),
+                actor_id=session_user_id(),
                 linac_id=checked.linac.id,
                 moved=len(report.moved),
                 unplaceable=len(report.unplaceable),
@@ -440,7 +435,7 @@ def new():
             "view",
             "downtime_preview",
             None,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
             linac_id=checked.linac.id,
             courses=sorted({r["course_id"] for r in rows["moved"] + rows["unplaceable"]}),
         )
@@ -554,14 +549,14 @@ def edit(downtime_id: int):
             kind=form.kind,
             reason=form.reason,
             preview=not apply,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
         )
         if apply:
             audit.record(
                 "update",
                 "downtime",
                 downtime_id,
-                actor_id=_actor_id(),
+                actor_id=session_user_id(),
                 linac_id=linac.id,
                 moved=len(report.moved),
                 unplaceable=len(report.unplaceable),
@@ -586,7 +581,7 @@ def edit(downtime_id: int):
             "view",
             "downtime_preview",
             downtime_id,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
             linac_id=linac.id,
             courses=sorted(
                 {r["course_id"] for r in rows["moved"] + rows["unplaceable"] + rows["returnable"]}
@@ -614,7 +609,9 @@ def delete(downtime_id: int):
     downtime = _downtime_or_404(session, downtime_id)
     tz = downtime.linac.department.timezone
     apply = request.method == "POST" and request.form.get("action") == "apply"
-    report = services.delete_downtime(session, downtime_id, preview=not apply, actor_id=_actor_id())
+    report = services.delete_downtime(
+        session, downtime_id, preview=not apply, actor_id=session_user_id()
+    )
     if not apply:
         # The preview rolled back: read the downtime again for the page.
         downtime = _downtime_or_404(session, downtime_id)
@@ -623,7 +620,7 @@ def delete(downtime_id: int):
             "view",
             "downtime_delete_preview",
             downtime_id,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
             courses=sorted({r["course_id"] for r in rows["returnable"]}),
         )
         return render_template(
@@ -638,7 +635,7 @@ def delete(downtime_id: int):
         "delete",
         "downtime",
         downtime_id,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         returnable=[r.fraction_id for r in report.returnable],
     )
     count = len(report.returnable)

@@ -21,7 +21,7 @@ from scheduler.models import Course, Department, Resource, Role
 from scheduler.services import PathwayOptions, PathwayProposal, StepChoice
 from scheduler.timeutil import format_local
 from web import audit, params
-from web.auth import session_user
+from web.auth import session_user, session_user_id
 from web.db import get_session
 from web.ui import done, role_required
 from web.views.admin import (
@@ -44,12 +44,6 @@ OPTION_FIELDS = (
     "fiducials_days_before_ct",
 )
 DEFAULT_OPTIONS = PathwayOptions()
-
-
-def _actor_id() -> int:
-    user = session_user()
-    assert user is not None  # role_required let the request in
-    return user.id
 
 
 def _field_errors(exc: InvalidInput) -> Errors:
@@ -144,7 +138,7 @@ def resource_form(department_id: int | None = None, resource_id: int | None = No
         department = session.get(Department, department.id)
         assert department is not None
         return _resource_page(department, resource, values, _field_errors(exc), 422)
-    audit.record(action, "resource", saved.id, actor_id=_actor_id(), department=department.id)
+    audit.record(action, "resource", saved.id, actor_id=session_user_id(), department=department.id)
     return done(f"{saved.name} saved.", "admin.department", department_id=department.id)
 
 
@@ -213,7 +207,7 @@ def _pathway_page(
         fiducial_choices=FIDUCIAL_CHOICES,
         format_local=format_local,
     )
-    audit.record("view", "course", course.id, actor_id=_actor_id(), page="pathway")
+    audit.record("view", "course", course.id, actor_id=session_user_id(), page="pathway")
     return make_response(html, status)
 
 
@@ -233,7 +227,7 @@ def _propose(course: Course, values: Mapping[str, str], options: PathwayOptions,
         errors = _field_errors(exc) if isinstance(exc, InvalidInput) else {"_form": [exc.detail]}
         course = _course_or_404(course.id)
         return _pathway_page(course, values, errors=errors, status=max(status, 422))
-    audit.record("propose_pathway", "course", course.id, actor_id=_actor_id())
+    audit.record("propose_pathway", "course", course.id, actor_id=session_user_id())
     return _pathway_page(course, values, proposal=proposal, status=status)
 
 
@@ -286,7 +280,7 @@ def book(course_id: int):
             options=options,
             ct_sim=ct_sim,
             fiducials=fiducials,
-            actor_id=_actor_id(),
+            actor_id=session_user_id(),
         )
     except Conflict as exc:
         session.rollback()
@@ -297,7 +291,7 @@ def book(course_id: int):
         course = _course_or_404(course_id)
         errors = _field_errors(exc) if isinstance(exc, InvalidInput) else {"_form": [exc.detail]}
         return _pathway_page(course, values, errors=errors, status=422)
-    audit.record("book_pathway", "course", course.id, actor_id=_actor_id())
+    audit.record("book_pathway", "course", course.id, actor_id=session_user_id())
     return done(
         f"Pathway booked: ready to treat from {booked.ready_on}.",
         "patients.course",
@@ -323,14 +317,14 @@ def cancel(course_id: int):
     session = get_session()
     course = _course_or_404(course_id)
     try:
-        services.cancel_pathway(session, course.id, actor_id=_actor_id())
+        services.cancel_pathway(session, course.id, actor_id=session_user_id())
     except StateConflict as exc:
         session.rollback()
         course = _course_or_404(course_id)
         return _pathway_page(
             course, _option_values(None), errors={"_form": [exc.detail]}, status=409
         )
-    audit.record("cancel_pathway", "course", course.id, actor_id=_actor_id())
+    audit.record("cancel_pathway", "course", course.id, actor_id=session_user_id())
     return done(
         "Pathway cancelled; its rooms are free again.", "patients.course", course_id=course.id
     )

@@ -26,7 +26,7 @@ from scheduler.simulation import run_records as runs
 from scheduler.simulation.export import scenario_from_department
 from scheduler.timeutil import local_date, zone
 from web import SETTINGS_KEY, audit, task_queue
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session, transaction
 from web.ui import role_required
 
@@ -194,12 +194,12 @@ def create():
                 session,
                 name=values["name"],
                 department_id=department_id,
-                created_by_id=_actor_id(),
+                created_by_id=session_user_id(),
                 scenario=scenario,
                 policy=values["policy"],
                 seed=seed,
             )
-            audit.record("create", "simulation_run", run.id, actor_id=_actor_id())
+            audit.record("create", "simulation_run", run.id, actor_id=session_user_id())
     except ScenarioError as exc:
         return _form_page(department_id, values, list(exc.errors), 422)
     _queue(run.id)
@@ -219,11 +219,6 @@ def _queue(run_id: int) -> None:
         flash("The run could not be started: the background workers are unreachable.", "error")
     else:
         flash("The run is queued; this page shows its progress.", "success")
-
-
-def _actor_id() -> int | None:
-    user = session_user()
-    return user.id if user is not None else None
 
 
 def _int_or_none(raw: str | None) -> int | None:
@@ -506,7 +501,7 @@ def delete(run_id: int):
     name, directory = run.name, _directory(run)
     with transaction() as session:
         runs.delete_run(session, run_id)
-        audit.record("delete", "simulation_run", run_id, actor_id=_actor_id())
+        audit.record("delete", "simulation_run", run_id, actor_id=session_user_id())
     # Removed once the row is gone for good; a run still simulating stops at its next step.
     shutil.rmtree(directory, ignore_errors=True)
     flash(f"Run {name!r} and its files were deleted.", "success")

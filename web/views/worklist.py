@@ -31,7 +31,7 @@ from scheduler.models import (
 )
 from scheduler.timeutil import format_local, to_local
 from web import SETTINGS_KEY, audit
-from web.auth import session_user
+from web.auth import session_user_id
 from web.db import get_session
 from web.messages import mask_phone
 from web.ui import done, has_role, role_required
@@ -47,12 +47,6 @@ READINESS_NAMES = {
     "plan_approved_at": "plan approval",
     "physics_qa_at": "physics QA",
 }
-
-
-def _actor_id() -> int:
-    user = session_user()
-    assert user is not None  # role_required signed the user in
-    return user.id
 
 
 def _health() -> health.HealthReport | None:
@@ -107,7 +101,7 @@ def index():
         "view",
         "worklist",
         None,
-        actor_id=_actor_id(),
+        actor_id=session_user_id(),
         fractions=[f.id for f in todays],
         courses=[c.id for c in found.courses],
     )
@@ -144,10 +138,12 @@ def completed(fraction_id: int):
     course_id, number = fraction.course_id, fraction.number
     when = _span(fraction.starts_at, fraction.ends_at, fraction.course.patient.department.timezone)
     try:
-        services.record_completed(db, fraction_id, actor_id=_actor_id())
+        services.record_completed(db, fraction_id, actor_id=session_user_id())
     except StateConflict as exc:
         return _back(f"Nothing was recorded: {exc.detail}.")
-    audit.record("completed", "fraction", fraction_id, actor_id=_actor_id(), course_id=course_id)
+    audit.record(
+        "completed", "fraction", fraction_id, actor_id=session_user_id(), course_id=course_id
+    )
     message = f"Fraction {number} of course {course_id} ({when}) recorded as completed."
     if fraction.course.status == CourseStatus.COMPLETED:
         message += f" Course {course_id} is complete."
@@ -174,7 +170,11 @@ def missed(fraction_id: int):
     queued = outbox.collect(db)
     try:
         result = services.record_missed(
-            db, fraction_id, reason=reason, reason_text=reason_text or None, actor_id=_actor_id()
+            db,
+            fraction_id,
+            reason=reason,
+            reason_text=reason_text or None,
+            actor_id=session_user_id(),
         )
     except InvalidInput as exc:
         why = "; ".join(e.message for e in exc.errors) or exc.detail
@@ -182,7 +182,12 @@ def missed(fraction_id: int):
     except (StateConflict, Conflict) as exc:
         return _back(f"Nothing was recorded: {exc.detail}.")
     audit.record(
-        "missed", "fraction", fraction_id, actor_id=_actor_id(), course_id=course_id, reason=reason
+        "missed",
+        "fraction",
+        fraction_id,
+        actor_id=session_user_id(),
+        course_id=course_id,
+        reason=reason,
     )
     if result.rebooked is not None:
         r = result.rebooked
