@@ -69,6 +69,10 @@ class Reminder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # The request id (see scheduler.observability.request_id) of the web request or tick that
+    # planned this message. The send happens later, under a dispatch tick's id; its log line
+    # names this one too, so a booking's log lines lead to its messages' sends.
+    origin_request_id: Mapped[str | None] = mapped_column(sa.String(128))
 
     patient: Mapped[Patient] = relationship()
     course: Mapped[Course] = relationship()

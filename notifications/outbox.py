@@ -41,6 +41,7 @@ from scheduler.models import (
     Patient,
     Protocol,
 )
+from scheduler.observability import request_id
 
 # Statuses a change can still take back: not yet handed to a provider.
 OPEN_STATUSES = (ReminderStatus.PENDING, ReminderStatus.CLAIMED)
@@ -243,6 +244,7 @@ def write(session: Session, patient_id: int, planned: Iterable[PlannedReminder])
                 due_at=p.due_at,
                 status=ReminderStatus.PENDING,
                 context=p.context,
+                origin_request_id=request_id.current(),
             )
         )
     session.add_all(rows)

@@ -82,6 +82,7 @@ class Prepared:
     # link, and the database keeps just the link's digest.
     subject: str | None = None
     body: str = ""
+    origin_request_id: str | None = None  # the request that planned the message
 
 
 def backoff(attempt: int, rng: Callable[[], float] = random.random) -> timedelta:
@@ -333,6 +334,7 @@ def _check_and_render(
         email=email,
         subject=links.mask_patient_links(message.subject, token) if email is not None else None,
         body=links.mask_patient_links(message.text, token) or "",
+        origin_request_id=row.origin_request_id,
     )
     return _Rendered(prepared, link_row)
 
@@ -412,11 +414,12 @@ def deliver_one(prepared: Prepared, channels: Channels) -> SendResult:
     metrics.record_send(prepared.channel, result.outcome, result.error_code, monotonic() - began)
     # Ids and codes only: the message, its address and its link stay out of the log.
     log.info(
-        "reminder %s by %s: %s%s",
+        "reminder %s by %s: %s%s; planned in request %s",
         prepared.reminder_id,
         prepared.channel,
         result.outcome,
         f" ({result.error_code})" if result.error_code else "",
+        prepared.origin_request_id or "-",
     )
     return result
 

@@ -1,16 +1,27 @@
-"""Request ids in the web app: taken from a sane caller, else made; answered; on log lines."""
+"""Request ids in the web app: taken from a sane caller, else made; answered; on log lines;
+kept on the messages a request plans, so their sends can be traced back to it."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+from datetime import UTC, date, datetime
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from config import load_settings
+from notifications import outbox, sending
+from notifications.channels.local import LocalOutboxChannel
+from notifications.models import Reminder
 from scheduler.observability.logs import make_handler
+from tests.api.conftest import Seed
+from tests.committing import records
+from tests.conftest import at_clinic_hours
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -59,3 +70,50 @@ def test_log_and_metrics_settings_are_checked() -> None:
     for bad in ({"LOG_FORMAT": "xml"}, {"LOG_LEVEL": "LOUD"}, {"WORKER_METRICS_PORT": "0"}):
         with pytest.raises(ValueError):
             load_settings({**base, **bad})
+
+
+@sqlite_only
+@at_clinic_hours  # the booking's confirmation is due at once, inside the message window
+def test_a_booking_request_id_leads_to_its_messages_sends(
+    database_url: str,
+    client: FlaskClient,
+    db: Session,
+    seed: Seed,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    patient = records.create_patient(
+        db,
+        {
+            "department_id": seed.department_id, "mrn": "RID-1", "given_name": "Ida",
+            "family_name": "Roth", "date_of_birth": date(1958, 3, 4),
+            "phone": "+12125550163", "language": "en", "sms_consent": True,
+        },
+    )  # fmt: skip
+    course = records.create_course(db, {"patient_id": patient.id, "protocol_id": seed.protocol_id})
+    course_id = course.id
+    db.commit()
+    booked = client.post(
+        f"/api/v1/courses/{course_id}/booking",
+        json={"best": True},
+        headers={
+            "Authorization": f"Bearer {seed.tokens['scheduler']}",
+            "X-Request-ID": "booking-req-0001",
+        },
+    )
+    assert booked.status_code == 201, booked.json
+    planned = db.execute(
+        sa.select(Reminder.id, Reminder.origin_request_id).where(Reminder.course_id == course_id)
+    ).all()
+    db.rollback()
+    assert planned and {origin for _, origin in planned} == {"booking-req-0001"}
+
+    ids = outbox.claim_due(db, now=datetime.now(UTC))  # due at the booking, after `now`
+    db.rollback()
+    assert ids, "nothing due: the confirmation should go at once"
+    channels = sending.Channels(sms=LocalOutboxChannel(), email=LocalOutboxChannel())
+    with caplog.at_level(logging.INFO, logger="notifications.sending"):
+        sending.send_batch(session_factory, ids, channels, public_base_url="https://c.example.org")
+    sends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reminder ")]
+    assert len(sends) == len(ids)
+    assert all(line.endswith("planned in request booking-req-0001") for line in sends), sends
