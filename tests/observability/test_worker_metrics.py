@@ -84,8 +84,11 @@ def test_worker_metrics_count_what_the_provider_saw_and_logs_carry_request_ids(
     failures = "sbrt_task_failures_total"
 
     def scraped_after_the_failure() -> str | None:
+        # The failure is counted when the task raises and its duration once it has ended
+        # (two signals, a moment apart): a scrape in between would see only the first.
         page = get(base, {"Authorization": "Bearer tkn-123"})[1]
-        return page if value(page, failures) >= 1 else None
+        ended = value(page, "sbrt_task_duration_seconds_count", state="FAILURE")
+        return page if value(page, failures) >= 1 and ended >= 1 else None
 
     text = pipeline.wait_for("the failed task counted", scraped_after_the_failure, timeout=30)
     assert value(text, failures) == 1
