@@ -43,6 +43,7 @@ from tests.integration.harness import (
     broker_state,
     make_due,
     message_key,
+    midday_zone,
     reminder_rows,
     status_counts,
 )
@@ -88,17 +89,6 @@ def _reminder_lag(engine: sa.Engine, settings: Settings) -> health.Check:
     return check
 
 
-def _zone_at_midday(now: datetime) -> str:
-    """A fixed-offset zone whose local time is near 12:00 at ``now``, inside any message window."""
-    offset = 12 - now.hour
-    if offset > 14:
-        offset -= 24
-    elif offset < -12:
-        offset += 24
-    # POSIX-style names: Etc/GMT-5 is five hours ahead of UTC.
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
-
-
 def _retrying(engine: sa.Engine, ids: list[int]) -> list[tuple[str, str | None, datetime | None]]:
     """What staff see of these rows that are waiting to be tried again."""
     with engine.connect() as conn:
@@ -128,7 +118,7 @@ def test_redis_down_for_a_minute_pages_keep_working_and_reminders_resume(
             department,
             sms_consent=True,
             phone_e164="+12125559000",
-            timezone=_zone_at_midday(datetime.now(UTC)),
+            timezone=midday_zone(datetime.now(UTC)),
         )
         draft = f.course(session, patient, session.get(Course, course.id).protocol)
         session.commit()
