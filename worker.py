@@ -31,7 +31,11 @@ TICK_TASKS = (
     "notifications.dispatch_due_reminders",
     "notifications.reconcile_unknown",
     "scheduler.tasks.record_heartbeat",
+    "scheduler.tasks.fail_abandoned_what_if_runs",
 )
+# How often beat looks for what-if runs whose worker died (they are given up after 15 minutes
+# without progress, scheduler.simulation.execution.ABANDONED_AFTER).
+ABANDONED_RUNS_SWEEP_SECONDS = 300.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -88,6 +92,11 @@ def make_celery(settings: Settings) -> Celery:
                 "task": "scheduler.tasks.record_heartbeat",
                 "schedule": settings.dispatch_interval_seconds,
                 "options": {"expires": tick_expiry},
+            },
+            "fail-abandoned-what-if-runs": {
+                "task": "scheduler.tasks.fail_abandoned_what_if_runs",
+                "schedule": ABANDONED_RUNS_SWEEP_SECONDS,
+                "options": {"expires": ABANDONED_RUNS_SWEEP_SECONDS},
             },
         },
     )

@@ -727,6 +727,9 @@ class SimulationRun(Base):
     days_total: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime | None]
+    # Written with each progress step: a running run that has not moved for long has lost its
+    # worker (scheduler.simulation.execution.fail_abandoned_runs).
+    progressed_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     summary: Mapped[dict | None]
     # The run's directory name inside SIMULATION_DIR (a name, never a path from outside).

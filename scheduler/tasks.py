@@ -31,7 +31,7 @@ def record_heartbeat() -> None:
     ignore_result=True,
     # Acknowledged on receipt: a year's simulation can outlast the broker's redelivery time,
     # and a second delivery must not start it again. A run whose worker died stays "running"
-    # on its page, where an admin can delete it and run it anew.
+    # on its page until the sweep below marks it failed; the admin can then run it anew.
     acks_late=False,
 )
 def run_what_if(run_id: int) -> str:
@@ -41,3 +41,15 @@ def run_what_if(run_id: int) -> str:
 
     settings = load_settings()
     return execute_run(bootstrap.session_factory(settings), run_id, settings.simulations_path)
+
+
+@shared_task(name="scheduler.tasks.fail_abandoned_what_if_runs", ignore_result=True)
+def fail_abandoned_what_if_runs() -> int:
+    """Mark failed the what-if runs whose worker died mid-run (beat sends this every few
+    minutes); returns how many. Their pages then say so instead of "running" for ever."""
+    from scheduler.simulation.execution import fail_abandoned_runs
+
+    with bootstrap.session_factory(load_settings())() as session:
+        failed = fail_abandoned_runs(session, now=datetime.now(UTC))
+        session.commit()
+    return len(failed)

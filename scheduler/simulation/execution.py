@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,10 +27,21 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_DAYS = 7
 SIMULATION_DATABASE = "simulation.db"
 ERROR_MAX = 2000
+# A running run that has written no progress for this long has lost its worker (killed,
+# restarted, out of memory): seven simulated days take seconds, even with daily CP-SAT solves.
+ABANDONED_AFTER = timedelta(minutes=15)
+ABANDONED_ERROR = (
+    "The run stopped: it made no progress for {minutes} minutes, so the worker running it was "
+    "lost (restarted or stopped). Delete it and run it again."
+)
 
 
 class RunDeleted(Exception):
     """The run's row was deleted while it was simulating: stop and leave nothing behind."""
+
+
+class RunAbandoned(Exception):
+    """The run was given up as abandoned while it was simulating: its outcome stays failed."""
 
 
 def execute_run(sessions: sessionmaker[Session], run_id: int, simulations_path: Path) -> str:
@@ -44,7 +55,7 @@ def execute_run(sessions: sessionmaker[Session], run_id: int, simulations_path: 
         if run is None or run.status != SimulationRunStatus.QUEUED:
             return run.status if run is not None else "deleted"
         run.status = SimulationRunStatus.RUNNING
-        run.started_at = datetime.now(UTC)
+        run.started_at = run.progressed_at = datetime.now(UTC)
         run.days_done = 0
         scenario, seed, policy = run.scenario, run.seed, run.policy
         out_dir = run_directory(run, simulations_path)
@@ -62,12 +73,14 @@ def execute_run(sessions: sessionmaker[Session], run_id: int, simulations_path: 
         last_written = done
         with sessions() as session, session.begin():
             changed = session.execute(
-                sa.update(SimulationRun)
-                .where(SimulationRun.id == run_id)
-                .values(days_done=done, days_total=total)
+                _while_running(run_id).values(
+                    days_done=done, days_total=total, progressed_at=datetime.now(UTC)
+                )
             ).rowcount
+            if not changed:
+                gone = session.get(SimulationRun, run_id) is None
         if not changed:
-            raise RunDeleted
+            raise RunDeleted if gone else RunAbandoned
 
     try:
         summary = run_simulation(
@@ -81,6 +94,8 @@ def execute_run(sessions: sessionmaker[Session], run_id: int, simulations_path: 
     except RunDeleted:
         shutil.rmtree(out_dir, ignore_errors=True)
         return "deleted"
+    except RunAbandoned:
+        return SimulationRunStatus.FAILED
     except ScenarioError as exc:
         problems = "; ".join(exc.errors)
         return _finish(sessions, run_id, error=f"The scenario is not valid: {problems}")
@@ -115,7 +130,40 @@ def _finish(
         values["summary"] = summary
         values["days_done"] = SimulationRun.days_total
     with sessions() as session, session.begin():
-        changed = session.execute(
-            sa.update(SimulationRun).where(SimulationRun.id == run_id).values(**values)
-        ).rowcount
-    return status if changed else "deleted"
+        changed = session.execute(_while_running(run_id).values(**values)).rowcount
+        if not changed:
+            # Deleted, or given up as abandoned while it ran (that outcome stands).
+            run = session.get(SimulationRun, run_id)
+            return run.status if run is not None else "deleted"
+    return status
+
+
+def _while_running(run_id: int) -> sa.Update:
+    """An update of run ``run_id`` that applies only while it is still running."""
+    return sa.update(SimulationRun).where(
+        SimulationRun.id == run_id, SimulationRun.status == SimulationRunStatus.RUNNING
+    )
+
+
+def fail_abandoned_runs(
+    session: Session, *, now: datetime, stalled_after: timedelta = ABANDONED_AFTER
+) -> list[int]:
+    """Mark failed the running runs with no progress for ``stalled_after`` (their worker died:
+    nothing else would ever finish them); returns their ids. The caller commits."""
+    minutes = round(stalled_after.total_seconds() / 60)
+    return list(
+        session.scalars(
+            sa.update(SimulationRun)
+            .where(
+                SimulationRun.status == SimulationRunStatus.RUNNING,
+                sa.func.coalesce(SimulationRun.progressed_at, SimulationRun.started_at)
+                < now - stalled_after,
+            )
+            .values(
+                status=SimulationRunStatus.FAILED,
+                finished_at=now,
+                error=ABANDONED_ERROR.format(minutes=minutes),
+            )
+            .returning(SimulationRun.id)
+        )
+    )
