@@ -93,3 +93,25 @@ def seed_reference_data(session: Session) -> Seed:
 @pytest.fixture
 def seed(db: Session) -> Seed:
     return seed_reference_data(db)
+
+
+def draft_course_over_api(client: FlaskClient, seed: Seed, mrn: str, **patient: object) -> int:
+    """A new patient (reached by email; ``patient`` adds fields) with a draft course of the
+    seeded protocol, both made through the API as a scheduler; returns the course's id."""
+    auth = seed.auth("scheduler")
+    made = client.post(
+        "/api/v1/patients",
+        json={"department_id": seed.department_id, "mrn": mrn, "given_name": "Test",
+              "family_name": f"Patient {mrn}", "date_of_birth": "1959-06-30",
+              "email": f"{mrn.lower()}@example.org", **patient},
+        headers=auth,
+    )  # fmt: skip
+    assert made.status_code == 201, made.json
+    course = client.post(
+        "/api/v1/courses",
+        json={"patient_id": made.json["id"], "protocol_id": seed.protocol_id, "priority": 2},
+        headers=auth,
+    )
+    assert course.status_code == 201, course.json
+    assert course.json["status"] == "draft" and course.json["fractions"] == []
+    return course.json["id"]

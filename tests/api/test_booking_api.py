@@ -9,29 +9,9 @@ import pytest
 import time_machine
 from flask.testing import FlaskClient
 
-from tests.api.conftest import Seed
+from tests.api.conftest import Seed, draft_course_over_api
 
 PROBLEM = "application/problem+json"
-
-
-def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
-    auth = seed.auth("scheduler")
-    patient = client.post(
-        "/api/v1/patients",
-        json={"department_id": seed.department_id, "mrn": mrn, "given_name": "Test",
-              "family_name": f"Patient {mrn}", "date_of_birth": "1959-06-30",
-              "email": f"{mrn.lower()}@example.org"},
-        headers=auth,
-    )  # fmt: skip
-    assert patient.status_code == 201, patient.json
-    course = client.post(
-        "/api/v1/courses",
-        json={"patient_id": patient.json["id"], "protocol_id": seed.protocol_id, "priority": 2},
-        headers=auth,
-    )
-    assert course.status_code == 201, course.json
-    assert course.json["status"] == "draft" and course.json["fractions"] == []
-    return course.json["id"]
 
 
 def _propose(
@@ -68,7 +48,7 @@ def _placements(fractions: list[dict]) -> list[dict]:
 @pytest.mark.pinned_dates
 def test_booking_flow(client: FlaskClient, seed: Seed, now: datetime) -> None:
     auth = seed.auth("scheduler")
-    course_id = _course(client, seed, "FLOW-1")
+    course_id = draft_course_over_api(client, seed, "FLOW-1")
     proposed = _propose(client, seed, course_id, now)
     first = proposed[0]
     local = datetime.fromisoformat(first["local_start"])
@@ -151,7 +131,7 @@ def test_booking_over_another_course_is_409_naming_the_time(
     client: FlaskClient, seed: Seed, now: datetime
 ) -> None:
     auth = seed.auth("scheduler")
-    first_course = _course(client, seed, "A-1")
+    first_course = draft_course_over_api(client, seed, "A-1")
     proposed = _propose(client, seed, first_course, now)
     placements = _placements(proposed)
     ok = client.post(
@@ -159,7 +139,7 @@ def test_booking_over_another_course_is_409_naming_the_time(
     )
     assert ok.status_code == 201, ok.json
 
-    second_course = _course(client, seed, "B-2")
+    second_course = draft_course_over_api(client, seed, "B-2")
     clash = client.post(
         f"/api/v1/courses/{second_course}/booking", json={"fractions": placements}, headers=auth
     )
@@ -177,7 +157,7 @@ def test_nonexistent_and_ambiguous_local_times(
     client: FlaskClient, seed: Seed, now: datetime
 ) -> None:
     auth = seed.auth("scheduler")
-    course_id = _course(client, seed, "DST-1")
+    course_id = draft_course_over_api(client, seed, "DST-1")
     proposed = _propose(client, seed, course_id, now)
     placements = _placements(proposed)
 
@@ -219,7 +199,7 @@ def test_nonexistent_and_ambiguous_local_times(
 
 @pytest.mark.pinned_dates
 def test_downtime_preview_then_commit(client: FlaskClient, seed: Seed, now: datetime) -> None:
-    course_id = _course(client, seed, "DOWN-1")
+    course_id = draft_course_over_api(client, seed, "DOWN-1")
     proposed = _propose(client, seed, course_id, now)
     booked = client.post(
         f"/api/v1/courses/{course_id}/booking",
@@ -253,7 +233,7 @@ SCORE_PARTS = ["wait", "overall", "linacs", "time_of_day", "window", "spacing", 
 
 
 def test_proposals_carry_their_score_overall_days_and_gaps(client: FlaskClient, seed: Seed) -> None:
-    course_id = _course(client, seed, "SCORE-1")
+    course_id = draft_course_over_api(client, seed, "SCORE-1")
     with time_machine.travel(PROPOSAL_NOW, tick=False):
         response = client.post(
             f"/api/v1/courses/{course_id}/proposals",

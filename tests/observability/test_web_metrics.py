@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import time_machine
 from flask.testing import FlaskClient
 
-from tests.api.conftest import Seed
+from tests.api.conftest import Seed, draft_course_over_api
 from tests.observability.scrape import get, start_gunicorn, stop, value
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -72,25 +72,6 @@ def test_a_scrape_sums_every_gunicorn_worker(
         stop(server)
 
 
-def _course(client: FlaskClient, seed: Seed, mrn: str) -> int:
-    auth = seed.auth("scheduler")
-    patient = client.post(
-        "/api/v1/patients",
-        json={"department_id": seed.department_id, "mrn": mrn, "given_name": "Test",
-              "family_name": f"Patient {mrn}", "date_of_birth": "1959-06-30",
-              "email": f"{mrn.lower()}@example.org", "email_consent": True},
-        headers=auth,
-    )  # fmt: skip
-    assert patient.status_code == 201, patient.json
-    course = client.post(
-        "/api/v1/courses",
-        json={"patient_id": patient.json["id"], "protocol_id": seed.protocol_id, "priority": 2},
-        headers=auth,
-    )
-    assert course.status_code == 201, course.json
-    return course.json["id"]
-
-
 def _scrape(client: FlaskClient) -> str:
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -105,7 +86,10 @@ def test_bookings_are_counted_when_committed_and_conflicts_by_route(
     database_url: str, client: FlaskClient, seed: Seed
 ) -> None:
     auth = seed.auth("scheduler")
-    first, second = _course(client, seed, "M-1"), _course(client, seed, "M-2")
+    first, second = (
+        draft_course_over_api(client, seed, "M-1", email_consent=True),
+        draft_course_over_api(client, seed, "M-2", email_consent=True),
+    )
     earliest = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date()
     proposed = client.post(
         f"/api/v1/courses/{first}/proposals",
