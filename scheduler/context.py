@@ -8,6 +8,7 @@ bookings the department holds.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -135,6 +136,9 @@ def local_day_bounds(tz: str, first: date, last: date) -> tuple[datetime, dateti
 
 # Row kinds of the one query a SearchContext is read with.
 _LINAC, _PATIENT, _CLOSURE = 0, 1, 2
+# Its rows' order: kind, linac, start, end (on SQLite the times are its canonical text, which
+# sorts as they do). Closures come last, in no particular order.
+_ROW_ORDER = operator.itemgetter(0, 1, 2, 3)
 
 
 def _raw(column: Any) -> Any:
@@ -155,9 +159,8 @@ def _none(type_: Any) -> Any:
 @functools.lru_cache(maxsize=8)
 def _context_statement(patient: bool, exclude_course: bool) -> Any:
     """Bookings, downtime, the patient's other bookings and the department's closures in
-    one round trip, unordered: :func:`_read` sorts each linac's and the patient's intervals
-    in Python, which is cheaper than the database's sort of the whole union (measured on a
-    busy year: about 0.6 ms less per read, for a sort of a few hundred nearly sorted rows).
+    one round trip. Unordered: :func:`_read` sorts the rows (so that each linac's and the
+    patient's intervals come sorted) in less time than the database's sort of the union took.
 
     Built once per shape, so that each call pays neither building nor cache-key generation.
     """
@@ -268,30 +271,24 @@ def _read(
     if exclude_course_id is not None:
         params["exclude_course_id"] = exclude_course_id
     statement = _context_statement(patient_id is not None, exclude_course_id is not None)
-    rows = session.execute(statement, params).all()
-    linac_times: dict[int, list[tuple[Any, Any]]] = {}
-    patient_times: list[tuple[Any, Any]] = []
+    rows = sorted(session.execute(statement, params).all(), key=_ROW_ORDER)
+    by_linac: dict[int, list[Interval]] = {}
+    patient: list[Interval] = []
     closed: dict[date, str] = {}
     sqlite = session.get_bind().dialect.name == "sqlite"
+    interval: Callable[[Any, Any], Interval] = _text_intervals() if sqlite else Interval
+    current_id: int | None = None
+    current: list[Interval] = []
     for kind, linac_id, starts_at, ends_at, day, reason in rows:
         if kind == _LINAC:
-            times = linac_times.get(linac_id)
-            if times is None:
-                times = linac_times[linac_id] = []
-            times.append((starts_at, ends_at))
+            if linac_id != current_id:
+                current_id, current = linac_id, by_linac.setdefault(linac_id, [])
+            current.append(interval(starts_at, ends_at))
         elif kind == _PATIENT:
-            patient_times.append((starts_at, ends_at))
+            patient.append(interval(starts_at, ends_at))
         else:
             closed[day if isinstance(day, date) else date.fromisoformat(day)] = reason
-    interval: Callable[[Any, Any], Interval] = _text_intervals() if sqlite else Interval
-
-    def intervals(times: list[tuple[Any, Any]]) -> list[Interval]:
-        # By start, then end, as the database sorted them (on SQLite, the stored text).
-        times.sort()
-        return [interval(starts_at, ends_at) for starts_at, ends_at in times]
-
-    by_linac = {linac_id: intervals(linac_times[linac_id]) for linac_id in sorted(linac_times)}
-    return by_linac, intervals(patient_times), closed
+    return by_linac, patient, closed
 
 
 def roster_cover(
