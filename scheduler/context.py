@@ -8,6 +8,7 @@ bookings the department holds.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -135,6 +136,9 @@ def local_day_bounds(tz: str, first: date, last: date) -> tuple[datetime, dateti
 
 # Row kinds of the one query a SearchContext is read with.
 _LINAC, _PATIENT, _CLOSURE = 0, 1, 2
+# Its rows' order: kind, linac, start, end (on SQLite the times are its canonical text, which
+# sorts as they do). Closures come last, in no particular order.
+_ROW_ORDER = operator.itemgetter(0, 1, 2, 3)
 
 
 def _raw(column: Any) -> Any:
@@ -155,7 +159,8 @@ def _none(type_: Any) -> Any:
 @functools.lru_cache(maxsize=8)
 def _context_statement(patient: bool, exclude_course: bool) -> Any:
     """Bookings, downtime, the patient's other bookings and the department's closures in
-    one round trip, ordered so that each linac's and the patient's intervals come sorted.
+    one round trip. Unordered: :func:`_read` sorts the rows (so that each linac's and the
+    patient's intervals come sorted) in less time than the database's sort of the union took.
 
     Built once per shape, so that each call pays neither building nor cache-key generation.
     """
@@ -222,7 +227,7 @@ def _context_statement(patient: bool, exclude_course: bool) -> Any:
             Closure.day <= sa.bindparam("last", type_=sa.Date()),
         )
     )
-    return sa.union_all(*parts).order_by("kind", "linac_id", "starts_at", "ends_at")
+    return sa.union_all(*parts)
 
 
 def _utc_from_text(text: str) -> datetime:
@@ -266,7 +271,7 @@ def _read(
     if exclude_course_id is not None:
         params["exclude_course_id"] = exclude_course_id
     statement = _context_statement(patient_id is not None, exclude_course_id is not None)
-    rows = session.execute(statement, params).all()
+    rows = sorted(session.execute(statement, params).all(), key=_ROW_ORDER)
     by_linac: dict[int, list[Interval]] = {}
     patient: list[Interval] = []
     closed: dict[date, str] = {}
