@@ -11,8 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from scheduler.models import AuditEntry, Fraction
-from tests.api.conftest import Seed
-from tests.api.test_booking_api import _course
+from tests.api.conftest import Seed, draft_course_over_api
 from tests.committing import records
 
 PROBLEM = "application/problem+json"
@@ -37,7 +36,7 @@ def _best(client: FlaskClient, seed: Seed, course_id: int, **body: object):  # t
 def test_best_option_books_one_of_the_equally_best_proposals(
     client: FlaskClient, seed: Seed, db: Session, now: datetime
 ) -> None:
-    course_id = _course(client, seed, "BEST-1")
+    course_id = draft_course_over_api(client, seed, "BEST-1")
     earliest = _week_ahead(now)
     window = {"start": "08:00", "end": "12:00"}
     proposed = client.post(
@@ -70,7 +69,7 @@ def test_best_option_books_one_of_the_equally_best_proposals(
 def test_best_option_needs_either_placements_or_best(
     client: FlaskClient, seed: Seed, db: Session
 ) -> None:
-    course_id = _course(client, seed, "BEST-2")
+    course_id = draft_course_over_api(client, seed, "BEST-2")
     placement = {"number": 1, "linac_id": seed.linac_ids[0], "starts_at": "2030-01-07T09:00"}
     for body in (
         {},
@@ -127,7 +126,7 @@ def test_nothing_to_book_is_a_409_naming_the_cause(
 def test_best_option_asks_for_a_nearby_course_to_be_acknowledged(
     client: FlaskClient, seed: Seed, now: datetime
 ) -> None:
-    first = _course(client, seed, "BEST-4")
+    first = draft_course_over_api(client, seed, "BEST-4")
     earliest = _week_ahead(now)
     assert _best(client, seed, first, earliest=earliest).status_code == 201
     patient_id = client.get(f"/api/v1/courses/{first}", headers=seed.auth("viewer")).json[
@@ -151,7 +150,7 @@ def test_best_option_asks_for_a_nearby_course_to_be_acknowledged(
 
 
 def test_best_option_is_for_schedulers(client: FlaskClient, seed: Seed) -> None:
-    course_id = _course(client, seed, "BEST-5")
+    course_id = draft_course_over_api(client, seed, "BEST-5")
     response = client.post(
         f"/api/v1/courses/{course_id}/booking", json={"best": True}, headers=seed.auth("viewer")
     )
@@ -170,7 +169,7 @@ def test_the_openapi_document_describes_the_best_option(client: FlaskClient) -> 
 def test_the_best_option_is_in_utc_like_every_booking(
     client: FlaskClient, seed: Seed, now: datetime
 ) -> None:
-    course_id = _course(client, seed, "BEST-6")
+    course_id = draft_course_over_api(client, seed, "BEST-6")
     booked = _best(client, seed, course_id, earliest=_week_ahead(now))
     assert booked.status_code == 201, booked.json
     starts = [datetime.fromisoformat(f["starts_at"]) for f in booked.json["fractions"]]

@@ -12,15 +12,15 @@ import sqlalchemy as sa
 from flask import Flask
 
 from scheduler.models import AuditEntry, Fraction
-from tests.api.conftest import Seed
-from tests.api.test_booking_api import _course, _placements, _propose
+from tests.api.conftest import Seed, draft_course_over_api
+from tests.api.test_booking_api import _placements, _propose
 
 CLIENTS = 16
 
 
 def test_sixteen_clients_race_for_one_schedule(app: Flask, seed: Seed, db, now: datetime) -> None:
     setup = app.test_client()
-    courses = [_course(setup, seed, f"RACE-{i}") for i in range(CLIENTS)]
+    courses = [draft_course_over_api(setup, seed, f"RACE-{i}") for i in range(CLIENTS)]
     wanted = _placements(_propose(setup, seed, courses[0], now))
     db.rollback()
     barrier = threading.Barrier(CLIENTS)
@@ -75,7 +75,7 @@ def test_eight_clients_book_the_best_option_at_once(
     if db.get_bind().dialect.name != "postgresql":
         pytest.skip("concurrent writers race only on PostgreSQL (SQLite serialises them)")
     setup = app.test_client()
-    courses = [_course(setup, seed, f"BEST-RACE-{i}") for i in range(BEST_CLIENTS)]
+    courses = [draft_course_over_api(setup, seed, f"BEST-RACE-{i}") for i in range(BEST_CLIENTS)]
     earliest = now.astimezone(ZoneInfo("America/New_York")).date() + timedelta(days=7)
     db.rollback()
     barrier = threading.Barrier(BEST_CLIENTS)
