@@ -16,6 +16,7 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.sandbox import SecurityError
 
+from notifications import template_store
 from notifications.policy import (
     plan_change_notice,
     plan_course_cancellation,
@@ -456,3 +457,17 @@ def test_gsm7_fold() -> None:
 )
 def test_sms_segments(text: str, segments: int) -> None:
     assert sms_segments(text) == segments
+
+
+def test_a_patient_link_token_that_spells_a_diagnosis_word_does_not_stop_the_sms() -> None:
+    c = course("en", [ny(2026, 6, 16, 10)])
+    reminder = plan_for_booking(c, now=ny(2026, 6, 1), event_id=1)[0]
+    # Tokens are 16 random letters and digits: about one in 400,000 begins "sbrt" or "sabr".
+    unlucky = "https://clinic.example.org/p/SbrtK2mWv9PxL4cQ"
+    message = render(
+        Kind.CONFIRMATION, Channel.SMS, "en", message_context(c, reminder, link=unlucky)
+    )
+    assert template_store.sending_problems(Channel.SMS, message) == []
+    # The same word in the text itself still stops it.
+    named = replace(message, text=message.text.replace("See ", "Your SBRT: see "))
+    assert any("diagnosis" in p for p in template_store.sending_problems(Channel.SMS, named))
