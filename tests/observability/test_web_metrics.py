@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-import time_machine
 from flask.testing import FlaskClient
 
 from tests.api.conftest import Seed, draft_course_over_api
+from tests.conftest import at_clinic_hours
 from tests.observability.scrape import get, start_gunicorn, stop, value
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -92,7 +92,7 @@ def _scrape(client: FlaskClient) -> str:
 @sqlite_only
 # Inside New York's message window (10:00 local): a confirmation held back until the window
 # opens is on time and not counted as lag, so the lag below would read 0 at night.
-@time_machine.travel(datetime(2026, 12, 8, 15, 0, tzinfo=UTC), tick=True)
+@at_clinic_hours
 def test_bookings_are_counted_when_committed_and_conflicts_by_route(
     database_url: str, client: FlaskClient, seed: Seed
 ) -> None:
